@@ -1,0 +1,59 @@
+"""Chariots: versioned machine-learning pipelines, in process.
+
+Build a :class:`Pipeline` of :class:`Node`\\ s around ops, run it, save its trained ops in an
+op store and load them in a prediction pipeline; loading refuses, with a
+:class:`VersionError`, a model that was trained on another version of the ops upstream of it.
+Storage, worker pools and HTTP serving are optional backends (``chariots_lmdb``,
+``chariots_fsspec``, ``chariots_multiprocess``, ``chariots_waitress``...), imported only when used.
+"""
+
+from .app import Chariots
+from .callbacks import OpCallBack, PipelineCallback
+from .errors import BackendError, ChariotsError, VersionError
+from .nodes import BaseNode, Node, ReservedNodes
+from .ops import BaseOp, LoadableOp
+from .pipeline import Pipeline
+from .runners import BaseRunner, SequentialRunner
+from .savers import BaseSaver, MemorySaver
+from .store import MemoryOpStore, OpStore
+from .versioning import Version, VersionableMeta, VersionedField, VersionedFieldDict, VersionType
+from .workers import BaseWorkerPool, InProcessWorkerPool, JobStatus, PipelineResponse
+
+__all__ = [
+    "Pipeline",
+    "Node",
+    "BaseNode",
+    "ReservedNodes",
+    "BaseOp",
+    "LoadableOp",
+    "SequentialRunner",
+    "BaseRunner",
+    "OpCallBack",
+    "PipelineCallback",
+    "Version",
+    "VersionType",
+    "VersionedField",
+    "VersionedFieldDict",
+    "VersionableMeta",
+    "OpStore",
+    "MemoryOpStore",
+    "BaseSaver",
+    "MemorySaver",
+    "Chariots",
+    "PipelineResponse",
+    "BaseWorkerPool",
+    "InProcessWorkerPool",
+    "JobStatus",
+    "ChariotsError",
+    "VersionError",
+    "BackendError",
+]
+
+
+def __getattr__(name: str):
+    # The config module pulls in TOML/YAML parsing; import it only when asked for.
+    if name == "ChariotsConfig":
+        from .config import ChariotsConfig
+
+        return ChariotsConfig
+    raise AttributeError(f"module 'chariots_core' has no attribute {name!r}")

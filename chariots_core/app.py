@@ -1,0 +1,259 @@
+"""The in-process app: serve, train, save and load pipelines by direct calls.
+
+:class:`Chariots` has the same methods as ``chariots_waitress.PipelinesClient``, so code
+written against one runs against the other::
+
+    app = Chariots([train_iris, pred_iris], path="./iris_data")
+    app.call_pipeline(train_iris)
+    app.save_pipeline(train_iris)
+    app.load_pipeline(pred_iris)
+    app.call_pipeline(pred_iris, [[1, 2, 3, 4]]).value
+
+Loading swaps the whole pipeline at once: calls in flight finish on the ops they started with,
+and a load that fails leaves the previous ops serving.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import ChariotsError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
+from .lineage import POLICIES, STRATEGIES, load_ops, resolve_versions, save_pipeline
+from .pipeline import Pipeline
+from .registry import get_backend, url_scheme
+from .runners import BaseRunner, SequentialRunner
+from .savers import BaseSaver
+from .store import OpStore
+from .versioning import Version
+from .workers import BaseWorkerPool, JobStatus, PipelineResponse, job_response, wants_worker
+
+__all__ = ["Chariots"]
+
+PipelineRef = str | Pipeline
+
+
+class Chariots:
+    """An app serving a set of pipelines, with an op store to save and load their ops.
+
+    :param pipelines: the pipelines the app serves (names must be unique).
+    :param path: where the app keeps its data when ``op_store``/``saver`` are not given: a
+        local directory (an LMDB store in ``<path>/store`` and blobs in ``<path>/blobs``) or
+        an object-storage URL such as ``s3://bucket/prefix``.
+    :param op_store: an :class:`~chariots_core.OpStore`, or a backend name (``"memory"``,
+        ``"lmdb"``).
+    :param saver: a saver, or a backend name or URL (``"memory"``, ``"file:///data"``, ``"gs://b/p"``).
+    :param compatibility: which part of a version must match along an edge: ``"major"``
+        (default), ``"minor"`` or ``"exact"``.
+    :param worker_pool: runs asynchronous calls (see ``use_worker``).
+    :param runner: runs pipelines (default :class:`~chariots_core.SequentialRunner`).
+    :param use_worker: app-wide default for asynchronous execution.
+    """
+
+    def __init__(
+        self,
+        pipelines: Iterable[Pipeline],
+        path: str | os.PathLike = "./chariots_data",
+        op_store: OpStore | str | None = None,
+        saver: BaseSaver | str | None = None,
+        compatibility: str = "major",
+        worker_pool: BaseWorkerPool | None = None,
+        runner: BaseRunner | None = None,
+        use_worker: bool | None = None,
+    ) -> None:
+        if compatibility not in POLICIES:
+            msg = f"'compatibility' must be one of {', '.join(map(repr, POLICIES))} (got {compatibility!r})"
+            raise ChariotsError(msg)
+        self.compatibility = compatibility
+        self._pipelines: dict[str, Pipeline] = {}
+        for pipeline in pipelines:
+            if not isinstance(pipeline, Pipeline):
+                msg = f"'pipelines' must hold Pipeline objects (got {pipeline!r} that is a {type(pipeline).__name__})"
+                raise PipelineDefinitionError(msg)
+            if pipeline.name in self._pipelines:
+                msg = f"two pipelines are named {pipeline.name!r}; give each pipeline of an app its own name"
+                raise PipelineDefinitionError(msg)
+            self._pipelines[pipeline.name] = pipeline
+        _check_op_names(self._pipelines.values())
+        self.path = os.fspath(path)
+        self.op_store: OpStore = _resolve_op_store(op_store, self.path)
+        self.saver: BaseSaver = _resolve_saver(saver, self.path)
+        self.runner = runner if runner is not None else SequentialRunner()
+        self.worker_pool = worker_pool
+        if worker_pool is not None:
+            worker_pool.attach(self)
+        self.use_worker = use_worker
+        self._loaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- the client API ------------------------------------------------------------------
+    def call_pipeline(
+        self, pipeline: PipelineRef, pipeline_input: Any = None, use_worker: bool | None = None
+    ) -> PipelineResponse:
+        """Run a pipeline and return its :class:`PipelineResponse`.
+
+        Asynchronous calls (see the class docstring's ``use_worker``) return at once with a
+        ``job_id`` and ``job_status`` ``queued``; fetch the result with :meth:`fetch_job`.
+
+        :raises UnknownPipelineError: if the app has no such pipeline.
+        :raises NodeExecutionError: if an op fails (synchronous calls), naming the node.
+        :raises WorkerError: if asynchronous execution is asked for and no pool is configured.
+        """
+        serving = self._serving(pipeline)
+        if wants_worker(self.use_worker, serving.use_worker, use_worker):
+            if self.worker_pool is None:
+                msg = (
+                    f"pipeline {serving.name!r} was asked to run in a worker but the app has no "
+                    "worker pool; pass worker_pool=... to Chariots or call with use_worker=False"
+                )
+                raise WorkerError(msg)
+            job_id = self.worker_pool.execute_pipeline_async(serving, pipeline_input, self)
+            return PipelineResponse(job_id=job_id, job_status=JobStatus.queued)
+        value = self.runner.run(serving, pipeline_input)
+        return PipelineResponse(value=value, versions=_versions(serving))
+
+    def save_pipeline(self, pipeline: PipelineRef) -> None:
+        """Save the state of the pipeline's loadable ops, their versions and links.
+
+        Usually called after a training pipeline ran, so that prediction pipelines can load
+        the trained ops.
+        """
+        save_pipeline(self._serving(pipeline), self.op_store, self.saver)
+
+    def load_pipeline(self, pipeline: PipelineRef, strategy: str = "latest") -> dict[str, Version]:
+        """Load the saved versions of the pipeline's ops and return the versions picked.
+
+        ``strategy="latest"`` loads each op's latest saved version and refuses the load if
+        any edge is incompatible; ``"latest_compatible"`` picks the newest versions that are
+        compatible along every edge.
+
+        :raises VersionError: naming each incompatible edge; the previous ops keep serving.
+        :raises NotSavedError: if none of the pipeline's ops were ever saved.
+        :raises IntegrityError: if stored bytes are corrupt.
+        """
+        if strategy not in STRATEGIES:
+            msg = f"'strategy' must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r})"
+            raise ChariotsError(msg)
+        serving = self._serving(pipeline)
+        chosen = resolve_versions(serving, self.op_store, self.compatibility, strategy)
+        loaded_ops = load_ops(serving, chosen, self.saver)
+        replacement = serving.replace_ops(loaded_ops) if loaded_ops else serving
+        with self._lock:
+            self._pipelines[serving.name] = replacement
+            self._loaded.add(serving.name)
+        return {name: Version.parse(record.version) for name, record in chosen.items() if record}
+
+    def pipeline_versions(self, pipeline: PipelineRef) -> dict[str, Version]:
+        """The version of each op node of the pipeline as the app serves it now."""
+        return _versions(self._serving(pipeline))
+
+    def is_pipeline_loaded(self, pipeline: PipelineRef) -> bool:
+        """Whether :meth:`load_pipeline` succeeded for this pipeline."""
+        return self._serving(pipeline).name in self._loaded
+
+    def fetch_job(self, job_id: str, pipeline: PipelineRef | None = None) -> PipelineResponse:
+        """The current state of an asynchronous call (and its value once done).
+
+        :raises JobNotFoundError: if no job has that id.
+        """
+        return job_response(self.op_store, self.saver, job_id)
+
+    def available_pipelines(self) -> list[str]:
+        """The names of the pipelines the app serves."""
+        return list(self._pipelines)
+
+    def health_check(self) -> dict[str, Any]:
+        """A small status report: the app answers and knows its pipelines."""
+        return {
+            "status": "ok",
+            "pipelines": self.available_pipelines(),
+            "loaded": sorted(self._loaded),
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the worker pool and close the op store."""
+        if self.worker_pool is not None:
+            self.worker_pool.close()
+        self.op_store.close()
+
+    def __enter__(self) -> Chariots:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Chariots serving {', '.join(self._pipelines) or 'nothing'}>"
+
+    def _serving(self, pipeline: PipelineRef) -> Pipeline:
+        name = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
+        try:
+            return self._pipelines[name]
+        except (KeyError, TypeError):
+            known = ", ".join(map(repr, self._pipelines)) or "none"
+            msg = f"this app has no pipeline {name!r}; available pipelines: {known}"
+            raise UnknownPipelineError(msg) from None
+
+
+def _versions(pipeline: Pipeline) -> dict[str, Version]:
+    return {node.name: node.node_version for node in pipeline.op_nodes()}
+
+
+def _check_op_names(pipelines: Iterable[Pipeline]) -> None:
+    """The store files ops by node name: one name must mean one op class across the app."""
+    owner: dict[str, tuple[type, str]] = {}
+    for pipeline in pipelines:
+        seen_here: set[str] = set()
+        for node in pipeline.loadable_nodes():
+            op_class = type(node.op)
+            if node.name in seen_here:
+                msg = (
+                    f"pipeline {pipeline.name!r} has two loadable nodes named {node.name!r}; the "
+                    "store files ops by name, so pass name='...' to one of the Node(...)s"
+                )
+                raise PipelineDefinitionError(msg)
+            seen_here.add(node.name)
+            first = owner.setdefault(node.name, (op_class, pipeline.name))
+            if first[0].__qualname__ != op_class.__qualname__:
+                msg = (
+                    f"node name {node.name!r} runs {first[0].__name__} in pipeline {first[1]!r} "
+                    f"but {op_class.__name__} in pipeline {pipeline.name!r}; the store files ops "
+                    "by name, so pass name='...' to tell them apart"
+                )
+                raise PipelineDefinitionError(msg)
+
+
+def _local_dir(path: str, child: str) -> str:
+    if os.path.isfile(path):
+        msg = f"the app path {path!r} is a file; Chariots needs a directory there (or a URL)"
+        raise StoreError(msg)
+    return os.path.join(os.path.abspath(path), child)
+
+
+def _resolve_op_store(op_store: OpStore | str | None, path: str) -> OpStore:
+    if op_store is not None and not isinstance(op_store, str):
+        return op_store
+    scheme = url_scheme(path)
+    if op_store is None and scheme not in (None, "file"):
+        return get_backend("op_store", scheme)(path)
+    name = op_store or "lmdb"
+    backend = get_backend("op_store", name)
+    if name == "memory":
+        return backend()
+    return backend(_local_dir(path.removeprefix("file://"), "store"))
+
+
+def _resolve_saver(saver: BaseSaver | str | None, path: str) -> BaseSaver:
+    if saver is not None and not isinstance(saver, str):
+        return saver
+    if saver == "memory":
+        return get_backend("saver", "memory")()
+    url = saver
+    if url is None:
+        scheme = url_scheme(path)
+        url = f"{path.rstrip('/')}/blobs" if scheme not in (None, "file") else _local_dir(path.removeprefix("file://"), "blobs")
+    scheme = url_scheme(url) or "file"
+    return get_backend("saver", scheme)(url)

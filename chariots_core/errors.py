@@ -1,0 +1,105 @@
+"""Every error Chariots raises on purpose.
+
+The hierarchy::
+
+    ChariotsError                       root: catch this to catch everything Chariots raises
+    ├── VersionError (TypeError)        an op's saved version does not fit the ops around it
+    ├── BackendError (ImportError)      an optional backend is not installed
+    ├── PipelineDefinitionError (ValueError)
+    │                                   a pipeline's nodes cannot form a valid DAG
+    ├── NodeExecutionError (RuntimeError)
+    │                                   an op raised, or returned the wrong number of outputs
+    ├── UnknownPipelineError (LookupError)
+    │                                   no pipeline of that name in the app
+    ├── NotSavedError (LookupError)     nothing was ever saved for what is being loaded
+    ├── NotFittedError (RuntimeError)   a model op predicted before it was fitted or loaded
+    ├── StoreError (OSError)            the op store or saver cannot be used
+    │   └── IntegrityError              stored bytes do not match their recorded sha256
+    ├── SerializationError (ValueError) bytes cannot be turned back into an object
+    ├── WorkerError (RuntimeError)      async execution was asked for but cannot happen
+    │   └── JobNotFoundError (LookupError)
+    │                                   no job with that id
+    └── ConfigError (ValueError)        a configuration file or value is wrong
+
+Each leaf also subclasses the builtin it refines, so ``except TypeError`` still catches a
+``VersionError`` as it did in chariots 0.2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChariotsError",
+    "VersionError",
+    "BackendError",
+    "PipelineDefinitionError",
+    "NodeExecutionError",
+    "UnknownPipelineError",
+    "NotSavedError",
+    "NotFittedError",
+    "StoreError",
+    "IntegrityError",
+    "SerializationError",
+    "WorkerError",
+    "JobNotFoundError",
+    "ConfigError",
+]
+
+
+class ChariotsError(Exception):
+    """Base class of every error Chariots raises on purpose."""
+
+
+class VersionError(ChariotsError, TypeError):
+    """A saved op version is incompatible with the version of an op it depends on."""
+
+
+class BackendError(ChariotsError, ImportError):
+    """An optional backend was asked for but its dependencies are not installed."""
+
+
+class PipelineDefinitionError(ChariotsError, ValueError):
+    """The nodes given to a pipeline do not form a valid DAG."""
+
+
+class NodeExecutionError(ChariotsError, RuntimeError):
+    """An op failed while a pipeline ran; the message names the node."""
+
+    def __init__(self, message: str, node_name: str | None = None) -> None:
+        super().__init__(message)
+        self.node_name = node_name
+
+
+class UnknownPipelineError(ChariotsError, LookupError):
+    """The app has no pipeline of the requested name."""
+
+
+class NotSavedError(ChariotsError, LookupError):
+    """Something was loaded that was never saved."""
+
+
+class NotFittedError(ChariotsError, RuntimeError):
+    """A machine-learning op was asked to predict before being fitted or loaded."""
+
+
+class StoreError(ChariotsError, OSError):
+    """The op store or the saver cannot read or write."""
+
+
+class IntegrityError(StoreError):
+    """Bytes read from a saver do not match the sha256 recorded when they were saved."""
+
+
+class SerializationError(ChariotsError, ValueError):
+    """Bytes could not be deserialized (or an object could not be serialized)."""
+
+
+class WorkerError(ChariotsError, RuntimeError):
+    """Asynchronous execution was requested but cannot be done."""
+
+
+class JobNotFoundError(WorkerError, LookupError):
+    """No job has the requested id."""
+
+
+class ConfigError(ChariotsError, ValueError):
+    """A configuration value or file is invalid."""

@@ -1,0 +1,207 @@
+"""Nodes: the slots of a pipeline and the wiring between them.
+
+A node names the values it consumes (``input_nodes``) and the values it produces
+(``output_nodes``). Names are plain strings, or node objects standing for that node's single
+output. Two names are reserved: ``"__pipeline_input__"`` (what the caller passes to the
+pipeline) and ``"__pipeline_output__"`` (what the pipeline returns)::
+
+    Node(AddOneOp(), input_nodes=["__pipeline_input__"], output_nodes="added")
+    Node(IsOddOp(), input_nodes=["added"], output_nodes="__pipeline_output__")
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import itertools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import PipelineDefinitionError
+from .ops import BaseOp, LoadableOp
+from .versioning import Version
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+__all__ = ["ReservedNodes", "BaseNode", "Node", "NodeReference"]
+
+
+class ReservedNodes(enum.Enum):
+    """Value names with a fixed meaning in every pipeline."""
+
+    pipeline_input = "__pipeline_input__"
+    pipeline_output = "__pipeline_output__"
+
+    @property
+    def reference(self) -> str:
+        """The name to use in ``input_nodes`` / ``output_nodes``."""
+        return self.value
+
+
+NodeReference = Union[str, "BaseNode", ReservedNodes]
+
+_node_numbers = itertools.count(1)
+
+
+class BaseNode(abc.ABC):
+    """A step of a pipeline: what it consumes, what it produces, how it runs.
+
+    Subclasses define :attr:`name`, :attr:`node_version` and :meth:`execute`.
+
+    :param input_nodes: the values passed to the node, in order (strings or nodes).
+    :param output_nodes: the name(s) of the node's output(s); a node that returns a tuple or
+        list gives one name per element.
+    """
+
+    def __init__(
+        self,
+        input_nodes: Sequence[NodeReference] | None = None,
+        output_nodes: Sequence[NodeReference] | NodeReference | None = None,
+    ) -> None:
+        self._input_nodes = list(input_nodes or ())
+        if output_nodes is None:
+            outputs: list[NodeReference] = []
+        elif isinstance(output_nodes, (str, BaseNode, ReservedNodes)):
+            outputs = [output_nodes]
+        else:
+            outputs = list(output_nodes)
+        self._declared_outputs = outputs
+        # Names the output of a node declared without outputs, so that the node object itself
+        # can be used as another node's input.
+        self._implicit_output = f"<output of node #{next(_node_numbers)}>"
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The node's name."""
+
+    @property
+    @abc.abstractmethod
+    def node_version(self) -> Version:
+        """The version of what the node runs."""
+
+    @abc.abstractmethod
+    def execute(self, *params: Any) -> Any:
+        """Run the node on the values of its inputs and return its output(s)."""
+
+    @property
+    def is_loadable(self) -> bool:
+        """Whether the node has state saved to and loaded from an op store."""
+        return False
+
+    @property
+    def requires_runner(self) -> bool:
+        """Whether the node needs a runner to execute (a nested pipeline does)."""
+        return False
+
+    @property
+    def input_references(self) -> list[str]:
+        """The names of the values this node consumes, in order."""
+        return [_reference_name(ref, self, "input_nodes") for ref in self._input_nodes]
+
+    @property
+    def output_references(self) -> list[str]:
+        """The names of the values this node produces.
+
+        A node declared without outputs produces one unnamed value, which other nodes can
+        consume by using the node object itself as an input.
+        """
+        if not self._declared_outputs:
+            return [self._implicit_output]
+        return [_reference_name(ref, self, "output_nodes") for ref in self._declared_outputs]
+
+    def executor(self) -> Callable[..., Any]:
+        """The callable a runner invokes with the node's arguments."""
+        return self.execute
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _reference_name(ref: NodeReference, owner: BaseNode, argument: str) -> str:
+    if isinstance(ref, ReservedNodes):
+        return ref.value
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, BaseNode):
+        outputs = ref._declared_outputs
+        if not outputs:
+            return ref._implicit_output
+        if len(outputs) == 1:
+            return _reference_name(outputs[0], ref, "output_nodes")
+        msg = (
+            f"node {owner.name!r} uses node {ref.name!r} in {argument}, but {ref.name!r} has "
+            f"{len(outputs)} outputs; name the output you mean as a string instead"
+        )
+        raise PipelineDefinitionError(msg)
+    msg = (
+        f"'{argument}' of node {owner.name!r} must hold strings or nodes "
+        f"(got {ref!r} that is a {type(ref).__name__})"
+    )
+    raise PipelineDefinitionError(msg)
+
+
+class Node(BaseNode):
+    """A node that runs an op (or a whole pipeline, nested).
+
+    :param op: the op to run, or a :class:`~chariots_core.Pipeline` to run as one step.
+    :param input_nodes: the values passed to the op, one argument each, in order.
+    :param output_nodes: the name(s) of the op's output(s).
+    :param name: the node's name; defaults to the op's name. The op store files a loadable
+        op's versions under this name, so give two loadable nodes of one class distinct names.
+    """
+
+    def __init__(
+        self,
+        op: BaseOp | Pipeline,
+        input_nodes: Sequence[NodeReference] | None = None,
+        output_nodes: Sequence[NodeReference] | NodeReference | None = None,
+        name: str | None = None,
+    ) -> None:
+        from .pipeline import Pipeline
+
+        if not isinstance(op, (BaseOp, Pipeline)):
+            msg = (
+                f"'op' must be a BaseOp or a Pipeline (got {op!r} that is a {type(op).__name__}); "
+                "wrap your function in a BaseOp subclass that overrides execute()"
+            )
+            raise PipelineDefinitionError(msg)
+        super().__init__(input_nodes, output_nodes)
+        self._op = op
+        self._name = name
+
+    @property
+    def op(self) -> BaseOp | Pipeline:
+        """The op (or nested pipeline) this node runs."""
+        return self._op
+
+    @property
+    def name(self) -> str:
+        return self._name if self._name is not None else self._op.name
+
+    @property
+    def node_version(self) -> Version:
+        return self._op.op_version
+
+    @property
+    def is_loadable(self) -> bool:
+        return isinstance(self._op, LoadableOp)
+
+    @property
+    def requires_runner(self) -> bool:
+        from .pipeline import Pipeline
+
+        return isinstance(self._op, Pipeline)
+
+    def execute(self, *params: Any) -> Any:
+        return self._op.execute(*params)
+
+    def executor(self) -> Callable[..., Any]:
+        return self._op.executor()
+
+    def with_op(self, op: BaseOp | Pipeline) -> Node:
+        """A copy of this node, wired the same way, that runs ``op`` instead."""
+        twin = Node(op, self._input_nodes, self._declared_outputs, name=self.name)
+        twin._implicit_output = self._implicit_output
+        return twin

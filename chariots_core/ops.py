@@ -1,0 +1,113 @@
+"""Ops: the units of computation that nodes place in a pipeline.
+
+Subclass :class:`BaseOp` and override ``execute``::
+
+    >>> class AddOp(BaseOp):
+    ...     number_to_add = VersionedField(3, VersionType.MAJOR)
+    ...     def execute(self, op_input):
+    ...         return op_input + self.number_to_add
+    >>> AddOp().execute(3)
+    6
+
+An op is a versioned class: its :class:`~chariots_core.versioning.VersionedField` attributes
+make up ``AddOp.__version__``. Subclass :class:`LoadableOp` for ops whose state is saved to
+and loaded from an op store (trained models, fitted encoders...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .callbacks import OpCallBack, overrides
+from .versioning import Version, VersionableMeta
+
+__all__ = ["BaseOp", "LoadableOp"]
+
+
+class BaseOp(metaclass=VersionableMeta):
+    """The base of every op.
+
+    :param op_callbacks: :class:`OpCallBack` objects run before and after each execution.
+    """
+
+    def __init__(self, op_callbacks: Iterable[OpCallBack] | None = None) -> None:
+        self.op_callbacks: list[OpCallBack] = list(op_callbacks or ())
+
+    def execute(self, *args: Any) -> Any:
+        """Compute the op's output; receives one argument per input node, in order."""
+        msg = f"{type(self).__name__} must override execute(self, *args)"
+        raise NotImplementedError(msg)
+
+    def before_execution(self, args: list[Any]) -> None:
+        """One-off hook run just before :meth:`execute` (after the op callbacks' hooks)."""
+
+    def after_execution(self, args: list[Any], output: Any) -> None:
+        """One-off hook run just after :meth:`execute` (before the op callbacks' hooks)."""
+
+    @property
+    def name(self) -> str:
+        """The op's name: its class name in lower case. The op store files versions under it."""
+        return type(self).__name__.lower()
+
+    @property
+    def op_version(self) -> Version:
+        """The version this op runs as: its class version (ML ops add their training)."""
+        return type(self).__version__
+
+    @property
+    def allow_version_change(self) -> bool:
+        """Whether this op may be loaded from a version saved by different code (default no)."""
+        return False
+
+    def execute_with_all_callbacks(self, args: list[Any]) -> Any:
+        """Execute the op with its callbacks and hooks, in the documented order."""
+        for callback in self.op_callbacks:
+            callback.before_execution(self, args)
+        self.before_execution(args)
+        output = self.execute(*args)
+        self.after_execution(args, output)
+        for callback in self.op_callbacks:
+            callback.after_execution(self, args, output)
+        return output
+
+    def executor(self) -> Callable[..., Any]:
+        """The callable a runner should invoke with the op's arguments.
+
+        Plain ``execute`` when the op has no callbacks and overrides no hook, so that a
+        pipeline of simple ops costs little more than calling them directly.
+        """
+        if (
+            self.op_callbacks
+            or overrides(self, BaseOp, "before_execution")
+            or overrides(self, BaseOp, "after_execution")
+        ):
+            return lambda *args: self.execute_with_all_callbacks(list(args))
+        return self.execute
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} op {self.name!r}>"
+
+
+class LoadableOp(BaseOp):
+    """An op whose state is saved to and loaded from an op store.
+
+    Override :meth:`serialize` (state to bytes) and :meth:`load` (bytes to state) as well as
+    ``execute``. Saving a pipeline stores ``serialize()`` under the op's name and version;
+    loading a pipeline passes the bytes of the latest compatible version to ``load``.
+    """
+
+    def load(self, serialized_object: bytes) -> None:
+        """Set the op's state from bytes made by :meth:`serialize`."""
+        msg = f"{type(self).__name__} must override load(self, serialized_object: bytes)"
+        raise NotImplementedError(msg)
+
+    def serialize(self) -> bytes:
+        """Return the op's state as bytes that :meth:`load` accepts."""
+        msg = f"{type(self).__name__} must override serialize(self) -> bytes"
+        raise NotImplementedError(msg)
+
+    @property
+    def requires_saved_state(self) -> bool:
+        """Whether the op is useless until a saved version is loaded (predict-only models)."""
+        return False

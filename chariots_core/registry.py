@@ -1,0 +1,146 @@
+"""Backends by name or URL scheme, imported only when first used.
+
+The core never imports a backend package at import time: it keeps, per kind of backend, a
+table from a name (``"lmdb"``, ``"multiprocess"``) or URL scheme (``"gs"``) to a dotted path
+``"package.module:Class"`` and the extra that installs it. :func:`get_backend` imports on
+first use and turns a missing dependency into a :class:`~chariots_core.errors.BackendError`
+that says which ``pip install 'chariots[extra]'`` fixes it.
+
+Third-party packages add backends through the ``chariots.backends`` entry-point group, with
+entry names ``"<kind>.<name>"`` (e.g. ``op_store.redis = "my_pkg:RedisOpStore"``), or at run time
+with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from importlib.metadata import entry_points
+from typing import Any
+
+import attrs
+
+from .errors import BackendError, ConfigError
+
+__all__ = ["KINDS", "get_backend", "register_backend", "known_backends", "url_scheme"]
+
+KINDS = ("op_store", "saver", "worker_pool", "runner")
+ENTRY_POINT_GROUP = "chariots.backends"
+
+
+@attrs.frozen
+class _Entry:
+    target: str | type
+    extra: str | None  # the `chariots[extra]` that installs what the target needs
+
+
+_BUILTIN: dict[str, dict[str, _Entry]] = {
+    "op_store": {
+        "memory": _Entry("chariots_core.store:MemoryOpStore", None),
+        "lmdb": _Entry("chariots_lmdb:LMDBOpStore", "lmdb"),
+        "s3": _Entry("chariots_fsspec.object_store:ObjectOpStore", "dask"),
+        "gs": _Entry("chariots_fsspec.object_store:ObjectOpStore", "gcs"),
+        "memory-objects": _Entry("chariots_fsspec.object_store:ObjectOpStore", "fsspec"),
+    },
+    "saver": {
+        "memory": _Entry("chariots_core.savers:MemorySaver", None),
+        "file": _Entry("chariots_fsspec:FsspecSaver", "fsspec"),
+        "fsspec": _Entry("chariots_fsspec:FsspecSaver", "fsspec"),
+        "gs": _Entry("chariots_fsspec:FsspecSaver", "gcs"),
+        "s3": _Entry("chariots_fsspec:FsspecSaver", "dask"),
+    },
+    "worker_pool": {
+        "inprocess": _Entry("chariots_core.workers:InProcessWorkerPool", None),
+        "multiprocess": _Entry("chariots_multiprocess:MultiprocessWorkerPool", "workers"),
+        "dask": _Entry("chariots_dask:DaskWorkerPool", "dask"),
+    },
+    "runner": {
+        "sequential": _Entry("chariots_core.runners:SequentialRunner", None),
+    },
+}
+
+_registry: dict[str, dict[str, _Entry]] = {kind: dict(entries) for kind, entries in _BUILTIN.items()}
+_loaded: dict[tuple[str, str], Any] = {}
+_lock = threading.Lock()
+_entry_points_read = False
+
+
+def url_scheme(url: str) -> str | None:
+    """The scheme of ``url`` (``"gs"`` for ``gs://bucket``), ``None`` for a plain path."""
+    head, sep, _ = str(url).partition("://")
+    return head.lower() if sep and head.isidentifier() else None
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _registry:
+        raise ConfigError(f"'kind' must be one of {', '.join(KINDS)} (got {kind!r})")
+
+
+def register_backend(
+    kind: str, name: str, target: str | type, extra: str | None = None, clobber: bool = False
+) -> None:
+    """Make ``target`` (a class or ``"module:Class"``) available as ``name`` for ``kind``.
+
+    :raises ConfigError: if ``name`` is taken and ``clobber`` is false.
+    """
+    _check_kind(kind)
+    with _lock:
+        if name in _registry[kind] and not clobber:
+            msg = (
+                f"a {kind} backend named {name!r} is already registered "
+                f"({_registry[kind][name].target!r}); pass clobber=True to replace it"
+            )
+            raise ConfigError(msg)
+        _registry[kind][name] = _Entry(target, extra)
+        _loaded.pop((kind, name), None)
+
+
+def _read_entry_points() -> None:
+    global _entry_points_read
+    if _entry_points_read:
+        return
+    _entry_points_read = True
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        kind, _, name = entry.name.partition(".")
+        if kind in _registry and name and name not in _registry[kind]:
+            _registry[kind][name] = _Entry(entry.value, None)
+
+
+def known_backends(kind: str) -> list[str]:
+    """The names registered for ``kind``."""
+    _check_kind(kind)
+    _read_entry_points()
+    return sorted(_registry[kind])
+
+
+def get_backend(kind: str, name: str) -> Any:
+    """Import and return the class registered as ``name`` for ``kind``.
+
+    :raises ConfigError: if no such backend is registered.
+    :raises BackendError: if its package or one of its dependencies is not installed.
+    """
+    _check_kind(kind)
+    key = (kind, name)
+    if key in _loaded:
+        return _loaded[key]
+    _read_entry_points()
+    entry = _registry[kind].get(name)
+    if entry is None:
+        msg = (
+            f"no {kind} backend is called {name!r}; known: {', '.join(known_backends(kind))}. "
+            "Register others with chariots_core.registry.register_backend or an entry point "
+            f"in the {ENTRY_POINT_GROUP!r} group"
+        )
+        raise ConfigError(msg)
+    if isinstance(entry.target, str):
+        module_name, _, attribute = entry.target.partition(":")
+        try:
+            target = getattr(importlib.import_module(module_name), attribute)
+        except ImportError as exc:
+            fix = f"pip install 'chariots[{entry.extra}]'" if entry.extra else "reinstall chariots"
+            msg = f"the {name!r} {kind} backend needs {exc.name or module_name}, which is not installed; {fix}"
+            raise BackendError(msg) from exc
+    else:
+        target = entry.target
+    _loaded[key] = target
+    return target

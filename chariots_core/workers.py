@@ -1,0 +1,274 @@
+"""Asynchronous pipeline runs: job states, responses, and the worker-pool interface.
+
+A worker pool takes a pipeline and an input, runs it somewhere else (a thread, a process, a
+cluster) and lets the app fetch the result later by job id. Job records live in the app's op
+store, so a job is never only in a pool's memory; results are written through the app's
+saver. :class:`InProcessWorkerPool` runs jobs on threads of the current process;
+``chariots_multiprocess.MultiprocessWorkerPool`` runs them in worker processes.
+
+Whether a call runs in a worker follows chariots 0.2: the app, the pipeline and the request
+may each say ``use_worker``; an explicit ``False`` anywhere wins, else any ``True`` makes the
+call asynchronous (see :func:`wants_worker`).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import traceback
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import dill
+
+from .errors import IntegrityError, JobNotFoundError, NodeExecutionError, WorkerError
+from .jsonsafe import to_jsonable
+from .savers import BaseSaver
+from .store import JobRecord, OpStore
+from .versioning import Version
+
+if TYPE_CHECKING:
+    from .app import Chariots
+    from .pipeline import Pipeline
+    from .runners import BaseRunner
+
+__all__ = [
+    "JobStatus",
+    "PipelineResponse",
+    "BaseWorkerPool",
+    "InProcessWorkerPool",
+    "wants_worker",
+    "new_job",
+    "run_job",
+    "mark_job",
+    "job_response",
+]
+
+
+class JobStatus(enum.Enum):
+    """The states a job goes through: queued -> running -> done | failed."""
+
+    deferred = "deferred"
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+@attrs.define
+class PipelineResponse:
+    """What a pipeline call returns.
+
+    :param value: the pipeline's output (``None`` while an async job is not done).
+    :param versions: the version of each op node the run used, by node name.
+    :param job_id: the job's id, for async calls.
+    :param job_status: the job's state, for async calls.
+    :param error: ``{"type", "message", "node"}`` when an async job failed.
+    """
+
+    value: Any = None
+    versions: dict[str, Version] = attrs.field(factory=dict)
+    job_id: str | None = None
+    job_status: JobStatus | None = None
+    error: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict (the HTTP wire format)."""
+        return {
+            "value": to_jsonable(self.value),
+            "versions": {name: str(version) for name, version in self.versions.items()},
+            "job_id": self.job_id,
+            "job_status": None if self.job_status is None else self.job_status.value,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PipelineResponse:
+        """Rebuild a response from :meth:`to_json`'s output."""
+        status = data.get("job_status")
+        return cls(
+            value=data.get("value"),
+            versions={name: Version.parse(text) for name, text in (data.get("versions") or {}).items()},
+            job_id=data.get("job_id"),
+            job_status=None if status is None else JobStatus(status),
+            error=data.get("error"),
+        )
+
+
+def wants_worker(*flags: bool | None) -> bool:
+    """Apply the precedence rule: any explicit ``False`` wins, else any ``True``, else no."""
+    if any(flag is False for flag in flags):
+        return False
+    return any(flag is True for flag in flags)
+
+
+# -- job bookkeeping shared by every pool --------------------------------------------------
+def new_job(op_store: OpStore, pipeline_name: str) -> JobRecord:
+    """Create and persist a queued job record."""
+    now = time.time()
+    job = JobRecord(uuid.uuid4().hex, pipeline_name, JobStatus.queued.value, now, now)
+    op_store.put_job(job)
+    return job
+
+
+def mark_job(op_store: OpStore, job: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
+    """Persist ``job`` in a new state and return the new record."""
+    updated = attrs.evolve(job, status=status.value, updated_at=time.time(), **changes)
+    op_store.put_job(updated)
+    return updated
+
+
+def run_job(
+    job: JobRecord,
+    pipeline: Pipeline,
+    pipeline_input: Any,
+    runner: BaseRunner,
+    op_store: OpStore,
+    saver: BaseSaver,
+) -> JobRecord:
+    """Run one job to completion, recording each state; never raises for an op's failure."""
+    job = mark_job(op_store, job, JobStatus.running, worker=f"pid {os.getpid()}")
+    versions = {node.name: str(node.node_version) for node in pipeline.op_nodes()}
+    try:
+        value = runner.run(pipeline, pipeline_input)
+        data = dill.dumps(value)
+    except Exception as exc:  # a job records its failure instead of raising it
+        node = exc.node_name if isinstance(exc, NodeExecutionError) else None
+        error = {"type": type(exc).__name__, "message": str(exc), "node": node or ""}
+        error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+        return mark_job(op_store, job, JobStatus.failed, versions=versions, error=error)
+    path = f"jobs/{job.job_id}"
+    saver.save(path, data)
+    return mark_job(
+        op_store,
+        job,
+        JobStatus.done,
+        versions=versions,
+        result_path=path,
+        result_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineResponse:
+    """The :class:`PipelineResponse` of a job, with its value once done.
+
+    :raises JobNotFoundError: if no job has that id.
+    """
+    job = op_store.get_job(str(job_id))
+    if job is None:
+        msg = f"no job has id {job_id!r}; use the job_id of a PipelineResponse returned by call_pipeline"
+        raise JobNotFoundError(msg)
+    value = None
+    if job.status == JobStatus.done.value and job.result_path is not None:
+        data = saver.load(job.result_path)
+        if hashlib.sha256(data).hexdigest() != job.result_sha256:
+            msg = f"the result of job {job_id!r} at {job.result_path!r} is corrupt (sha256 mismatch)"
+            raise IntegrityError(msg)
+        value = dill.loads(data)
+    return PipelineResponse(
+        value=value,
+        versions={name: Version.parse(text) for name, text in job.versions.items()},
+        job_id=job.job_id,
+        job_status=JobStatus(job.status),
+        error=None if job.error is None else {k: v for k, v in job.error.items() if k != "traceback"},
+    )
+
+
+class BaseWorkerPool(abc.ABC):
+    """Runs pipelines asynchronously. Subclass it to use another job system.
+
+    A pool implements :attr:`n_workers`, :meth:`spawn_worker` and
+    :meth:`execute_pipeline_async`; job records go through :func:`new_job`,
+    :func:`run_job` / :func:`mark_job` into the app's op store, which is what
+    :meth:`get_pipeline_response_json_for_id` reads. Pools are context managers.
+    """
+
+    _app: Chariots | None = None
+
+    def attach(self, app: Chariots) -> None:
+        """Bind the pool to the app whose store records its jobs (the app does this)."""
+        self._app = app
+
+    @property
+    @abc.abstractmethod
+    def n_workers(self) -> int:
+        """How many workers the pool has (busy or idle)."""
+
+    @abc.abstractmethod
+    def spawn_worker(self) -> None:
+        """Add one worker to the pool."""
+
+    @abc.abstractmethod
+    def execute_pipeline_async(self, pipeline: Pipeline, pipeline_input: Any, app: Chariots) -> str:
+        """Queue a run of ``pipeline`` on ``pipeline_input`` and return the job id."""
+
+    def get_pipeline_response_json_for_id(self, job_id: str) -> str:
+        """The JSON of the job's :class:`PipelineResponse` (status, and value once done)."""
+        if self._app is None:
+            raise WorkerError("this worker pool has run no job yet: it is not attached to an app")
+        response = job_response(self._app.op_store, self._app.saver, job_id)
+        return json.dumps(response.to_json())
+
+    def close(self) -> None:
+        """Stop the workers (waiting for running jobs). Idempotent."""
+
+    def __enter__(self) -> BaseWorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class InProcessWorkerPool(BaseWorkerPool):
+    """Runs jobs on threads of this process: async calls without any extra process.
+
+    :param n_workers: how many jobs may run at once.
+    """
+
+    def __init__(self, n_workers: int = 1) -> None:
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise WorkerError(f"'n_workers' must be a positive int (got {n_workers!r})")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        for _ in range(n_workers):
+            self.spawn_worker()
+
+    @property
+    def n_workers(self) -> int:
+        return len(self._threads)
+
+    def spawn_worker(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"chariots-worker-{len(self._threads)}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _work(self) -> None:
+        while (task := self._queue.get()) is not None:
+            run_job(*task)
+
+    def execute_pipeline_async(self, pipeline: Pipeline, pipeline_input: Any, app: Chariots) -> str:
+        if self._closed:
+            raise WorkerError("this worker pool is closed; create a new one to run jobs")
+        self.attach(app)
+        job = new_job(app.op_store, pipeline.name)
+        self._queue.put((job, pipeline, pipeline_input, app.runner, app.op_store, app.saver))
+        return job.job_id
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()

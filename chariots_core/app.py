@@ -160,6 +160,33 @@ class Chariots:
         """
         return job_response(self.op_store, self.saver, job_id)
 
+    def install_ops(self, pipeline: PipelineRef, ops_by_node_name: dict[str, Any]) -> None:
+        """Swap ops trained elsewhere (e.g. by a worker process) into a pipeline, at once.
+
+        Worker pools call this when an asynchronous run fitted models, so that a following
+        :meth:`save_pipeline` saves what the worker trained.
+        """
+        serving = self._serving(pipeline)
+        replacement = serving.replace_ops(ops_by_node_name)
+        with self._lock:
+            self._pipelines[serving.name] = replacement
+
+    def map_pipeline(
+        self,
+        pipeline: PipelineRef,
+        inputs: Iterable[Any],
+        worker_pool: BaseWorkerPool | None = None,
+        progress: bool = True,
+    ) -> list[Any]:
+        """Run one pipeline over many inputs in parallel and return the values in input order.
+
+        Uses ``worker_pool`` (default: the app's pool); prints progress on stderr when
+        ``progress`` is true.
+        """
+        from .batch import map_pipeline
+
+        return map_pipeline(self, pipeline, inputs, worker_pool=worker_pool, progress=progress)
+
     def available_pipelines(self) -> list[str]:
         """The names of the pipelines the app serves."""
         return list(self._pipelines)

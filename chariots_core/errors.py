@@ -4,9 +4,13 @@ The hierarchy::
 
     ChariotsError                       root: catch this to catch everything Chariots raises
     ├── VersionError (TypeError)        an op's saved version does not fit the ops around it
+    ├── InvalidVersionError (ValueError)
+    │                                   a malformed version string, digest or subversion name
     ├── BackendError (ImportError)      an optional backend is not installed
     ├── PipelineDefinitionError (ValueError)
-    │                                   a pipeline's nodes cannot form a valid DAG
+    │   │                               a pipeline's nodes cannot form a valid DAG
+    │   └── NotAPipelineError (TypeError)
+    │                                   a runner was given something that is not a Pipeline
     ├── NodeExecutionError (RuntimeError)
     │                                   an op raised, or returned the wrong number of outputs
     ├── UnknownPipelineError (LookupError)
@@ -30,8 +34,10 @@ from __future__ import annotations
 __all__ = [
     "ChariotsError",
     "VersionError",
+    "InvalidVersionError",
     "BackendError",
     "PipelineDefinitionError",
+    "NotAPipelineError",
     "NodeExecutionError",
     "UnknownPipelineError",
     "NotSavedError",
@@ -53,12 +59,20 @@ class VersionError(ChariotsError, TypeError):
     """A saved op version is incompatible with the version of an op it depends on."""
 
 
+class InvalidVersionError(ChariotsError, ValueError):
+    """A version string, digest or subversion name is malformed, or a parsed version was extended."""
+
+
 class BackendError(ChariotsError, ImportError):
     """An optional backend was asked for but its dependencies are not installed."""
 
 
 class PipelineDefinitionError(ChariotsError, ValueError):
     """The nodes given to a pipeline do not form a valid DAG."""
+
+
+class NotAPipelineError(PipelineDefinitionError, TypeError):
+    """A runner (or a nested node) was given an object that is not a Pipeline."""
 
 
 class NodeExecutionError(ChariotsError, RuntimeError):

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from .errors import ChariotsError
+from .errors import InvalidVersionError
 
 __all__ = ["Version", "VersionType", "VersionedField", "VersionedFieldDict", "VersionableMeta"]
 
@@ -36,6 +36,15 @@ class VersionType(enum.Enum):
 
 
 _SUBVERSIONS = ("major", "minor", "patch")
+
+
+def _version_type(value: VersionType | str, argument: str) -> VersionType:
+    """``value`` as a VersionType, or an error naming the argument and the accepted names."""
+    try:
+        return VersionType(value)
+    except ValueError:
+        msg = f"'{argument}' must be a VersionType or 'major', 'minor' or 'patch' (got {value!r})"
+        raise InvalidVersionError(msg) from None
 
 
 class Version:
@@ -92,15 +101,16 @@ class Version:
 
     def subversion(self, version_type: VersionType) -> str:
         """The hex digest of one subversion."""
-        return self._digests[_SUBVERSIONS.index(VersionType(version_type).value)]
+        return self._digests[_SUBVERSIONS.index(_version_type(version_type, "version_type").value)]
 
     # -- building ------------------------------------------------------------------------
     def update(self, version_type: VersionType | str, input_bytes: bytes) -> Version:
         """Return a copy of this version whose ``version_type`` hash has also seen ``input_bytes``.
 
-        :raises ChariotsError: if this version was parsed from a string (its hash state is gone).
+        :raises InvalidVersionError: if this version was parsed from a string (its hash state
+            is gone) or ``version_type`` names no subversion.
         """
-        index = _SUBVERSIONS.index(VersionType(version_type).value)
+        index = _SUBVERSIONS.index(_version_type(version_type, "version_type").value)
         live = self._hashes[index]
         if live is None:
             msg = (
@@ -108,7 +118,7 @@ class Version:
                 "from a digest, so its hash state is unknown. Update a fresh Version() and add it "
                 "with `+` instead."
             )
-            raise ChariotsError(msg)
+            raise InvalidVersionError(msg)
         extended = live.copy()
         extended.update(input_bytes)
         new = self._copy()
@@ -155,7 +165,7 @@ class Version:
     def parse(cls, version_string: str) -> Version:
         """Rebuild a version from ``str(version)`` (not from its ``repr``).
 
-        :raises ChariotsError: if the string is not a version string.
+        :raises InvalidVersionError: if the string is not a version string.
         """
         parts = str(version_string).split("_")
         try:
@@ -167,7 +177,7 @@ class Version:
                 f"{version_string!r} is not a version string: expected "
                 "'<major sha1>_<minor sha1>_<patch sha1>_<creation time>' as made by str(version)"
             )
-            raise ChariotsError(msg) from None
+            raise InvalidVersionError(msg) from None
 
     # -- comparing -----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -179,15 +189,23 @@ class Version:
         return hash(self._digests)
 
     def __lt__(self, other: Version) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
         return self._creation_time < other._creation_time
 
     def __le__(self, other: Version) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
         return self._creation_time <= other._creation_time
 
     def __gt__(self, other: Version) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
         return self._creation_time > other._creation_time
 
     def __ge__(self, other: Version) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
         return self._creation_time >= other._creation_time
 
     def __reduce__(self) -> tuple:
@@ -195,8 +213,16 @@ class Version:
 
 
 def _check_digest(digest: str, name: str) -> str:
-    if len(digest) != 40 or any(char not in "0123456789abcdef" for char in digest):
-        raise ValueError(f"'{name}' must be a 40-character hex sha1 (got {digest!r})")
+    if (
+        not isinstance(digest, str)
+        or len(digest) != 40
+        or any(char not in "0123456789abcdef" for char in digest)
+    ):
+        msg = (
+            f"'{name}' must be a 40-character hex sha1 (got {digest!r}); to rebuild a saved "
+            "version use Version.parse(str(version))"
+        )
+        raise InvalidVersionError(msg)
     return digest
 
 
@@ -221,7 +247,7 @@ class VersionedField:
 
     def __init__(self, value: Any, affected_version: VersionType | str) -> None:
         self.value = value
-        self.affected_version = VersionType(affected_version)
+        self.affected_version = _version_type(affected_version, "affected_version")
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         return self.value
@@ -246,7 +272,7 @@ class VersionedFieldDict(MutableMapping):
     def __init__(
         self, default_version: VersionType | str = VersionType.MAJOR, *args: Any, **kwargs: Any
     ) -> None:
-        self.default_version = VersionType(default_version)
+        self.default_version = _version_type(default_version, "default_version")
         self._fields: dict[str, VersionedField] = {}
         self.update(*args, **kwargs)
 
@@ -274,11 +300,13 @@ class VersionedFieldDict(MutableMapping):
 
     @property
     def version(self) -> Version:
-        """The sum of the items' versions, taken in key order."""
-        total = Version()
-        for key in sorted(self._fields):
-            total = total + self._fields[key].version
-        return total
+        """The sum of the items' versions, taken in key order (a class holding only this
+        dict has this version)."""
+        return _add_fields(Version(), self._fields_in_order())
+
+    def _fields_in_order(self) -> list[VersionedField]:
+        """The items as fields, in the key order in which they enter a version."""
+        return [self._fields[key] for key in sorted(self._fields)]
 
     def __repr__(self) -> str:
         return f"VersionedFieldDict({self.default_version}, {dict(self)!r})"
@@ -301,10 +329,15 @@ def class_version(cls: type) -> Version:
     total = Version()
     for _, field in sorted(_class_fields(cls).items()):
         if isinstance(field, VersionedFieldDict):
-            for key in sorted(field._fields):
-                total = total + field._fields[key].version
+            total = _add_fields(total, field._fields_in_order())
         else:
             total = total + field.version
+    return total
+
+
+def _add_fields(total: Version, fields: list[VersionedField]) -> Version:
+    for field in fields:
+        total = total + field.version
     return total
 
 

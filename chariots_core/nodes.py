@@ -130,9 +130,10 @@ def _reference_name(ref: NodeReference, owner: BaseNode, argument: str) -> str:
             return ref._implicit_output
         if len(outputs) == 1:
             return _reference_name(outputs[0], ref, "output_nodes")
+        names = ", ".join(repr(_reference_name(output, ref, "output_nodes")) for output in outputs)
         msg = (
             f"node {owner.name!r} uses node {ref.name!r} in {argument}, but {ref.name!r} has "
-            f"{len(outputs)} outputs; name the output you mean as a string instead"
+            f"{len(outputs)} outputs ({names}); name the output you mean as a string instead"
         )
         raise PipelineDefinitionError(msg)
     msg = (

@@ -16,7 +16,7 @@ and loaded from an op store (trained models, fitted encoders...).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .callbacks import OpCallBack, overrides
@@ -29,10 +29,15 @@ class BaseOp(metaclass=VersionableMeta):
     """The base of every op.
 
     :param op_callbacks: :class:`OpCallBack` objects run before and after each execution.
+        Runners read them (and whether the hooks are overridden) when the pipeline is built.
     """
 
+    # Subclasses often define __init__ without calling super().__init__(): this class-level
+    # default keeps such ops working, with no callbacks.
+    op_callbacks: Sequence[OpCallBack] = ()
+
     def __init__(self, op_callbacks: Iterable[OpCallBack] | None = None) -> None:
-        self.op_callbacks: list[OpCallBack] = list(op_callbacks or ())
+        self.op_callbacks = list(op_callbacks or ())
 
     def execute(self, *args: Any) -> Any:
         """Compute the op's output; receives one argument per input node, in order."""

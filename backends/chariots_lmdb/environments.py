@@ -1,0 +1,142 @@
+"""One LMDB environment per process and directory, shared by every store that opens it.
+
+LMDB has two rules a store must not break: an environment must not be opened twice by one
+process (closing one handle would drop the locks the other relies on), and an environment
+must not be used across ``fork()``. Stores therefore borrow environments from this module,
+which keys them by process id and real path: a forked child finds no entry under its own pid
+and opens a fresh environment, and two stores on one directory in one process share one.
+
+:func:`transaction` runs a function in a read or write transaction and hides LMDB's map
+management: a full map is grown and the write retried, and a map grown by another process
+is adopted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import lmdb
+
+from chariots_core.errors import StoreError
+
+__all__ = ["SUBDATABASES", "SharedEnvironment", "acquire", "release", "transaction"]
+
+SUBDATABASES = ("versions", "links", "snapshots", "jobs", "meta")
+_Result = TypeVar("_Result")
+
+
+@attrs.define(eq=False)
+class SharedEnvironment:
+    """An open environment, its named sub-databases, and who uses it in this process."""
+
+    path: str
+    env: lmdb.Environment
+    dbs: dict[str, Any]
+    # One thread at a time: growing the map needs every transaction of the process finished.
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    users: int = 0
+
+
+_open_environments: dict[tuple[int, str], SharedEnvironment] = {}
+_cache_lock = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    # Another thread may have held the lock when the process forked; the child starts clean.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
+def _open(path: str, map_size: int) -> SharedEnvironment:
+    if os.path.exists(path) and not os.path.isdir(path):
+        msg = f"the LMDB op store path {path!r} exists and is not a directory; pass a directory path"
+        raise StoreError(msg)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        msg = (
+            f"cannot create the LMDB op store directory {path!r}: {exc.strerror or exc}. "
+            "Choose a directory this process can write to"
+        )
+        raise StoreError(msg) from exc
+    try:
+        env = lmdb.open(path, map_size=map_size, max_dbs=len(SUBDATABASES), subdir=True, create=True)
+    except lmdb.Error as exc:
+        msg = (
+            f"cannot open the LMDB op store at {path!r}: {exc}. The directory must be writable "
+            "and hold nothing but an LMDB store (data.mdb, lock.mdb)"
+        )
+        raise StoreError(msg) from exc
+    try:
+        # Readers killed without closing keep their slots; free them before anyone waits on them.
+        env.reader_check()
+        dbs = {name: env.open_db(name.encode()) for name in SUBDATABASES}
+    except lmdb.Error as exc:
+        env.close()
+        msg = f"cannot open the sub-databases of the LMDB op store at {path!r}: {exc}"
+        raise StoreError(msg) from exc
+    return SharedEnvironment(path=path, env=env, dbs=dbs)
+
+
+def acquire(path: str, map_size: int) -> SharedEnvironment:
+    """The environment of ``path`` for this process, opened on first use."""
+    key = (os.getpid(), os.path.realpath(path))
+    with _cache_lock:
+        shared = _open_environments.get(key)
+        if shared is None:
+            shared = _open_environments[key] = _open(path, map_size)
+        shared.users += 1
+        return shared
+
+
+def release(shared: SharedEnvironment) -> None:
+    """Give back an environment from :func:`acquire`; the last user of this process closes it."""
+    key = (os.getpid(), os.path.realpath(shared.path))
+    with _cache_lock:
+        shared.users -= 1
+        if shared.users <= 0 and _open_environments.get(key) is shared:
+            del _open_environments[key]
+            with shared.lock:
+                shared.env.close()
+
+
+def transaction(
+    shared: SharedEnvironment, work: Callable[[lmdb.Transaction], _Result], write: bool = False
+) -> _Result:
+    """Run ``work`` in one transaction and return its result; retry it if the map must grow.
+
+    A write commits when ``work`` returns and is aborted if it raises, so ``work`` is all or
+    nothing and may safely run again.
+
+    :raises StoreError: for any LMDB failure, naming the store's path.
+    """
+    with shared.lock:
+        while True:
+            try:
+                with shared.env.begin(write=write) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                # The write was aborted: grow the map and replay it, so users never see this.
+                _resize(shared, shared.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                # Another process grew the map; adopt its size.
+                _resize(shared, 0)
+            except lmdb.Error as exc:
+                kind = "write to" if write else "read from"
+                msg = f"cannot {kind} the LMDB op store at {shared.path!r}: {exc}"
+                raise StoreError(msg) from exc
+
+
+def _resize(shared: SharedEnvironment, size: int) -> None:
+    try:
+        shared.env.set_mapsize(size)
+    except lmdb.Error as exc:
+        msg = f"cannot grow the LMDB op store at {shared.path!r} to {size} bytes: {exc}"
+        raise StoreError(msg) from exc

@@ -1,0 +1,263 @@
+"""``LMDBOpStore``: the embedded op store, in an LMDB directory.
+
+Layout: five named sub-databases whose keys and values are JSON made by
+:func:`chariots_core.store.to_json` (never pickles):
+
+=========  ====================================  ===========================================
+database   key                                   value
+=========  ====================================  ===========================================
+versions   ``[op_name, version]``                ``{"seq": n, "record": OpVersionRecord}``
+links      ``[downstream_op, upstream_op,        ``n``
+           upstream_version, downstream_version]``
+snapshots  ``[pipeline_name, n]``                ``SnapshotRecord``
+jobs       ``job_id``                            ``{"seq": n, "record": JobRecord}``
+meta       ``"seq"``, ``"format"``               the commit counter, the layout version
+=========  ====================================  ===========================================
+
+``n`` comes from one counter bumped inside each write transaction, so sorting by it gives
+commit order across every process that writes to the directory. Keys start with the name
+they are listed by, so a listing is one cursor range scan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import attrs
+import lmdb
+
+from chariots_core.errors import StoreError
+from chariots_core.store import (
+    JobRecord,
+    LinkRecord,
+    OpVersionRecord,
+    SaveRecord,
+    SnapshotRecord,
+    from_json,
+    to_json,
+)
+
+from . import environments
+from .environments import SharedEnvironment
+
+__all__ = ["LMDBOpStore", "DEFAULT_MAP_SIZE"]
+
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024  # grows on demand; on Linux the file only takes what is used
+FORMAT = 1
+_SEQ_KEY = to_json("seq")
+_FORMAT_KEY = to_json("format")
+_Record = TypeVar("_Record")
+
+
+@attrs.frozen
+class _StoredVersion:
+    seq: int
+    record: OpVersionRecord
+
+
+@attrs.frozen
+class _StoredJob:
+    seq: int
+    record: JobRecord
+
+
+def _sequenced(seq: int, record_json: bytes) -> bytes:
+    # Same bytes to_json(_Stored*(seq, record)) would give, without re-encoding the record.
+    return b'{"record":%s,"seq":%d}' % (record_json, seq)
+
+
+def _prefix(name: str) -> bytes:
+    """The key prefix shared by every ``[name, ...]`` key and by no other name's keys."""
+    return to_json([name])[:-1] + b","
+
+
+class LMDBOpStore:
+    """An :class:`~chariots_core.OpStore` kept in an LMDB directory.
+
+    Several processes may open one directory and save and load at once: LMDB serialises
+    writers with its lock file and readers see every committed save. All records of one
+    :meth:`commit_save` go in one write transaction, so a crash leaves all of them or none.
+    The memory map grows by itself when full.
+
+    The store pickles as its path and options and reopens the directory where it is
+    unpickled (worker processes receive it that way); after a ``fork()`` the child opens its
+    own environment on first use. :meth:`close` releases the environment; using the store
+    again reopens it.
+
+    :param path: the directory of the store (created if missing).
+    :param map_size: initial size in bytes of LMDB's memory map.
+    :raises StoreError: if ``path`` is a file, cannot be created or written, or is not an
+        LMDB store.
+    """
+
+    def __init__(self, path: str | os.PathLike, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        if not isinstance(map_size, int) or map_size <= 0:
+            msg = f"'map_size' must be a positive number of bytes (got {map_size!r})"
+            raise StoreError(msg)
+        self.path = os.path.abspath(os.fspath(path))
+        self.map_size = map_size
+        self._handle: tuple[int, SharedEnvironment] | None = None
+        self._check_format(self._shared())
+
+    # -- the OpStore protocol -------------------------------------------------------------
+    def commit_save(self, save: SaveRecord) -> None:
+        """Record every op version, link and the snapshot of one save in one transaction."""
+        ops = [(to_json([r.op_name, r.version]), self._encode(r)) for r in save.ops]
+        links = [
+            to_json([link.downstream_op, link.upstream_op, link.upstream_version, link.downstream_version])
+            for link in save.links
+        ]
+        snapshot = self._encode(save.snapshot)
+
+        def write(txn: lmdb.Transaction) -> None:
+            dbs = self._shared().dbs
+            seq = self._read_seq(txn)
+            for key, value in ops:
+                seq += 1
+                txn.put(key, _sequenced(seq, value), db=dbs["versions"])
+            for key in links:
+                # A link already known keeps its place (first-seen order).
+                if txn.get(key, db=dbs["links"]) is None:
+                    seq += 1
+                    txn.put(key, to_json(seq), db=dbs["links"])
+            seq += 1
+            txn.put(to_json([save.snapshot.pipeline_name, seq]), snapshot, db=dbs["snapshots"])
+            txn.put(_SEQ_KEY, to_json(seq), db=dbs["meta"])
+
+        self._transaction(write, write=True)
+
+    def op_versions(self, op_name: str) -> list[OpVersionRecord]:
+        """Every saved version of ``op_name``, oldest first (a re-saved version moves last)."""
+        stored = self._scan("versions", _prefix(op_name), lambda key, value: self._decode("versions", key, value, _StoredVersion))
+        return [item.record for item in sorted(stored, key=lambda item: item.seq)]
+
+    def links(self, downstream_op: str) -> list[LinkRecord]:
+        """Every link whose downstream is ``downstream_op``, in the order first recorded."""
+
+        def decode(key: bytes, value: bytes) -> tuple[int, LinkRecord]:
+            down, up, up_version, down_version = self._decode("links", key, key, tuple[str, str, str, str])
+            return self._decode("links", key, value, int), LinkRecord(up, up_version, down, down_version)
+
+        return [link for _, link in sorted(self._scan("links", _prefix(downstream_op), decode), key=lambda item: item[0])]
+
+    def snapshots(self, pipeline_name: str) -> list[SnapshotRecord]:
+        """Every snapshot saved for ``pipeline_name``, oldest first."""
+
+        def decode(key: bytes, value: bytes) -> tuple[int, SnapshotRecord]:
+            _, seq = self._decode("snapshots", key, key, tuple[str, int])
+            return seq, self._decode("snapshots", key, value, SnapshotRecord)
+
+        found = self._scan("snapshots", _prefix(pipeline_name), decode)
+        return [snapshot for _, snapshot in sorted(found, key=lambda item: item[0])]
+
+    def put_job(self, job: JobRecord) -> None:
+        """Create or replace the record of ``job.job_id``."""
+        key, value = to_json(job.job_id), self._encode(job)
+
+        def write(txn: lmdb.Transaction) -> None:
+            dbs = self._shared().dbs
+            existing = txn.get(key, db=dbs["jobs"])
+            if existing is not None:
+                # Replacing a job keeps its place among jobs submitted at the same time.
+                seq = self._decode("jobs", key, existing, _StoredJob).seq
+            else:
+                seq = self._read_seq(txn) + 1
+                txn.put(_SEQ_KEY, to_json(seq), db=dbs["meta"])
+            txn.put(key, _sequenced(seq, value), db=dbs["jobs"])
+
+        self._transaction(write, write=True)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The record of ``job_id``, or ``None``."""
+        key = to_json(job_id)
+        value = self._transaction(lambda txn: txn.get(key, db=self._shared().dbs["jobs"]))
+        return None if value is None else self._decode("jobs", key, value, _StoredJob).record
+
+    def jobs(self) -> list[JobRecord]:
+        """Every job record, oldest submission first."""
+        stored = self._scan("jobs", b"", lambda key, value: self._decode("jobs", key, value, _StoredJob))
+        return [item.record for item in sorted(stored, key=lambda item: (item.record.submitted_at, item.seq))]
+
+    def close(self) -> None:
+        """Release this store's hold on the LMDB environment (it reopens if used again)."""
+        handle, self._handle = self._handle, None
+        # An environment inherited through fork() belongs to the parent: leave it alone.
+        if handle is not None and handle[0] == os.getpid():
+            environments.release(handle[1])
+
+    # -- pickling: worker processes reopen the directory -------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "map_size": self.map_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["map_size"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"<LMDBOpStore at {self.path!r}>"
+
+    # -- internals --------------------------------------------------------------------------
+    def _shared(self) -> SharedEnvironment:
+        handle = self._handle
+        pid = os.getpid()
+        if handle is None or handle[0] != pid:
+            handle = (pid, environments.acquire(self.path, self.map_size))
+            self._handle = handle
+        return handle[1]
+
+    def _transaction(self, work: Callable[[lmdb.Transaction], _Record], write: bool = False) -> _Record:
+        return environments.transaction(self._shared(), work, write=write)
+
+    def _scan(self, db_name: str, prefix: bytes, decode: Callable[[bytes, bytes], _Record]) -> list[_Record]:
+        def read(txn: lmdb.Transaction) -> list[_Record]:
+            return [decode(key, value) for key, value in _range(txn.cursor(db=self._shared().dbs[db_name]), prefix)]
+
+        return self._transaction(read)
+
+    def _read_seq(self, txn: lmdb.Transaction) -> int:
+        value = txn.get(_SEQ_KEY, db=self._shared().dbs["meta"])
+        return 0 if value is None else self._decode("meta", _SEQ_KEY, value, int)
+
+    def _check_format(self, shared: SharedEnvironment) -> None:
+        def write(txn: lmdb.Transaction) -> int:
+            value = txn.get(_FORMAT_KEY, db=shared.dbs["meta"])
+            if value is None:
+                txn.put(_FORMAT_KEY, to_json(FORMAT), db=shared.dbs["meta"])
+                return FORMAT
+            return self._decode("meta", _FORMAT_KEY, value, int)
+
+        found = self._transaction(write, write=True)
+        if found != FORMAT:
+            msg = (
+                f"the LMDB op store at {self.path!r} has layout version {found}, this chariots "
+                f"reads version {FORMAT}; open it with the chariots release that wrote it"
+            )
+            raise StoreError(msg)
+
+    def _encode(self, record: Any) -> bytes:
+        try:
+            return to_json(record)
+        except (TypeError, ValueError) as exc:
+            msg = f"cannot encode {record!r} for the LMDB op store at {self.path!r}: {exc}"
+            raise StoreError(msg) from exc
+
+    def _decode(self, db_name: str, key: bytes, value: bytes, record_type: type[_Record]) -> _Record:
+        try:
+            return from_json(value, record_type)
+        except Exception as exc:  # json and cattrs raise several unrelated types
+            msg = (
+                f"the LMDB op store at {self.path!r} holds an unreadable record in {db_name!r} "
+                f"under key {bytes(key)[:200]!r} ({type(exc).__name__}: {exc}); the store is "
+                "corrupt or was written by another program: restore it from a backup"
+            )
+            raise StoreError(msg) from exc
+
+
+def _range(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            return
+        yield key, value

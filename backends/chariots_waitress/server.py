@@ -1,0 +1,90 @@
+"""Running the WSGI app on waitress: in the foreground (:func:`serve`) or on a thread.
+
+:func:`serve` blocks like ``waitress.serve`` and is what a deployment runs::
+
+    from chariots_waitress import serve
+    serve(Chariots([train_iris, pred_iris], path="./iris_data"), port=8080)
+
+:class:`ServerThread` runs any WSGI callable on a background thread and stops it cleanly,
+for notebooks, tests and benchmarks::
+
+    with ServerThread(make_wsgi_app(app)) as server:
+        PipelinesClient(server.url).call_pipeline("pred_iris", [[1, 2, 3, 4]])
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import waitress
+from waitress.server import create_server
+
+from chariots_core import Chariots
+
+from .wsgi import DEFAULT_MAX_BODY_BYTES, make_wsgi_app
+
+__all__ = ["serve", "ServerThread"]
+
+
+def serve(
+    app: Chariots,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    threads: int = 4,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    **waitress_options: Any,
+) -> None:
+    """Serve ``app`` over HTTP on waitress until interrupted.
+
+    :param host: the interface to listen on; the default only accepts local connections,
+        pass ``"0.0.0.0"`` to accept remote ones.
+    :param threads: how many requests waitress handles at once.
+    :param max_body_bytes: request bodies larger than this are refused with 413.
+    :param waitress_options: any other waitress setting (``channel_timeout``, ``url_prefix``...).
+    """
+    waitress.serve(make_wsgi_app(app, max_body_bytes), host=host, port=port, threads=threads, **waitress_options)
+
+
+class ServerThread:
+    """A waitress server running ``wsgi_app`` on a daemon thread until :meth:`stop`.
+
+    ``port=0`` (the default) picks a free port; :attr:`url` says which one.
+    """
+
+    def __init__(
+        self, wsgi_app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 4, **waitress_options: Any
+    ) -> None:
+        # A map of our own lets stop() empty it, which is what ends waitress's loop.
+        self._map: dict[int, Any] = {}
+        self._server = create_server(
+            wsgi_app, map=self._map, host=host, port=port, threads=threads, **waitress_options
+        )
+        self.host = str(self._server.effective_host)
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name=f"waitress-{self.port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and the listening socket, then wait for the threads."""
+        if not self._thread.is_alive():
+            return
+        # asyncore objects belong to the loop's thread: close them from inside it.
+        self._server.trigger.pull_trigger(self._close_all)
+        self._thread.join(timeout)
+        self._server.task_dispatcher.shutdown(timeout=timeout)
+
+    def _close_all(self) -> None:
+        for dispatcher in list(self._map.values()):
+            dispatcher.close()
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

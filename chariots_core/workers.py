@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import dill
 
-from .errors import IntegrityError, JobNotFoundError, NodeExecutionError, WorkerError
+from .errors import IntegrityError, JobNotFoundError, NodeExecutionError, StoreError, WorkerError
 from .jsonsafe import to_jsonable
 from .savers import BaseSaver
 from .store import JobRecord, OpStore
@@ -48,7 +48,11 @@ __all__ = [
     "new_job",
     "run_job",
     "mark_job",
+    "finish_job",
+    "failure_details",
+    "op_versions",
     "job_response",
+    "TERMINAL_STATES",
 ]
 
 
@@ -109,6 +113,9 @@ def wants_worker(*flags: bool | None) -> bool:
     return any(flag is True for flag in flags)
 
 
+TERMINAL_STATES = frozenset({JobStatus.done, JobStatus.failed})
+
+
 # -- job bookkeeping shared by every pool --------------------------------------------------
 def new_job(op_store: OpStore, pipeline_name: str) -> JobRecord:
     """Create and persist a queued job record."""
@@ -125,6 +132,46 @@ def mark_job(op_store: OpStore, job: JobRecord, status: JobStatus, **changes: An
     return updated
 
 
+def op_versions(pipeline: Pipeline) -> dict[str, str]:
+    """The version of every op node of ``pipeline``, as strings, by node name."""
+    return {node.name: str(node.node_version) for node in pipeline.op_nodes()}
+
+
+def failure_details(exc: BaseException) -> dict[str, str]:
+    """What a failed job records: the error's type and message, the failing node, a traceback.
+
+    For an op that raised, ``type`` is the op's own exception class (``ValueError``...), the
+    message is the runner's (which names the node and the pipeline) and ``node`` the node.
+    """
+    node = exc.node_name if isinstance(exc, NodeExecutionError) else None
+    cause = exc.__cause__ if isinstance(exc, NodeExecutionError) and exc.__cause__ else exc
+    return {
+        "type": type(cause).__name__,
+        "message": str(exc),
+        "node": node or "",
+        "traceback": "".join(traceback.format_exception(exc))[-4000:],
+    }
+
+
+def finish_job(
+    op_store: OpStore, saver: BaseSaver, job: JobRecord, value_data: bytes, versions: dict[str, str]
+) -> JobRecord:
+    """Save a job's dill-serialized value through the saver, then record the job ``done``.
+
+    The bytes are written before the record, so a ``done`` record always has its value.
+    """
+    path = f"jobs/{job.job_id}"
+    saver.save(path, value_data)
+    return mark_job(
+        op_store,
+        job,
+        JobStatus.done,
+        versions=versions,
+        result_path=path,
+        result_sha256=hashlib.sha256(value_data).hexdigest(),
+    )
+
+
 def run_job(
     job: JobRecord,
     pipeline: Pipeline,
@@ -133,27 +180,19 @@ def run_job(
     op_store: OpStore,
     saver: BaseSaver,
 ) -> JobRecord:
-    """Run one job to completion, recording each state; never raises for an op's failure."""
+    """Run one job to completion, recording each state; never raises for an op's failure.
+
+    The versions recorded are those the pipeline has after the run, as for a synchronous
+    call (a pipeline that fits a model reports the freshly trained version).
+    """
     job = mark_job(op_store, job, JobStatus.running, worker=f"pid {os.getpid()}")
-    versions = {node.name: str(node.node_version) for node in pipeline.op_nodes()}
     try:
         value = runner.run(pipeline, pipeline_input)
         data = dill.dumps(value)
     except Exception as exc:  # a job records its failure instead of raising it
-        node = exc.node_name if isinstance(exc, NodeExecutionError) else None
-        error = {"type": type(exc).__name__, "message": str(exc), "node": node or ""}
-        error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-        return mark_job(op_store, job, JobStatus.failed, versions=versions, error=error)
-    path = f"jobs/{job.job_id}"
-    saver.save(path, data)
-    return mark_job(
-        op_store,
-        job,
-        JobStatus.done,
-        versions=versions,
-        result_path=path,
-        result_sha256=hashlib.sha256(data).hexdigest(),
-    )
+        error = failure_details(exc)
+        return mark_job(op_store, job, JobStatus.failed, versions=op_versions(pipeline), error=error)
+    return finish_job(op_store, saver, job, data, op_versions(pipeline))
 
 
 def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineResponse:
@@ -167,7 +206,14 @@ def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineRe
         raise JobNotFoundError(msg)
     value = None
     if job.status == JobStatus.done.value and job.result_path is not None:
-        data = saver.load(job.result_path)
+        try:
+            data = saver.load(job.result_path)
+        except FileNotFoundError as exc:
+            msg = (
+                f"job {job_id!r} is done but its result is missing at {job.result_path!r} in "
+                f"{saver!r} (an in-memory saver does not survive a restart); run the job again"
+            )
+            raise StoreError(msg) from exc
         if hashlib.sha256(data).hexdigest() != job.result_sha256:
             msg = f"the result of job {job_id!r} at {job.result_path!r} is corrupt (sha256 mismatch)"
             raise IntegrityError(msg)
@@ -215,6 +261,32 @@ class BaseWorkerPool(abc.ABC):
             raise WorkerError("this worker pool has run no job yet: it is not attached to an app")
         response = job_response(self._app.op_store, self._app.saver, job_id)
         return json.dumps(response.to_json())
+
+    def wait(self, job_id: str, timeout: float | None = None) -> PipelineResponse:
+        """Block until the job is ``done`` or ``failed`` and return its response.
+
+        This implementation polls the job record (every millisecond at first, backing off to
+        every 50 ms); pools that know when their jobs finish override it.
+
+        :raises JobNotFoundError: if no job has that id.
+        :raises WorkerError: if the job has not finished after ``timeout`` seconds.
+        """
+        if self._app is None:
+            raise WorkerError("this worker pool has run no job yet: it is not attached to an app")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            response = job_response(self._app.op_store, self._app.saver, job_id)
+            if response.job_status in TERMINAL_STATES:
+                return response
+            if deadline is not None and time.monotonic() >= deadline:
+                msg = (
+                    f"job {job_id!r} is still {response.job_status.value} after {timeout} s; "
+                    "wait longer or fetch it later with fetch_job"
+                )
+                raise WorkerError(msg)
+            time.sleep(delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, 0.05)
 
     def close(self) -> None:
         """Stop the workers (waiting for running jobs). Idempotent."""

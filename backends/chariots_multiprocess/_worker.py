@@ -1,0 +1,126 @@
+"""The worker-process side of :class:`~chariots_multiprocess.MultiprocessWorkerPool`.
+
+A worker is a loop over two one-way pipes: it receives jobs on ``tasks`` and answers each on
+``results``, one job at a time, until ``tasks`` is closed. It never touches the op store or the
+saver: the parent records every state, so any store works and a dead worker cannot leave a
+half-written record behind.
+
+Messages are dill bytes (so lambdas and locally defined ops travel by value):
+
+- parent -> worker: ``(job_id, token, payload or None, input_bytes)``, where ``payload`` is the
+  dill of ``(pipeline, runner)`` and ``token`` names it. The parent sends the payload only when
+  this worker's cache does not hold ``token``; both sides keep the same :class:`TokenLRU`, so
+  they always agree on what the worker has.
+- worker -> parent: ``("done", job_id, value_bytes, versions, trained_bytes or None)`` or
+  ``("failed", job_id, error, versions)``. ``trained_bytes`` is the dill of
+  ``{node name: op}`` for the loadable ops the run changed (a fit), which the parent installs.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import dill
+
+from chariots_core.workers import failure_details, op_versions
+
+if TYPE_CHECKING:
+    from multiprocess.connection import Connection
+
+__all__ = ["TokenLRU", "serve", "DONE", "FAILED"]
+
+DONE = "done"
+FAILED = "failed"
+
+
+class TokenLRU:
+    """The pipelines a worker holds, least recently used first; both pipe ends keep one.
+
+    :param capacity: how many pipelines a worker keeps deserialized at most.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._entries
+
+    def get(self, token: str) -> Any:
+        """The entry of ``token``, now the most recently used."""
+        self._entries.move_to_end(token)
+        return self._entries[token]
+
+    def put(self, token: str, entry: Any) -> None:
+        """Add or replace ``token``'s entry, dropping the least recently used beyond capacity."""
+        self._entries[token] = entry
+        self._entries.move_to_end(token)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+class _Cached:
+    """A pipeline payload kept by a worker: the bytes, and the objects while they are pristine."""
+
+    __slots__ = ("payload", "objects")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.objects: tuple[Any, Any] | None = None
+
+    def take(self) -> tuple[Any, Any]:
+        if self.objects is None:
+            self.objects = dill.loads(self.payload)
+        return self.objects
+
+
+def serve(tasks: Connection, results: Connection, cache_size: int) -> None:
+    """The worker's main loop: run jobs from ``tasks`` until the parent closes it."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers
+    # stop (by closing ``tasks``), so an interrupt never cuts a job short here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cache = TokenLRU(cache_size)
+    while True:
+        try:
+            message = tasks.recv_bytes()
+        except (EOFError, OSError):
+            return
+        job_id, token, payload, input_bytes = dill.loads(message)
+        if payload is not None:
+            cache.put(token, _Cached(payload))
+        results.send_bytes(dill.dumps(_run(job_id, cache.get(token), input_bytes)))
+
+
+def _run(job_id: str, cached: _Cached, input_bytes: bytes) -> tuple:
+    try:
+        pipeline, runner = cached.take()
+        pipeline_input = dill.loads(input_bytes)
+    except Exception as exc:  # e.g. an op's module cannot be imported in the worker
+        cached.objects = None
+        error = failure_details(exc)
+        error["message"] = (
+            f"the worker could not load the job's pipeline or input: {type(exc).__name__}: {exc}. "
+            "Ops and inputs must be importable in a fresh process, or defined where dill "
+            "can send them by value (a function's locals, __main__)"
+        )
+        return (FAILED, job_id, error, {})
+    before = {node.name: str(node.node_version) for node in pipeline.loadable_nodes()}
+    try:
+        value = runner.run(pipeline, pipeline_input)
+        value_bytes = dill.dumps(value)
+        trained = {
+            node.name: node.op
+            for node in pipeline.loadable_nodes()
+            if str(node.node_version) != before[node.name]
+        }
+        trained_bytes = dill.dumps(trained) if trained else None
+    except Exception as exc:  # a job reports its failure instead of killing the worker
+        cached.objects = None  # a run that failed half-way may have changed the ops
+        return (FAILED, job_id, failure_details(exc), op_versions(pipeline))
+    if trained:
+        # The cached ops were fitted in place: the next job must start from the ops as they
+        # were submitted, so rebuild them from the bytes.
+        cached.objects = None
+    return (DONE, job_id, value_bytes, op_versions(pipeline), trained_bytes)

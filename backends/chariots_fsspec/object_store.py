@@ -1,0 +1,335 @@
+"""An op store kept in object storage (``s3://``, ``gs://``, ``memory://``...), shared by machines.
+
+Object stores have no transactions and no locks, so every metadata record is written once, as
+its own immutable object, under a name no other writer can pick (a nanosecond timestamp and a
+uuid). Concurrent writers on different machines therefore never overwrite each other, and no
+coordinating server is needed. Under ``<url>/meta/``::
+
+    ops/<op>/<save id>.json          the OpVersionRecord of <op> written by one save
+    links/<downstream op>/<save id>.json   the LinkRecords into <op> written by one save
+    snapshots/<pipeline>/<save id>.json    the SnapshotRecord of one save
+    commits/<save id>.json           the commit marker: names the records of one save
+    jobs/<job id>/<stamp>-<uuid>.json      one JobRecord per state change; the newest wins
+
+A save writes its records first and its commit marker last; readers ignore records whose
+marker does not exist, so a save is seen whole or not at all (a crashed save leaves only
+invisible records behind). "Latest" is always resolved by listing the bucket; a local LMDB
+index caches the bytes of objects already read. Those objects never change, so the cache can
+make a read faster but never wrong: what exists is decided by the listing, not the cache.
+
+Ordering follows the writers' clocks (the timestamp in each name): keep machines on NTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import attrs
+import cattrs
+import fsspec
+
+from chariots_core.errors import BackendError, ChariotsError, StoreError
+from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord, from_json, to_json
+
+__all__ = ["ObjectOpStore"]
+
+_Record = TypeVar("_Record")
+_SUFFIX = ".json"
+# Schemes that name an fsspec filesystem differently from the op-store registry.
+_SCHEME_ALIASES = {"memory-objects": "memory"}
+
+
+@attrs.frozen
+class CommitMarker:
+    """The last object a save writes: its presence makes the save's records visible."""
+
+    save_id: str
+    records: tuple[str, ...]  # the keys (relative to ``meta/``) of the save's records
+
+
+def _unique_name() -> str:
+    """A name that sorts by creation time and that no other writer can produce."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex}"
+
+
+def _segment(name: str) -> str:
+    """An op, pipeline or job name as one safe object-name segment."""
+    return quote(str(name), safe="")
+
+
+def _basename_id(key: str) -> str:
+    return posixpath.basename(key)[: -len(_SUFFIX)]
+
+
+def _default_cache_dir(url: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "chariots", "object-index", hashlib.sha256(url.encode()).hexdigest()[:16])
+
+
+class _LocalIndex:
+    """Bytes of immutable objects already fetched, in a local LMDB file.
+
+    Keys are hashes of the objects' full paths (LMDB keys are short). Losing or clearing the
+    index only means objects are fetched again, so writes are not synced to disk.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            import lmdb
+        except ImportError as exc:
+            msg = "ObjectOpStore keeps a local index in LMDB, which is not installed; pip install 'chariots[lmdb]'"
+            raise BackendError(msg) from exc
+        self._lmdb = lmdb
+        self.path = path
+        try:
+            os.makedirs(path, exist_ok=True)
+            self._env = lmdb.open(path, map_size=1 << 30, sync=False, metasync=False)
+        except (OSError, lmdb.Error) as exc:
+            msg = f"cannot open the local index of the object op store at {path!r} ({exc}); pass a writable cache_dir"
+            raise StoreError(msg) from exc
+        self._full = False
+
+    @staticmethod
+    def _key(path: str) -> bytes:
+        return hashlib.blake2b(path.encode(), digest_size=24).digest()
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, bytes]:
+        found = {}
+        with self._env.begin(buffers=False) as txn:
+            for path in paths:
+                data = txn.get(self._key(path))
+                if data is not None:
+                    found[path] = data
+        return found
+
+    def put_many(self, objects: dict[str, bytes]) -> None:
+        if self._full or not objects:
+            return
+        try:
+            with self._env.begin(write=True) as txn:
+                for path, data in objects.items():
+                    txn.put(self._key(path), data)
+        except self._lmdb.MapFullError:
+            self._full = True  # a full cache only makes reads slower: stop filling it
+
+    def forget(self, path: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.delete(self._key(path))
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class ObjectOpStore:
+    """An op store whose records are immutable objects in an fsspec filesystem.
+
+    :param url: where the store lives, e.g. ``s3://bucket/prefix``, ``gs://bucket/prefix`` or
+        ``memory://prefix`` (``memory-objects://prefix`` is the same in-memory filesystem).
+        Records go under ``<url>/meta/``; keep the blobs beside them (``<url>/blobs``), as
+        ``Chariots(path=url)`` does.
+    :param cache_dir: the local LMDB index (default: a directory per URL under
+        ``$XDG_CACHE_HOME/chariots/object-index``).
+    :param storage_options: passed to the fsspec filesystem (``endpoint_url``, ``key``,
+        ``secret``, ``token``, ``project``...).
+    :raises BackendError: if the filesystem's package (``s3fs``, ``gcsfs``) or ``lmdb`` is missing.
+    """
+
+    def __init__(self, url: str, cache_dir: str | os.PathLike | None = None, **storage_options: Any) -> None:
+        self.url = str(url).rstrip("/")
+        scheme, sep, rest = self.url.partition("://")
+        fs_url = f"{_SCHEME_ALIASES.get(scheme, scheme)}{sep}{rest}"
+        # Listings must never come from fsspec's own cache: "latest" is whatever the bucket holds now.
+        storage_options.setdefault("use_listings_cache", False)
+        try:
+            self._fs, root = fsspec.core.url_to_fs(fs_url, **storage_options)
+        except ImportError as exc:
+            extra = {"s3": "dask", "gs": "gcs", "gcs": "gcs"}.get(scheme, "fsspec")
+            msg = f"the object op store at {self.url!r} needs {exc.name or 'a filesystem package'}; pip install 'chariots[{extra}]'"
+            raise BackendError(msg) from exc
+        except ValueError as exc:
+            msg = f"{self.url!r} is not a URL fsspec knows ({exc}); use s3://bucket/prefix, gs://bucket/prefix or memory://prefix"
+            raise StoreError(msg) from exc
+        self._meta = f"{root.rstrip('/')}/meta"
+        self._index = _LocalIndex(os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir(self.url))
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- writes --------------------------------------------------------------------------
+    def commit_save(self, save: SaveRecord) -> None:
+        """Write the save's records, then its commit marker: readers see all of it or none."""
+        save_id = _unique_name()
+        objects: dict[str, bytes] = {}
+        for record in save.ops:
+            objects[self._key("ops", record.op_name, save_id)] = to_json(record)
+        by_downstream: dict[str, list[LinkRecord]] = {}
+        for link in save.links:
+            by_downstream.setdefault(link.downstream_op, []).append(link)
+        for downstream, links in by_downstream.items():
+            objects[self._key("links", downstream, save_id)] = to_json(links)
+        snapshot = save.snapshot
+        objects[self._key("snapshots", snapshot.pipeline_name, save_id)] = to_json(snapshot)
+        self._put(objects)
+        relative = tuple(sorted(key[len(self._meta) + 1 :] for key in objects))
+        marker = {self._key("commits", None, save_id): to_json(CommitMarker(save_id, relative))}
+        self._put(marker)
+        self._index.put_many({**objects, **marker})
+
+    def put_job(self, job: JobRecord) -> None:
+        """Write a new version of the job's record (the newest one is the job's state)."""
+        objects = {self._key("jobs", job.job_id, _unique_name()): to_json(job)}
+        self._put(objects)
+        self._index.put_many(objects)
+
+    # -- reads ---------------------------------------------------------------------------
+    def op_versions(self, op_name: str) -> list[OpVersionRecord]:
+        """Every committed version of ``op_name``, oldest first (a re-saved version moves last)."""
+        latest: dict[str, OpVersionRecord] = {}
+        for record in self._committed("ops", op_name, OpVersionRecord):
+            latest.pop(record.version, None)
+            latest[record.version] = record
+        return list(latest.values())
+
+    def links(self, downstream_op: str) -> list[LinkRecord]:
+        """Every committed link into ``downstream_op``, each once, oldest first."""
+        seen: dict[LinkRecord, None] = {}
+        for links in self._committed("links", downstream_op, list[LinkRecord]):
+            seen.update(dict.fromkeys(links))
+        return list(seen)
+
+    def snapshots(self, pipeline_name: str) -> list[SnapshotRecord]:
+        """Every committed snapshot of ``pipeline_name``, oldest first."""
+        return self._committed("snapshots", pipeline_name, SnapshotRecord)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The newest record of ``job_id``, or ``None``."""
+        keys = self._list(self._dir("jobs", job_id))
+        if not keys:
+            return None
+        return self._read(keys[-1:], JobRecord)[0]
+
+    def jobs(self) -> list[JobRecord]:
+        """The newest record of every job, oldest submission first."""
+        newest: dict[str, str] = {}
+        for key in self._list(self._dir("jobs", None), recursive=True):
+            job_dir = posixpath.dirname(key)
+            if key > newest.get(job_dir, ""):
+                newest[job_dir] = key
+        records = self._read(sorted(newest.values()), JobRecord)
+        return sorted(records, key=lambda job: job.submitted_at)
+
+    def close(self) -> None:
+        """Close the local index. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._index.close()
+
+    def __repr__(self) -> str:
+        return f"<ObjectOpStore at {self.url!r}>"
+
+    # -- helpers -------------------------------------------------------------------------
+    def _dir(self, kind: str, name: str | None) -> str:
+        return f"{self._meta}/{kind}" if name is None else f"{self._meta}/{kind}/{_segment(name)}"
+
+    def _key(self, kind: str, name: str | None, object_id: str) -> str:
+        return f"{self._dir(kind, name)}/{object_id}{_SUFFIX}"
+
+    @contextmanager
+    def _translating(self, action: str) -> Iterator[None]:
+        """Turn the filesystem's errors (s3fs, gcsfs, botocore...) into a StoreError."""
+        try:
+            yield
+        except ChariotsError:
+            raise
+        except Exception as exc:
+            msg = (
+                f"the object op store at {self.url!r} cannot {action}: {type(exc).__name__}: {exc}. "
+                "Check that the bucket exists, that the credentials may read and write it, "
+                "and the endpoint/storage options"
+            )
+            raise StoreError(msg) from exc
+
+    def _put(self, objects: dict[str, bytes]) -> None:
+        with self._translating(f"write {', '.join(sorted(objects))}"):
+            self._fs.pipe(objects)
+
+    def _list(self, directory: str, recursive: bool = False) -> list[str]:
+        """The record objects below ``directory``, sorted by name (that is, by creation time)."""
+        with self._translating(f"list {directory}"):
+            try:
+                found = self._fs.find(directory) if recursive else self._fs.ls(directory, detail=False)
+            except FileNotFoundError:
+                return []
+        return sorted(key for key in found if key.endswith(_SUFFIX))
+
+    def _fetch(self, keys: list[str]) -> dict[str, bytes]:
+        """The objects' bytes: from the local index, else from the bucket (then indexed)."""
+        found = self._index.get_many(keys)
+        missing = [key for key in keys if key not in found]
+        if missing:
+            with self._translating(f"read {', '.join(missing)}"):
+                fetched = {key: self._fs.cat_file(key) for key in missing} if len(missing) == 1 else self._fs.cat(missing)
+            self._index.put_many(fetched)
+            found.update(fetched)
+        return found
+
+    def _read(self, keys: list[str], record_type: type[_Record]) -> list[_Record]:
+        """Decode the objects at ``keys``; a damaged index entry is dropped and re-fetched."""
+        data = self._fetch(keys)
+        records = []
+        for key in keys:
+            try:
+                records.append(from_json(data[key], record_type))
+            except (ValueError, cattrs.BaseValidationError, TypeError):
+                self._index.forget(key)
+                records.append(self._decode_fresh(key, record_type))
+        return records
+
+    def _decode_fresh(self, key: str, record_type: type[_Record]) -> _Record:
+        with self._translating(f"read {key}"):
+            data = self._fs.cat_file(key)
+        try:
+            record = from_json(data, record_type)
+        except (ValueError, cattrs.BaseValidationError, TypeError) as exc:
+            msg = (
+                f"the record {key!r} of the object op store at {self.url!r} is not a valid "
+                f"{getattr(record_type, '__name__', 'record')} ({exc}); it was damaged or not written "
+                "by Chariots. Delete that object to ignore it"
+            )
+            raise StoreError(msg) from exc
+        self._index.put_many({key: data})
+        return record
+
+    def _committed(self, kind: str, name: str, record_type: Any) -> list[Any]:
+        """The records of ``kind``/``name`` whose save has a commit marker, oldest first."""
+        keys = self._list(self._dir(kind, name))
+        if not keys:
+            return []
+        committed = self._committed_saves({_basename_id(key) for key in keys})
+        return self._read([key for key in keys if _basename_id(key) in committed], record_type)
+
+    def _committed_saves(self, save_ids: set[str]) -> set[str]:
+        """Which of ``save_ids`` are committed: known markers from the index, the rest listed."""
+        markers = {self._key("commits", None, save_id): save_id for save_id in save_ids}
+        known = {markers[key] for key in self._index.get_many(markers)}
+        if len(known) == len(save_ids):
+            return known
+        listed = {key for key in self._list(self._dir("commits", None))}
+        new = {}
+        for key in listed:
+            save_id = _basename_id(key)
+            if save_id in save_ids and save_id not in known:
+                known.add(save_id)
+                new[self._key("commits", None, save_id)] = b""  # presence is all a reader needs
+        # Only markers seen are indexed: an uncommitted save is looked for again next time.
+        self._index.put_many(new)
+        return known

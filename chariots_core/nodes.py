@@ -24,7 +24,7 @@ from .versioning import Version
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["ReservedNodes", "BaseNode", "Node", "NodeReference"]
+__all__ = ["ReservedNodes", "BaseNode", "Node", "NodeReference", "is_implicit_output"]
 
 
 class ReservedNodes(enum.Enum):
@@ -42,6 +42,12 @@ class ReservedNodes(enum.Enum):
 NodeReference = Union[str, "BaseNode", ReservedNodes]
 
 _node_numbers = itertools.count(1)
+_IMPLICIT_PREFIX = "<output of node #"
+
+
+def is_implicit_output(name: str) -> bool:
+    """Whether ``name`` is the generated name of a node declared without ``output_nodes``."""
+    return name.startswith(_IMPLICIT_PREFIX)
 
 
 class BaseNode(abc.ABC):
@@ -69,7 +75,7 @@ class BaseNode(abc.ABC):
         self._declared_outputs = outputs
         # Names the output of a node declared without outputs, so that the node object itself
         # can be used as another node's input.
-        self._implicit_output = f"<output of node #{next(_node_numbers)}>"
+        self._implicit_output = f"{_IMPLICIT_PREFIX}{next(_node_numbers)}>"
 
     @property
     @abc.abstractmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import heapq
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import attrs
 
 from .callbacks import PipelineCallback
 from .errors import PipelineDefinitionError
-from .nodes import BaseNode, Node, ReservedNodes
+from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import BaseOp
 from .versioning import Version
 
@@ -79,20 +80,32 @@ class Pipeline:
         pipeline_callbacks: Iterable[PipelineCallback] | None = None,
         use_worker: bool | None = None,
     ) -> None:
+        problems: list[str] = []
         if not isinstance(name, str) or not _VALID_NAME.match(name):
-            msg = (
+            problems.append(
                 f"'name' must be a non-empty string of letters, digits, '_', '.' and '-' "
                 f"starting with a letter or digit (got {name!r})"
             )
-            raise PipelineDefinitionError(msg)
+        if use_worker is not None and not isinstance(use_worker, bool):
+            problems.append(f"'use_worker' must be True, False or None (got {use_worker!r})")
+        callbacks = list(pipeline_callbacks or ())
+        problems.extend(
+            f"'pipeline_callbacks' must hold PipelineCallback objects (got {callback!r} that is "
+            f"a {type(callback).__name__}); subclass PipelineCallback"
+            for callback in callbacks
+            if not isinstance(callback, PipelineCallback)
+        )
+        if isinstance(pipeline_nodes, (BaseNode, str)) or not isinstance(pipeline_nodes, Iterable):
+            problems.append(
+                f"'pipeline_nodes' must be a list of nodes (got {pipeline_nodes!r}); "
+                "wrap a single node in a list"
+            )
+            pipeline_nodes = []
         self._name = name
         self._nodes = list(pipeline_nodes)
-        self.pipeline_callbacks: list[PipelineCallback] = list(pipeline_callbacks or ())
-        if use_worker not in (None, True, False):
-            msg = f"'use_worker' must be True, False or None (got {use_worker!r})"
-            raise PipelineDefinitionError(msg)
+        self.pipeline_callbacks: list[PipelineCallback] = callbacks
         self.use_worker = use_worker
-        self._ordered, self._wiring = _validate_and_sort(self._nodes, name)
+        self._ordered, self._wiring = _validate_and_sort(self._nodes, name, problems)
         self.plan = _compile(self._ordered, self._wiring)
 
     # -- description ---------------------------------------------------------------------
@@ -202,12 +215,36 @@ class Pipeline:
 
 
 # -- validation ----------------------------------------------------------------------------
+_Wiring = dict[int, tuple[list[str], list[str]]]
+
+
 def _validate_and_sort(
-    nodes: list[BaseNode], pipeline_name: str
-) -> tuple[list[BaseNode], dict[int, tuple[list[str], list[str]]]]:
+    nodes: list[Any], pipeline_name: str, problems: list[str]
+) -> tuple[list[BaseNode], _Wiring]:
+    """Check the wiring and sort the nodes topologically.
+
+    :param problems: problems already found (name, options); raised together with these.
+    :raises PipelineDefinitionError: one error listing every problem found.
+    """
     where = f"pipeline {pipeline_name!r}"
-    problems: list[str] = []
-    wiring: dict[int, tuple[list[str], list[str]]] = {}
+    listed, positions, wiring = _wire(nodes, where, problems)
+    producer = _producers(listed, wiring, problems)
+    _check_inputs(listed, wiring, producer, where, problems)
+    ordered, cycle = _topological_order(listed, wiring, producer, positions)
+    if cycle:
+        problems.append(_describe_cycle(cycle, wiring, producer, positions, listed))
+    if problems:
+        raise PipelineDefinitionError(_problem_report(where, problems))
+    return ordered, wiring
+
+
+def _wire(
+    nodes: list[Any], where: str, problems: list[str]
+) -> tuple[list[BaseNode], dict[int, int], _Wiring]:
+    """Resolve each node's input and output names; skip (and report) what cannot be wired."""
+    listed: list[BaseNode] = []
+    positions: dict[int, int] = {}
+    wiring: _Wiring = {}
     for position, node in enumerate(nodes):
         if not isinstance(node, BaseNode):
             problems.append(
@@ -215,25 +252,27 @@ def _validate_and_sort(
                 f"{type(node).__name__}); wrap ops as Node(op, input_nodes=..., output_nodes=...)"
             )
             continue
+        if id(node) in positions:
+            problems.append(
+                f"node {node.name!r} is listed twice (items {positions[id(node)]} and "
+                f"{position}); list each node once, or make a second Node to use an op twice"
+            )
+            continue
+        positions[id(node)] = position
         try:
             wiring[id(node)] = (node.input_references, node.output_references)
         except PipelineDefinitionError as exc:
             problems.append(str(exc))
-    if problems:
-        raise PipelineDefinitionError(_problem_report(where, problems))
+            continue
+        listed.append(node)
+    return listed, positions, wiring
 
+
+def _producers(listed: list[BaseNode], wiring: _Wiring, problems: list[str]) -> dict[str, BaseNode]:
+    """Map each value name to the node producing it; report reserved-name misuse and duplicates."""
     producer: dict[str, BaseNode] = {}
-    for node in nodes:
-        inputs, outputs = wiring[id(node)]
-        for name in inputs:
-            if name == PIPELINE_OUTPUT:
-                problems.append(
-                    f"node {node.name!r} takes '{PIPELINE_OUTPUT}' as an input; it can only be "
-                    "an output. Give the value another name"
-                )
-            elif name != PIPELINE_INPUT and _RESERVED_LOOKING.match(name):
-                problems.append(_unknown_reserved(node, name, "input_nodes"))
-        for name in outputs:
+    for node in listed:
+        for name in wiring[id(node)][1]:
             if name == PIPELINE_INPUT:
                 problems.append(
                     f"node {node.name!r} produces '{PIPELINE_INPUT}', which only the caller "
@@ -255,24 +294,50 @@ def _validate_and_sort(
                     )
             else:
                 producer[name] = node
-    for node in nodes:
-        for name in wiring[id(node)][0]:
-            if name == PIPELINE_INPUT or name in producer or _RESERVED_LOOKING.match(name):
+    return producer
+
+
+def _check_inputs(
+    listed: list[BaseNode],
+    wiring: _Wiring,
+    producer: dict[str, BaseNode],
+    where: str,
+    problems: list[str],
+) -> None:
+    """Report inputs that are reserved-name misuse or that no node produces."""
+    known = [PIPELINE_INPUT] + [
+        name for name in producer if name != PIPELINE_OUTPUT and not is_implicit_output(name)
+    ]
+    for node in listed:
+        for ref, name in zip(node._input_nodes, wiring[id(node)][0]):
+            if name == PIPELINE_INPUT or (name in producer and name != PIPELINE_OUTPUT):
                 continue
-            hint = difflib.get_close_matches(name, list(producer), n=1)
-            fix = f"did you mean {hint[0]!r}?" if hint else "add a node that outputs it"
-            problems.append(
-                f"node {node.name!r} takes input {name!r}, which no node produces; {fix}"
-            )
-    if problems:
-        raise PipelineDefinitionError(_problem_report(where, problems))
-    return _topological_order(nodes, wiring, producer, where), wiring
+            if name == PIPELINE_OUTPUT:
+                problems.append(
+                    f"node {node.name!r} takes '{PIPELINE_OUTPUT}' as an input; it can only be "
+                    "an output. Give the value another name"
+                )
+            elif _RESERVED_LOOKING.match(name):
+                problems.append(_unknown_reserved(node, name, "input_nodes"))
+            elif isinstance(ref, BaseNode):
+                problems.append(
+                    f"node {node.name!r} takes the output of node {ref.name!r}, which is not "
+                    f"part of {where}; add that node to the pipeline's nodes"
+                )
+            else:
+                hint = difflib.get_close_matches(name, known, n=1)
+                fix = f"did you mean {hint[0]!r}?" if hint else "add a node that outputs it"
+                problems.append(
+                    f"node {node.name!r} takes input {name!r}, which no node produces; {fix}"
+                )
 
 
 def _unknown_reserved(node: BaseNode, name: str, argument: str) -> str:
+    hint = difflib.get_close_matches(name, [PIPELINE_INPUT, PIPELINE_OUTPUT], n=1)
+    fix = f"did you mean {hint[0]!r}?" if hint else "give the value a name without '__'"
     return (
         f"node {node.name!r} uses {name!r} in {argument}: names of the form '__x__' are "
-        f"reserved and the only ones are '{PIPELINE_INPUT}' and '{PIPELINE_OUTPUT}'"
+        f"reserved and the only ones are '{PIPELINE_INPUT}' and '{PIPELINE_OUTPUT}'; {fix}"
     )
 
 
@@ -285,21 +350,25 @@ def _problem_report(where: str, problems: list[str]) -> str:
 
 def _topological_order(
     nodes: list[BaseNode],
-    wiring: dict[int, tuple[list[str], list[str]]],
+    wiring: _Wiring,
     producer: dict[str, BaseNode],
-    where: str,
-) -> list[BaseNode]:
-    """Kahn's algorithm; ties keep the order the nodes were given in."""
-    position = {id(node): index for index, node in enumerate(nodes)}
-    upstream: dict[int, set[int]] = {}
+    positions: dict[int, int],
+) -> tuple[list[BaseNode], list[BaseNode] | None]:
+    """Kahn's algorithm; ties keep the order the nodes were given in.
+
+    :returns: the nodes in run order, and a cycle (first node repeated last) if there is one.
+    """
+    upstream: dict[int, list[int]] = {}
     downstream: dict[int, list[BaseNode]] = {id(node): [] for node in nodes}
     for node in nodes:
-        ups = {id(producer[name]) for name in wiring[id(node)][0] if name in producer}
+        ups = list(
+            dict.fromkeys(id(producer[name]) for name in wiring[id(node)][0] if name in producer)
+        )
         upstream[id(node)] = ups
         for up in ups:
             downstream[up].append(node)
     waiting = {key: len(ups) for key, ups in upstream.items()}
-    ready = [(position[id(node)], node) for node in nodes if not waiting[id(node)]]
+    ready = [(positions[id(node)], node) for node in nodes if not waiting[id(node)]]
     heapq.heapify(ready)
     ordered: list[BaseNode] = []
     while ready:
@@ -308,30 +377,64 @@ def _topological_order(
         for down in downstream[id(node)]:
             waiting[id(down)] -= 1
             if not waiting[id(down)]:
-                heapq.heappush(ready, (position[id(down)], down))
-    if len(ordered) < len(nodes):
-        cycle = _find_cycle([node for node in nodes if waiting[id(node)]], upstream, nodes)
-        names = " -> ".join(node.name for node in cycle)
-        msg = f"{where} is invalid: its nodes form a cycle ({names}); break it by renaming an input"
-        raise PipelineDefinitionError(msg)
-    return ordered
+                heapq.heappush(ready, (positions[id(down)], down))
+    if len(ordered) == len(nodes):
+        return ordered, None
+    stuck = [node for node in nodes if waiting[id(node)]]
+    return ordered, _find_cycle(stuck, upstream, positions)
 
 
 def _find_cycle(
-    stuck: list[BaseNode], upstream: dict[int, set[int]], nodes: list[BaseNode]
+    stuck: list[BaseNode], upstream: dict[int, list[int]], positions: dict[int, int]
 ) -> list[BaseNode]:
-    """Walk upstream from a stuck node until a node repeats: that loop is a cycle."""
-    by_id = {id(node): node for node in nodes}
-    stuck_ids = {id(node) for node in stuck}
+    """Walk upstream from a stuck node until a node repeats: that loop is a cycle.
+
+    Every stuck node waits on another stuck node, so the walk always finds one. The cycle is
+    returned in data-flow order, starting from its earliest-listed node.
+    """
+    by_id = {id(node): node for node in stuck}
     path: list[int] = [id(stuck[0])]
     seen = {path[0]: 0}
     while True:
-        step = next(up for up in upstream[path[-1]] if up in stuck_ids)
+        step = next(up for up in upstream[path[-1]] if up in by_id)
         if step in seen:
-            loop = path[seen[step] :] + [step]
-            return [by_id[key] for key in reversed(loop)]
+            loop = list(reversed(path[seen[step] :]))
+            start = min(range(len(loop)), key=lambda index: positions[loop[index]])
+            loop = loop[start:] + loop[:start]
+            return [by_id[key] for key in loop + loop[:1]]
         seen[step] = len(path)
         path.append(step)
+
+
+def _describe_cycle(
+    cycle: list[BaseNode],
+    wiring: _Wiring,
+    producer: dict[str, BaseNode],
+    positions: dict[int, int],
+    listed: list[BaseNode],
+) -> str:
+    """Name each node of the cycle and the values that flow between them."""
+    name_counts = Counter(node.name for node in listed)
+
+    def label(node: BaseNode) -> str:
+        if name_counts[node.name] > 1:
+            return f"{node.name!r} (item {positions[id(node)]})"
+        return repr(node.name)
+
+    parts = [label(cycle[0])]
+    values: list[str] = []
+    for up, down in zip(cycle, cycle[1:]):
+        flowing = [
+            "(unnamed output)" if is_implicit_output(name) else repr(name)
+            for name in dict.fromkeys(wiring[id(down)][0])
+            if producer.get(name) is up
+        ]
+        values.extend(flowing)
+        parts.append(f"--{', '.join(flowing)}--> {label(down)}")
+    return (
+        f"its nodes form a cycle: {' '.join(parts)}. A node cannot depend on its own output: "
+        f"take one of {', '.join(values)} from outside the cycle (rename that input or output)"
+    )
 
 
 # -- compilation ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import abc
 from typing import Any
 
 from .callbacks import PipelineCallback, overrides
-from .errors import NodeExecutionError
+from .errors import NodeExecutionError, NotAPipelineError
 from .pipeline import ExecutionPlan, Pipeline, StepKind
 
 __all__ = ["BaseRunner", "SequentialRunner"]
@@ -38,8 +38,11 @@ class SequentialRunner(BaseRunner):
 
     def run(self, pipeline: Pipeline, pipeline_input: Any = None) -> Any:
         if not isinstance(pipeline, Pipeline):
-            msg = f"'pipeline' must be a Pipeline (got {pipeline!r} that is a {type(pipeline).__name__})"
-            raise TypeError(msg)
+            msg = (
+                f"'pipeline' must be a Pipeline (got {pipeline!r} that is a "
+                f"{type(pipeline).__name__}); build one with Pipeline(nodes, name)"
+            )
+            raise NotAPipelineError(msg)
         callbacks = pipeline.pipeline_callbacks
         for callback in callbacks:
             callback.before_execution(pipeline, pipeline_input)
@@ -66,11 +69,14 @@ class SequentialRunner(BaseRunner):
                 if kind is _SIMPLE:
                     values[outputs] = call(values[inputs])
                     continue
+                # The result is never bound to a local: a name would keep it (a tuple of
+                # outputs, a discarded output) alive until the next step overwrote it.
                 if kind is _NESTED:
-                    result = self.run(call, _nested_input([values[slot] for slot in inputs]))
+                    nested_input = _nested_input([values[slot] for slot in inputs])
+                    _store(values, outputs, self.run(call, nested_input), node, pipeline)
+                    del nested_input
                 else:
-                    result = call(*[values[slot] for slot in inputs])
-                _store(values, outputs, result, node, pipeline)
+                    _store(values, outputs, call(*[values[slot] for slot in inputs]), node, pipeline)
                 for slot in releases:
                     values[slot] = None
         except NodeExecutionError:

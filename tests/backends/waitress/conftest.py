@@ -231,6 +231,12 @@ def send_raw(url: str, method: str, path: str, body: Any = None, headers: dict[s
 
 
 @pytest.fixture
+def send() -> Callable[..., SimpleNamespace]:
+    """:func:`send_raw`, for servers other than :func:`server`."""
+    return send_raw
+
+
+@pytest.fixture
 def raw(server: ServerThread) -> Callable[..., SimpleNamespace]:
     """``raw(method, path, body=None, headers=None)`` against :func:`server` (see send_raw)."""
 

@@ -5,11 +5,13 @@ its own immutable object, under a name no other writer can pick (a nanosecond ti
 uuid). Concurrent writers on different machines therefore never overwrite each other, and no
 coordinating server is needed. Under ``<url>/meta/``::
 
-    ops/<op>/<save id>.json          the OpVersionRecord of <op> written by one save
-    links/<downstream op>/<save id>.json   the LinkRecords into <op> written by one save
-    snapshots/<pipeline>/<save id>.json    the SnapshotRecord of one save
+    ops/_<op>/<save id>.json         the OpVersionRecords of <op> written by one save
+    links/_<downstream op>/<save id>.json  the LinkRecords into <op> written by one save
+    snapshots/_<pipeline>/<save id>.json   the SnapshotRecord of one save
     commits/<save id>.json           the commit marker: names the records of one save
-    jobs/<job id>/<stamp>-<uuid>.json      one JobRecord per state change; the newest wins
+    jobs/_<job id>/<stamp>-<uuid>.json     one JobRecord per state change; the newest wins
+
+(names are URL-quoted behind a ``_``, so ``""``, ``"."`` or ``"a/b"`` stay one segment).
 
 A save writes its records first and its commit marker last; readers ignore records whose
 marker does not exist, so a save is seen whole or not at all (a crashed save leaves only
@@ -30,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 from urllib.parse import quote
 
 import attrs
@@ -56,14 +58,40 @@ class CommitMarker:
     records: tuple[str, ...]  # the keys (relative to ``meta/``) of the save's records
 
 
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
 def _unique_name() -> str:
-    """A name that sorts by creation time and that no other writer can produce."""
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex}"
+    """A name that sorts by creation time and that no other writer can produce.
+
+    Within one process the stamps strictly increase (the clock may not have ticked between
+    two writes), so this process's writes list in the order they were made.
+    """
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        stamp = _last_stamp
+    return f"{stamp:020d}-{uuid.uuid4().hex}"
 
 
 def _segment(name: str) -> str:
-    """An op, pipeline or job name as one safe object-name segment."""
-    return quote(str(name), safe="")
+    """An op, pipeline or job name as one safe, non-empty object-name segment."""
+    return "_" + quote(str(name), safe="")
+
+
+def _group(records: Iterable[_Record], attribute: str) -> dict[str, list[_Record]]:
+    """``records`` by the value of ``attribute``, each group in the original order."""
+    groups: dict[str, list[_Record]] = {}
+    for record in records:
+        groups.setdefault(getattr(record, attribute), []).append(record)
+    return groups
+
+
+def _describe(record_type: Any) -> str:
+    """``OpVersionRecord`` or ``list of LinkRecord``: what a record object should hold."""
+    args = get_args(record_type)
+    return f"list of {args[0].__name__}" if args else record_type.__name__
 
 
 def _basename_id(key: str) -> str:
@@ -168,13 +196,9 @@ class ObjectOpStore:
         """Write the save's records, then its commit marker: readers see all of it or none."""
         save_id = _unique_name()
         objects: dict[str, bytes] = {}
-        for record in save.ops:
-            objects[self._key("ops", record.op_name, save_id)] = to_json(record)
-        by_downstream: dict[str, list[LinkRecord]] = {}
-        for link in save.links:
-            by_downstream.setdefault(link.downstream_op, []).append(link)
-        for downstream, links in by_downstream.items():
-            objects[self._key("links", downstream, save_id)] = to_json(links)
+        for kind, records in (("ops", _group(save.ops, "op_name")), ("links", _group(save.links, "downstream_op"))):
+            for name, group in records.items():
+                objects[self._key(kind, name, save_id)] = to_json(group)
         snapshot = save.snapshot
         objects[self._key("snapshots", snapshot.pipeline_name, save_id)] = to_json(snapshot)
         self._put(objects)
@@ -193,9 +217,10 @@ class ObjectOpStore:
     def op_versions(self, op_name: str) -> list[OpVersionRecord]:
         """Every committed version of ``op_name``, oldest first (a re-saved version moves last)."""
         latest: dict[str, OpVersionRecord] = {}
-        for record in self._committed("ops", op_name, OpVersionRecord):
-            latest.pop(record.version, None)
-            latest[record.version] = record
+        for records in self._committed("ops", op_name, list[OpVersionRecord]):
+            for record in records:
+                latest.pop(record.version, None)
+                latest[record.version] = record
         return list(latest.values())
 
     def links(self, downstream_op: str) -> list[LinkRecord]:
@@ -217,13 +242,17 @@ class ObjectOpStore:
         return self._read(keys[-1:], JobRecord)[0]
 
     def jobs(self) -> list[JobRecord]:
-        """The newest record of every job, oldest submission first."""
+        """The newest record of every job, oldest submission first (ties: first put first)."""
+        # Keys come sorted, so each job's first key is its first put and its last the newest.
+        first: dict[str, str] = {}
         newest: dict[str, str] = {}
         for key in self._list(self._dir("jobs", None), recursive=True):
             job_dir = posixpath.dirname(key)
-            if key > newest.get(job_dir, ""):
-                newest[job_dir] = key
-        records = self._read(sorted(newest.values()), JobRecord)
+            first.setdefault(job_dir, key)
+            newest[job_dir] = key
+        in_put_order = sorted(first, key=lambda job_dir: posixpath.basename(first[job_dir]))
+        records = self._read([newest[job_dir] for job_dir in in_put_order], JobRecord)
+        # Stable sort: jobs submitted at the same time keep the order they were first put in.
         return sorted(records, key=lambda job: job.submitted_at)
 
     def close(self) -> None:
@@ -302,7 +331,7 @@ class ObjectOpStore:
         except (ValueError, cattrs.BaseValidationError, TypeError) as exc:
             msg = (
                 f"the record {key!r} of the object op store at {self.url!r} is not a valid "
-                f"{getattr(record_type, '__name__', 'record')} ({exc}); it was damaged or not written "
+                f"{_describe(record_type)} ({exc}); it was damaged or not written "
                 "by Chariots. Delete that object to ignore it"
             )
             raise StoreError(msg) from exc

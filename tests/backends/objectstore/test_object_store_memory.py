@@ -70,7 +70,7 @@ def test_records_without_a_commit_marker_are_invisible_until_committed(open_stor
     record = OpVersionRecord("model", "v2", "code", "train", 2.0, "ops/model/v2", "0" * 64, 1)
     from chariots_core.store import to_json
 
-    fs.pipe({f"{root}/meta/ops/model/{save_id}.json": to_json(record)})
+    fs.pipe({f"{root}/meta/ops/_model/{save_id}.json": to_json([record])})
     assert [r.version for r in store.op_versions("model")] == ["v1"]
 
     fs.pipe({f"{root}/meta/commits/{save_id}.json": b"{}"})
@@ -163,10 +163,10 @@ def test_a_damaged_record_in_the_bucket_is_a_store_error_naming_it(open_store, m
     store = open_store()
     store.commit_save(_save("model", "v1"))
     fs, root = fsspec.core.url_to_fs(memory_url)
-    [key] = fs.ls(f"{root}/meta/ops/model", detail=False)
+    [key] = fs.ls(f"{root}/meta/ops/_model", detail=False)
     fs.pipe({key: b"garbage"})
     reader = open_store("r")
-    with pytest.raises(StoreError, match="meta/ops/model/.*not a valid OpVersionRecord"):
+    with pytest.raises(StoreError, match="meta/ops/_model/.*not a valid list of OpVersionRecord"):
         reader.op_versions("model")
 
 

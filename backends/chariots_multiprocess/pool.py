@@ -249,10 +249,14 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._outstanding.clear()
             self._pending.clear()
             workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
         self._wake()
         self._supervisor.join()
         for worker in workers:
-            worker.tasks.close()  # end-of-file: the worker's loop returns
+            worker.tasks.close()  # end-of-file: an idle worker's loop returns
+            if worker.task is not None:
+                worker.process.kill()  # its job outlived the timeout and is recorded failed
         for worker in workers:
             worker.process.join(_STOP_GRACE)
             if worker.process.is_alive():

@@ -3,7 +3,16 @@
 scikit-learn and Keras ops live in the ``chariots_sklearn`` and ``chariots_keras`` backends.
 """
 
-from .ops import BaseMLOp, MLMode
-from .serializers import BaseSerializer, CSVSerializer, DillSerializer, JSONSerializer
+from .ops import BaseMLOp, MLMode, MLOpDefinitionError
+from .serializers import BaseSerializer, CSVSerializer, DillSerializer, JSONSerializer, WrongTypeError
 
-__all__ = ["MLMode", "BaseMLOp", "BaseSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer"]
+__all__ = [
+    "MLMode",
+    "BaseMLOp",
+    "MLOpDefinitionError",
+    "BaseSerializer",
+    "DillSerializer",
+    "JSONSerializer",
+    "CSVSerializer",
+    "WrongTypeError",
+]

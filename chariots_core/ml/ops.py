@@ -7,8 +7,20 @@ outputs nothing; in ``MLMode.PREDICT`` it predicts with a model it loaded; in
 a retrain is a new version, and with the default ``"major"`` compatibility a retrained
 MAJOR-op forces the models downstream of it to be retrained too.
 
-Subclass it for a framework Chariots does not cover: implement ``fit`` and ``predict`` (and
-set ``self._model``), and change ``serializer_cls`` if dill is not the right format.
+Subclass it for a framework Chariots does not cover: implement ``fit`` (set ``self._model``)
+and ``predict``, and change ``serializer_cls`` if dill is not the right format::
+
+    class MeanOp(BaseMLOp):
+        serializer_cls = JSONSerializer
+
+        def fit(self, values):
+            self._model = sum(values) / len(values)
+
+        def predict(self, values):
+            return [value - self._model for value in values]
+
+Saved bytes are a one-line JSON header (the training run's identity, so that a loaded op has
+exactly the ``op_version`` it was saved with) followed by the serializer's bytes.
 """
 
 from __future__ import annotations
@@ -21,15 +33,31 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..callbacks import OpCallBack
-from ..errors import NotFittedError, SerializationError
+from ..errors import ChariotsError, NotFittedError, SerializationError
 from ..ops import LoadableOp
 from ..versioning import Version, VersionType
 from .serializers import BaseSerializer, DillSerializer
 
-__all__ = ["MLMode", "BaseMLOp"]
+__all__ = ["MLMode", "BaseMLOp", "MLOpDefinitionError"]
 
-# Saved ML ops are a one-line JSON header (training identity) then the serializer's bytes.
-_HEADER_MAGIC = "chariots-ml-op"
+_FORMAT = "chariots-ml-op"
+_FORMAT_VERSION = 1
+
+
+class _SerializedModel:
+    """A model in its serializer's bytes, inside the pickled state of an op."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple:
+        return (_SerializedModel, (self.data,))
+
+
+class MLOpDefinitionError(ChariotsError, TypeError):
+    """A machine-learning op class is declared wrongly (no model class, bad class attribute)."""
 
 
 class MLMode(enum.Enum):
@@ -43,14 +71,35 @@ class MLMode(enum.Enum):
 class BaseMLOp(LoadableOp):
     """An op wrapping a model that is fitted by training pipelines and used by prediction ones.
 
-    :param mode: what the op does when run (an :class:`MLMode`).
+    :param mode: what the op does when run (an :class:`MLMode` or its value, ``"fit"``...).
     :param op_callbacks: callbacks run around each execution.
+    :raises ValueError: if ``mode`` is not an :class:`MLMode`.
     """
 
+    #: The subversion of ``op_version`` that each fit changes.
     training_update_version: VersionType | str = VersionType.PATCH
+    #: Turns ``self._model`` into bytes and back when the op is saved and loaded.
     serializer_cls: type[BaseSerializer] = DillSerializer
 
-    def __init__(self, mode: MLMode, op_callbacks: Iterable[OpCallBack] | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Fail when the class is written, not at the first fit in production.
+        try:
+            VersionType(cls.training_update_version)
+        except ValueError:
+            msg = (
+                f"{cls.__name__}.training_update_version must be a VersionType or one of "
+                f"'major', 'minor', 'patch' (got {cls.training_update_version!r})"
+            )
+            raise MLOpDefinitionError(msg) from None
+        if not (isinstance(cls.serializer_cls, type) and issubclass(cls.serializer_cls, BaseSerializer)):
+            msg = (
+                f"{cls.__name__}.serializer_cls must be a BaseSerializer subclass such as "
+                f"DillSerializer (got {cls.serializer_cls!r})"
+            )
+            raise MLOpDefinitionError(msg)
+
+    def __init__(self, mode: MLMode | str, op_callbacks: Iterable[OpCallBack] | None = None) -> None:
         super().__init__(op_callbacks)
         try:
             self._mode = MLMode(mode)
@@ -71,6 +120,11 @@ class BaseMLOp(LoadableOp):
         """The fitted (or loaded) model, ``None`` before either."""
         return self._model
 
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the op holds a model, fitted here or loaded from a store."""
+        return self._training_id is not None
+
     def fit(self, *args: Any) -> None:
         """Fit ``self._model`` on the op's inputs (return nothing)."""
         raise NotImplementedError(f"{type(self).__name__} must override fit(self, *args)")
@@ -80,10 +134,16 @@ class BaseMLOp(LoadableOp):
         raise NotImplementedError(f"{type(self).__name__} must override predict(self, *args)")
 
     def execute(self, *args: Any) -> Any:
+        """Fit, predict or both, as the op's mode says.
+
+        :raises NotFittedError: when predicting with a model that was neither fitted nor loaded.
+        """
         if self._mode is MLMode.PREDICT:
             self._require_model()
             return self.predict(*args)
         self.fit(*args)
+        # A new identity per fit: two trainings on the same data are still two versions,
+        # because nothing guarantees they produced the same model.
         self._training_id, self._trained_at = uuid.uuid4().hex, time.time()
         if self._mode is MLMode.FIT_PREDICT:
             return self.predict(args[0])
@@ -93,7 +153,8 @@ class BaseMLOp(LoadableOp):
         if self._training_id is None:
             msg = (
                 f"op {self.name!r} has no model to predict with: it was neither fitted nor "
-                "loaded. Run and save a pipeline that fits it, then load_pipeline this one"
+                "loaded. Run and save a pipeline that fits it, then load_pipeline the pipeline "
+                "that predicts with it"
             )
             raise NotFittedError(msg)
 
@@ -115,21 +176,80 @@ class BaseMLOp(LoadableOp):
 
     @property
     def requires_saved_state(self) -> bool:
+        """A predict-only op is useless until a fitted model is loaded."""
         return self._mode is MLMode.PREDICT
 
+    # Copies and pickles (worker pools, load_pipeline) carry the model in the op's own format:
+    # some frameworks' models (Keras) do not survive deepcopy or pickle reliably.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if state.get("_model") is not None:
+            state["_model"] = _SerializedModel(self.serializer_cls().serialize_object(state["_model"]))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        model = state.get("_model")
+        if isinstance(model, _SerializedModel):
+            state = {**state, "_model": self.serializer_cls().deserialize_object(model.data)}
+        self.__dict__.update(state)
+
     def serialize(self) -> bytes:
+        """The training identity (a JSON line) followed by the model as ``serializer_cls`` writes it.
+
+        :raises NotFittedError: if there is no model to save.
+        """
         self._require_model()
-        header = {"magic": _HEADER_MAGIC, "training_id": self._training_id, "trained_at": self._trained_at}
-        return json.dumps(header).encode() + b"\n" + self.serializer_cls().serialize_object(self._model)
+        header = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "serializer": self.serializer_cls.__name__,
+            "training_id": self._training_id,
+            "trained_at": self._trained_at,
+        }
+        body = self.serializer_cls().serialize_object(self._model)
+        return json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
     def load(self, serialized_object: bytes) -> None:
-        head, newline, body = bytes(serialized_object).partition(b"\n")
+        """Restore the model and the training identity from :meth:`serialize`'s bytes.
+
+        :raises SerializationError: naming the op, if the bytes are not a saved op of this
+            kind or the model cannot be read back.
+        """
+        head, _, body = bytes(serialized_object).partition(b"\n")
+        training_id, trained_at = self._read_header(head)
+        try:
+            model = self.serializer_cls().deserialize_object(body)
+        except SerializationError as exc:
+            msg = f"op {self.name!r} cannot load its saved model: {exc}"
+            raise SerializationError(msg) from exc
+        self._model, self._training_id, self._trained_at = model, training_id, trained_at
+
+    def _read_header(self, head: bytes) -> tuple[str, float]:
+        where = f"op {self.name!r} ({type(self).__name__})"
         try:
             header = json.loads(head)
-            if not newline or header.get("magic") != _HEADER_MAGIC:
-                raise ValueError("missing header")
-        except (ValueError, AttributeError) as exc:
-            msg = f"op {self.name!r}: these bytes are not a saved {type(self).__name__} ({exc})"
-            raise SerializationError(msg) from exc
-        self._model = self.serializer_cls().deserialize_object(body)
-        self._training_id, self._trained_at = header["training_id"], header["trained_at"]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            msg = (
+                f"{where} cannot load these bytes: they are not a saved machine-learning op "
+                "(no chariots-ml-op header). Load only bytes saved by a pipeline that trains it"
+            )
+            raise SerializationError(msg)
+        if header.get("format_version") != _FORMAT_VERSION:
+            msg = (
+                f"{where} was saved in format version {header.get('format_version')!r}, "
+                f"this Chariots reads version {_FORMAT_VERSION}; retrain and save it again"
+            )
+            raise SerializationError(msg)
+        if header.get("serializer") != self.serializer_cls.__name__:
+            msg = (
+                f"{where} was saved with {header.get('serializer')}, but its serializer_cls is "
+                f"now {self.serializer_cls.__name__}; retrain and save it, or restore serializer_cls"
+            )
+            raise SerializationError(msg)
+        training_id, trained_at = header.get("training_id"), header.get("trained_at")
+        if not isinstance(training_id, str) or not isinstance(trained_at, (int, float)):
+            msg = f"{where}: the saved header lacks a valid training_id/trained_at ({header!r})"
+            raise SerializationError(msg)
+        return training_id, float(trained_at)

@@ -6,7 +6,9 @@ Machine-learning ops pick theirs with the ``serializer_cls`` class attribute::
         serializer_cls = JSONSerializer
 
 Every ``deserialize_object`` raises :class:`~chariots_core.errors.SerializationError` on
-bytes it cannot read, never a library-specific error.
+bytes it cannot read, never a library-specific error; ``serialize_object`` raises
+:class:`WrongTypeError` (a ``SerializationError`` and a ``TypeError``) for an object its
+format cannot hold.
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ import dill
 
 from ..errors import BackendError, SerializationError
 
-__all__ = ["BaseSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer"]
+__all__ = ["BaseSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer", "WrongTypeError"]
+
+
+class WrongTypeError(SerializationError, TypeError):
+    """A serializer was given an object its format cannot hold."""
 
 
 class BaseSerializer(abc.ABC):
-    """Turns one kind of object into bytes and back."""
+    """Turns one kind of object into bytes and back.
+
+    Subclasses implement the two methods; ``deserialize_object`` must raise
+    :class:`~chariots_core.errors.SerializationError` (see :meth:`_unreadable`) on bad bytes.
+    """
 
     @abc.abstractmethod
     def serialize_object(self, target: Any) -> bytes:
@@ -34,10 +44,12 @@ class BaseSerializer(abc.ABC):
     def deserialize_object(self, serialized_object: bytes) -> Any:
         """Rebuild the object from bytes made by :meth:`serialize_object`."""
 
-    def _unreadable(self, exc: Exception) -> SerializationError:
+    def _unreadable(self, exc: Exception | str) -> SerializationError:
+        """The error for bytes this serializer cannot read; ``raise ... from`` the cause."""
+        cause = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else exc
         msg = (
-            f"{type(self).__name__} cannot read these bytes ({type(exc).__name__}: {exc}); "
-            "they were not written by this serializer, or are corrupt"
+            f"{type(self).__name__} cannot read these bytes ({cause}); they were not written "
+            "by this serializer, or are corrupt"
         )
         return SerializationError(msg)
 
@@ -49,24 +61,34 @@ class DillSerializer(BaseSerializer):
     """
 
     def serialize_object(self, target: Any) -> bytes:
-        return dill.dumps(target)
+        try:
+            return dill.dumps(target)
+        except Exception as exc:  # dill raises whatever the object's __reduce__ raises
+            msg = f"DillSerializer cannot serialize a {type(target).__name__}: {type(exc).__name__}: {exc}"
+            raise WrongTypeError(msg) from exc
 
     def deserialize_object(self, serialized_object: bytes) -> Any:
         try:
             return dill.loads(serialized_object)
-        except Exception as exc:
+        except Exception as exc:  # corrupt pickles fail with almost any exception type
             raise self._unreadable(exc) from exc
 
 
 class JSONSerializer(BaseSerializer):
-    """Serializes JSON-compatible objects (dicts, lists, numbers, strings) as UTF-8 JSON."""
+    """Serializes JSON-compatible objects (dicts, lists, numbers, strings) as UTF-8 JSON.
+
+    Tuples come back as lists, as JSON has no tuples; NaN and infinities are refused.
+    """
 
     def serialize_object(self, target: Any) -> bytes:
         try:
-            return json.dumps(target).encode()
+            return json.dumps(target, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
-            msg = f"JSONSerializer cannot serialize a {type(target).__name__}: {exc}"
-            raise SerializationError(msg) from exc
+            msg = (
+                f"JSONSerializer cannot serialize a {type(target).__name__}: {exc}; give it "
+                "dicts, lists, strings, finite numbers, booleans and None, or use DillSerializer"
+            )
+            raise WrongTypeError(msg) from exc
 
     def deserialize_object(self, serialized_object: bytes) -> Any:
         try:
@@ -85,18 +107,28 @@ def _pandas() -> Any:
 
 
 class CSVSerializer(BaseSerializer):
-    """Serializes a pandas ``DataFrame`` as CSV (pandas is imported on first use)."""
+    """Serializes a pandas ``DataFrame`` as CSV (pandas is imported on first use).
+
+    The index is not written, and column types come back as pandas infers them from text.
+    """
 
     def serialize_object(self, target: Any) -> bytes:
         pandas = _pandas()
         if not isinstance(target, pandas.DataFrame):
-            msg = f"CSVSerializer only serializes pandas DataFrames (got a {type(target).__name__})"
-            raise SerializationError(msg)
+            msg = (
+                f"CSVSerializer only serializes pandas DataFrames (got a {type(target).__name__}); "
+                "wrap the data in pandas.DataFrame(...) or use DillSerializer"
+            )
+            raise WrongTypeError(msg)
         return target.to_csv(index=False).encode()
 
     def deserialize_object(self, serialized_object: bytes) -> Any:
         pandas = _pandas()
+        data = bytes(serialized_object)
+        if b"\x00" in data:
+            # pandas happily parses binary garbage into a one-column frame: refuse it here.
+            raise self._unreadable("binary data, not CSV text")
         try:
-            return pandas.read_csv(io.BytesIO(serialized_object))
+            return pandas.read_csv(io.BytesIO(data))
         except (UnicodeDecodeError, ValueError, pandas.errors.ParserError) as exc:
             raise self._unreadable(exc) from exc

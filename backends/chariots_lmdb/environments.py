@@ -45,13 +45,15 @@ _open_environments: dict[tuple[int, str], SharedEnvironment] = {}
 _cache_lock = threading.Lock()
 
 
-def _fresh_lock_in_child() -> None:
-    # Another thread may have held the lock when the process forked; the child starts clean.
+def _fresh_locks_in_child() -> None:
+    # Another thread may have held a lock when the process forked; the child starts clean.
     global _cache_lock
     _cache_lock = threading.Lock()
+    for shared in _open_environments.values():
+        shared.lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_fresh_lock_in_child)
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def _open(path: str, map_size: int) -> SharedEnvironment:
@@ -91,9 +93,21 @@ def acquire(path: str, map_size: int) -> SharedEnvironment:
     with _cache_lock:
         shared = _open_environments.get(key)
         if shared is None:
+            _close_inherited(key)
             shared = _open_environments[key] = _open(path, map_size)
         shared.users += 1
         return shared
+
+
+def _close_inherited(key: tuple[int, str]) -> None:
+    """Close environments of ``key``'s path that this process inherited through ``fork()``.
+
+    They are unusable here, and py-lmdb refuses to open files that are already open in the
+    process. Closing the child's copy is safe: LMDB then clears only this process's reader
+    slots and the parent's locks are not the child's to release.
+    """
+    for inherited in [other for other in _open_environments if other[1] == key[1] and other != key]:
+        _open_environments.pop(inherited).env.close()
 
 
 def release(shared: SharedEnvironment) -> None:

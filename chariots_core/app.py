@@ -20,10 +20,10 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import ChariotsError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
-from .lineage import POLICIES, STRATEGIES, load_ops, resolve_versions, save_pipeline
+from .errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
+from .lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
 from .pipeline import Pipeline
-from .registry import get_backend, url_scheme
+from .registry import backend_for_url, get_backend, known_backends, url_scheme
 from .runners import BaseRunner, SequentialRunner
 from .savers import BaseSaver
 from .store import OpStore
@@ -42,14 +42,19 @@ class Chariots:
     :param path: where the app keeps its data when ``op_store``/``saver`` are not given: a
         local directory (an LMDB store in ``<path>/store`` and blobs in ``<path>/blobs``) or
         an object-storage URL such as ``s3://bucket/prefix``.
-    :param op_store: an :class:`~chariots_core.OpStore`, or a backend name (``"memory"``,
-        ``"lmdb"``).
-    :param saver: a saver, or a backend name or URL (``"memory"``, ``"file:///data"``, ``"gs://b/p"``).
+    :param op_store: an :class:`~chariots_core.OpStore`, a backend name (``"memory"``,
+        ``"lmdb"``) or an object-storage URL.
+    :param saver: a saver, a backend name (``"memory"``), or a URL or local directory
+        (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``).
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
     :param worker_pool: runs asynchronous calls (see ``use_worker``).
     :param runner: runs pipelines (default :class:`~chariots_core.SequentialRunner`).
     :param use_worker: app-wide default for asynchronous execution.
+    :raises ConfigError: if ``compatibility`` is not a known policy.
+    :raises PipelineDefinitionError: if two pipelines share a name, or one op name stands for
+        two different op classes.
+    :raises StoreError: if ``path`` is a file.
     """
 
     def __init__(
@@ -63,10 +68,7 @@ class Chariots:
         runner: BaseRunner | None = None,
         use_worker: bool | None = None,
     ) -> None:
-        if compatibility not in POLICIES:
-            msg = f"'compatibility' must be one of {', '.join(map(repr, POLICIES))} (got {compatibility!r})"
-            raise ChariotsError(msg)
-        self.compatibility = compatibility
+        self.compatibility = check_choice("compatibility", compatibility, POLICIES)
         self._pipelines: dict[str, Pipeline] = {}
         for pipeline in pipelines:
             if not isinstance(pipeline, Pipeline):
@@ -79,7 +81,12 @@ class Chariots:
         _check_op_names(self._pipelines.values())
         self.path = os.fspath(path)
         self.op_store: OpStore = _resolve_op_store(op_store, self.path)
-        self.saver: BaseSaver = _resolve_saver(saver, self.path)
+        try:
+            self.saver: BaseSaver = _resolve_saver(saver, self.path)
+        except BaseException:
+            if op_store is None or isinstance(op_store, str):  # only close what the app opened
+                self.op_store.close()
+            raise
         self.runner = runner if runner is not None else SequentialRunner()
         self.worker_pool = worker_pool
         if worker_pool is not None:
@@ -131,11 +138,10 @@ class Chariots:
 
         :raises VersionError: naming each incompatible edge; the previous ops keep serving.
         :raises NotSavedError: if none of the pipeline's ops were ever saved.
-        :raises IntegrityError: if stored bytes are corrupt.
+        :raises IntegrityError: if stored bytes are missing or corrupt.
+        :raises ConfigError: if ``strategy`` is not a known one.
         """
-        if strategy not in STRATEGIES:
-            msg = f"'strategy' must be one of {', '.join(map(repr, STRATEGIES))} (got {strategy!r})"
-            raise ChariotsError(msg)
+        check_choice("strategy", strategy, STRATEGIES)
         serving = self._serving(pipeline)
         chosen = resolve_versions(serving, self.op_store, self.compatibility, strategy)
         loaded_ops = load_ops(serving, chosen, self.saver)
@@ -243,34 +249,53 @@ def _check_op_names(pipelines: Iterable[Pipeline]) -> None:
                 )
                 raise PipelineDefinitionError(msg)
             seen_here.add(node.name)
-            first = owner.setdefault(node.name, (op_class, pipeline.name))
-            if first[0].__qualname__ != op_class.__qualname__:
+            first_class, first_pipeline = owner.setdefault(node.name, (op_class, pipeline.name))
+            # Same code under the same name is one op, even if unpickling made a second class
+            # object of it (dill rebuilds classes defined in __main__).
+            if _class_identity(first_class) != _class_identity(op_class):
                 msg = (
-                    f"node name {node.name!r} runs {first[0].__name__} in pipeline {first[1]!r} "
-                    f"but {op_class.__name__} in pipeline {pipeline.name!r}; the store files ops "
-                    "by name, so pass name='...' to tell them apart"
+                    f"node name {node.name!r} runs {first_class.__qualname__} in pipeline "
+                    f"{first_pipeline!r} but {op_class.__qualname__} in pipeline {pipeline.name!r}; "
+                    "the store files ops by name, so pass name='...' to tell them apart"
                 )
                 raise PipelineDefinitionError(msg)
 
 
+def _class_identity(op_class: type) -> tuple[str, str, Version]:
+    return op_class.__module__, op_class.__qualname__, op_class.__version__  # type: ignore[attr-defined]
+
+
+def _is_local(path: str) -> bool:
+    return url_scheme(path) in (None, "file")
+
+
 def _local_dir(path: str, child: str) -> str:
-    if os.path.isfile(path):
-        msg = f"the app path {path!r} is a file; Chariots needs a directory there (or a URL)"
+    local = path.removeprefix("file://")
+    if os.path.isfile(local):
+        msg = f"the app path {local!r} is a file; Chariots needs a directory there (or a URL)"
         raise StoreError(msg)
-    return os.path.join(os.path.abspath(path), child)
+    return os.path.join(os.path.abspath(local), child)
 
 
 def _resolve_op_store(op_store: OpStore | str | None, path: str) -> OpStore:
     if op_store is not None and not isinstance(op_store, str):
         return op_store
-    scheme = url_scheme(path)
-    if op_store is None and scheme not in (None, "file"):
-        return get_backend("op_store", scheme)(path)
-    name = op_store or "lmdb"
-    backend = get_backend("op_store", name)
-    if name == "memory":
+    if op_store is None:
+        if _is_local(path):
+            return get_backend("op_store", "lmdb")(_local_dir(path, "store"))
+        return backend_for_url("op_store", path)(path)
+    if url_scheme(op_store) is not None:
+        return backend_for_url("op_store", op_store)(op_store)
+    backend = get_backend("op_store", op_store)
+    if op_store == "memory":
         return backend()
-    return backend(_local_dir(path.removeprefix("file://"), "store"))
+    if not _is_local(path):
+        msg = (
+            f"the {op_store!r} op store keeps its files in a local directory, but the app path "
+            f"is the URL {path!r}; pass a local path, or leave op_store=None to store by URL"
+        )
+        raise ConfigError(msg)
+    return backend(_local_dir(path, "store"))
 
 
 def _resolve_saver(saver: BaseSaver | str | None, path: str) -> BaseSaver:
@@ -278,9 +303,9 @@ def _resolve_saver(saver: BaseSaver | str | None, path: str) -> BaseSaver:
         return saver
     if saver == "memory":
         return get_backend("saver", "memory")()
-    url = saver
-    if url is None:
-        scheme = url_scheme(path)
-        url = f"{path.rstrip('/')}/blobs" if scheme not in (None, "file") else _local_dir(path.removeprefix("file://"), "blobs")
-    scheme = url_scheme(url) or "file"
-    return get_backend("saver", scheme)(url)
+    if saver is None or (url_scheme(saver) is None and saver in known_backends("saver")):
+        # A name (or nothing): blobs go under the app path.
+        location = _local_dir(path, "blobs") if _is_local(path) else f"{path.rstrip('/')}/blobs"
+        backend = backend_for_url("saver", location) if saver is None else get_backend("saver", saver)
+        return backend(location)
+    return backend_for_url("saver", saver)(saver)

@@ -1,19 +1,36 @@
 """Saving a pipeline's ops and choosing which saved versions a pipeline may load.
 
-Saving writes each loadable op's bytes through the saver first, then commits every version
-record, every DAG edge as a link (upstream op+version -> downstream op+version) and a snapshot
-in one op-store transaction, so a crash leaves the whole save or none of it.
+**Saving** writes each loadable op's bytes through the saver first (content-addressed, so a
+crash before the metadata commit leaves at most an unreferenced blob), then commits in one
+op-store transaction the op versions that are new, the links of this save and a snapshot of
+the version every op node ran with.
 
-Loading picks a version for each loadable op and checks every edge whose downstream op is
-loadable: the downstream version must have been built on an upstream version equal to the
-upstream now loaded, under the app's compatibility policy (``"major"``, ``"minor"`` or
-``"exact"``). Only the edges the store has ever seen are checked, so a pipeline may wire a
-saved model behind a new preprocessing op without retraining it.
+**Links.** A link ``up@u -> down@d`` records that version ``d`` of ``down`` was built on the
+output of ``up`` at version ``u``. They are written by the save that first stores ``d`` (the
+training run that made it): saving a prediction pipeline that merely *uses* ``d`` writes no
+link, and re-saving an unchanged version writes no record, so it never looks newer than the
+versions trained after it.
+
+**The edge rule.** Loading picks a version for every loadable op, then checks every edge of
+the DAG (branches, multi-input nodes and edges crossing nested pipelines included) whose
+downstream op is *pinned*: it will not retrain itself when the pipeline runs (its
+``allow_version_change`` is false; a model in ``MLMode.FIT`` is not pinned). If the chosen ``d``
+was built on versions of ``up``, the version of ``up`` that will run must equal one of them
+under the app's policy: ``"major"`` compares the major subversions, ``"minor"`` major and
+minor, ``"exact"`` all three. A ``d`` never built behind ``up`` (a prediction pipeline that
+feeds the model from its input instead of the training dataset) puts no constraint on that edge.
+
+``strategy="latest"`` takes each op's newest version saved by compatible code and refuses the
+load if an edge is incompatible. ``"latest_compatible"`` finds the newest compatible set:
+candidates newest first, upstream ops decided before downstream ones, after dropping every
+candidate that no neighbour can accept (arc consistency), so chains and trees of models are
+resolved without backtracking and the backtracking search only has diamonds left to explore.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import time
 from collections.abc import Mapping
@@ -21,65 +38,102 @@ from typing import Any
 
 import attrs
 
-from .errors import IntegrityError, NotSavedError, StoreError, VersionError
+from .errors import ChariotsError, ConfigError, IntegrityError, NotSavedError, SerializationError, VersionError
 from .nodes import Node
-from .ops import LoadableOp
 from .pipeline import Pipeline
 from .savers import BaseSaver
 from .store import LinkRecord, OpStore, OpVersionRecord, SaveRecord, SnapshotRecord
 from .versioning import Version
 
-__all__ = ["POLICIES", "STRATEGIES", "save_pipeline", "resolve_versions", "load_ops", "compatible"]
+__all__ = [
+    "POLICIES",
+    "STRATEGIES",
+    "check_choice",
+    "compatible",
+    "save_pipeline",
+    "resolve_versions",
+    "load_ops",
+]
 
 POLICIES = ("major", "minor", "exact")
 STRATEGIES = ("latest", "latest_compatible")
-_POLICY_PARTS = {"major": ("major",), "minor": ("major", "minor"), "exact": ("major", "minor", "patch")}
+_COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
+_PART_NAMES = ("major", "minor", "patch")
+
+Candidate = OpVersionRecord | None  # None: keep the op as it is (nothing usable was saved)
+
+
+def check_choice(argument: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise :class:`ConfigError`."""
+    if value not in choices:
+        msg = f"{argument!r} must be one of {', '.join(map(repr, choices))} (got {value!r})"
+        raise ConfigError(msg)
+    return value
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str) -> tuple[str, str, str]:
+    version = Version.parse(text)
+    return version.major, version.minor, version.patch
+
+
+def _digests(version: Version | str) -> tuple[str, str, str]:
+    if isinstance(version, Version):
+        return version.major, version.minor, version.patch
+    return _parsed(version)
 
 
 def compatible(a: Version | str, b: Version | str, policy: str) -> bool:
-    """Whether two versions are interchangeable under ``policy``."""
-    a = a if isinstance(a, Version) else Version.parse(a)
-    b = b if isinstance(b, Version) else Version.parse(b)
-    return all(getattr(a, part) == getattr(b, part) for part in _POLICY_PARTS[policy])
+    """Whether two versions are interchangeable under ``policy`` (see the module docstring)."""
+    compared = _COMPARED_PARTS[check_choice("compatibility", policy, POLICIES)]
+    return _digests(a)[:compared] == _digests(b)[:compared]
 
 
-def _changed_parts(old: str, new: str) -> str:
-    a, b = Version.parse(old), Version.parse(new)
-    changed = [part for part in ("major", "minor", "patch") if getattr(a, part) != getattr(b, part)]
-    return ", ".join(changed) or "nothing"
+def _show(version: Version | str) -> str:
+    return "/".join(digest[:7] for digest in _digests(version))
 
 
-def _short(version: str) -> str:
-    return version[:7]
+def _changed_parts(old: Version | str, new: Version | str) -> str:
+    changed = [name for name, a, b in zip(_PART_NAMES, _digests(old), _digests(new)) if a != b]
+    return " and ".join(changed) or "no"
+
+
+def _find_version(records: list[OpVersionRecord], version: Version | str) -> OpVersionRecord | None:
+    """The latest record of ``version`` (compared by digests, not creation time)."""
+    wanted = _digests(version)
+    return next((record for record in reversed(records) if _digests(record.version) == wanted), None)
 
 
 # -- saving --------------------------------------------------------------------------------
 def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> SnapshotRecord:
-    """Persist every loadable op of ``pipeline`` and record its versions, links and snapshot."""
+    """Persist every loadable op of ``pipeline`` and record its new versions, links and snapshot.
+
+    :raises SerializationError: if an op's ``serialize`` fails or does not return bytes.
+    :raises NotFittedError: if a model op was never fitted nor loaded.
+    """
     now = time.time()
     records: list[OpVersionRecord] = []
-    known = {}
+    saved_as: dict[int, str] = {}  # id(node) -> the version string the store knows it by
+    new: set[int] = set()  # id(node) of the ops whose version record this save writes
     for node in pipeline.loadable_nodes():
-        op: LoadableOp = node.op  # type: ignore[assignment]
-        version = str(op.op_version)
-        data = op.serialize()
-        if not isinstance(data, (bytes, bytearray)):
-            msg = (
-                f"{type(op).__name__}.serialize() of node {node.name!r} returned a "
-                f"{type(data).__name__}; it must return bytes"
-            )
-            raise StoreError(msg)
+        data = _serialize(node)
         digest = hashlib.sha256(data).hexdigest()
-        # Content-addressed: re-saving identical bytes rewrites nothing, and a crash before
-        # the metadata commit leaves only an unreferenced blob behind.
         blob_path = f"ops/{node.name}/{digest}"
-        if not saver.exists(blob_path):
-            saver.save(blob_path, bytes(data))
+        if not saver.exists(blob_path):  # identical bytes are stored once (and healed if lost)
+            saver.save(blob_path, data)
+        version = node.node_version
+        stored = _find_version(op_store.op_versions(node.name), version)
+        if stored is not None and stored.sha256 == digest and stored.blob_path == blob_path:
+            saved_as[id(node)] = stored.version
+            continue
+        # A version saved again with other bytes (a plain LoadableOp whose state changed)
+        # keeps the stored string, so that the store files it under the same key.
+        text = stored.version if stored is not None else str(version)
         records.append(
             OpVersionRecord(
                 op_name=node.name,
-                version=version,
-                code_version=str(type(op).__version__),
+                version=text,
+                code_version=str(type(node.op).__version__),
                 pipeline_name=pipeline.name,
                 saved_at=now,
                 blob_path=blob_path,
@@ -87,85 +141,135 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
                 size=len(data),
             )
         )
-        known[id(node)] = version
+        saved_as[id(node)] = text
+        new.add(id(node))
     links = tuple(
-        LinkRecord(up.name, str(up.node_version), down.name, known[id(down)])
+        LinkRecord(up.name, saved_as.get(id(up), str(up.node_version)), down.name, saved_as[id(down)])
         for up, down in pipeline.op_edges()
-        if id(down) in known
+        if id(down) in new
     )
     snapshot = SnapshotRecord(
         pipeline_name=pipeline.name,
         saved_at=now,
-        versions={node.name: str(node.node_version) for node in pipeline.op_nodes()},
+        versions={node.name: saved_as.get(id(node), str(node.node_version)) for node in pipeline.op_nodes()},
     )
     op_store.commit_save(SaveRecord(tuple(records), links, snapshot))
     return snapshot
 
 
+def _serialize(node: Node) -> bytes:
+    op = node.op
+    try:
+        data = op.serialize()  # type: ignore[union-attr]
+    except ChariotsError:
+        raise
+    except Exception as exc:
+        msg = f"op {node.name!r}: {type(op).__name__}.serialize() failed ({type(exc).__name__}: {exc})"
+        raise SerializationError(msg) from exc
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        msg = (
+            f"op {node.name!r}: {type(op).__name__}.serialize() returned a "
+            f"{type(data).__name__}; it must return bytes"
+        )
+        raise SerializationError(msg)
+    return bytes(data)
+
+
 # -- choosing versions -----------------------------------------------------------------------
 @attrs.frozen
 class _Edge:
+    """One checked edge: which upstream versions each saved downstream version was built on."""
+
     up: Node
     down: Node
+    built_on: dict[tuple[str, str, str], list[str]]  # down digests -> upstream version strings
+    compared: int  # how many subversions the policy compares
+
+    def allows(self, up_candidate: Candidate, down_candidate: Candidate) -> bool:
+        """Whether the downstream candidate accepts the upstream candidate."""
+        if down_candidate is None:
+            return True
+        ups = self.built_on.get(_digests(down_candidate.version))
+        if not ups:
+            return True
+        running = _digests(_running_version(self.up, up_candidate))[: self.compared]
+        return any(_digests(up)[: self.compared] == running for up in ups)
+
+    def accepts(self, chosen: Mapping[str, Candidate]) -> bool:
+        """Whether the edge is compatible with the versions chosen so far."""
+        return self.allows(chosen.get(self.up.name) if self.up.is_loadable else None, chosen[self.down.name])
+
+
+def _running_version(node: Node, candidate: Candidate) -> Version | str:
+    return candidate.version if candidate is not None else node.node_version
 
 
 def resolve_versions(
     pipeline: Pipeline, op_store: OpStore, policy: str = "major", strategy: str = "latest"
-) -> dict[str, OpVersionRecord | None]:
-    """Choose the saved version each loadable op of ``pipeline`` should load.
+) -> dict[str, Candidate]:
+    """Choose the saved version each loadable op of ``pipeline`` should load, by node name.
 
-    ``None`` means "keep the op as it is" (nothing usable was saved, and the op can run
-    without it).
+    ``None`` means "keep the op as it is": nothing usable was saved and the op can run without.
 
+    :raises ConfigError: if ``policy`` or ``strategy`` is not a known one.
     :raises NotSavedError: if no op of the pipeline was ever saved, or a predict-only op has
         no saved version.
     :raises VersionError: naming every incompatible edge (``"latest"``), or when no
         compatible set of versions exists (``"latest_compatible"``).
     """
+    check_choice("compatibility", policy, POLICIES)
+    check_choice("strategy", strategy, STRATEGIES)
     loadable = pipeline.loadable_nodes()
-    candidates = {node.name: _candidates(node, op_store, policy) for node in loadable}
-    if loadable and not any(op_store.op_versions(node.name) for node in loadable):
+    saved = {node.name: op_store.op_versions(node.name) for node in loadable}
+    if loadable and not any(saved.values()):
         names = ", ".join(repr(node.name) for node in loadable)
         msg = (
-            f"pipeline {pipeline.name!r} cannot be loaded: none of its ops ({names}) has ever "
-            "been saved. Run a pipeline that trains them and save it with save_pipeline first"
+            f"pipeline {pipeline.name!r} cannot be loaded: none of its ops ({names}) was ever "
+            "saved. Run a pipeline that trains them and save it with save_pipeline first"
         )
         raise NotSavedError(msg)
-    edges = [
-        _Edge(up, down)
-        for up, down in pipeline.op_edges()
-        if down.is_loadable and _edge_recorded(op_store, up.name, down.name)
-    ]
+    options = {node.name: _candidates(node, saved[node.name], policy) for node in loadable}
+    edges = _checked_edges(pipeline, op_store, policy)
+    latest = {name: candidates[0] for name, candidates in options.items()}
+    problems = [edge for edge in edges if not edge.accepts(latest)]
+    if not problems:
+        return latest
     if strategy == "latest":
-        chosen = {name: options[0] for name, options in candidates.items()}
-        problems = [
-            problem for edge in edges if (problem := _edge_problem(edge, chosen, op_store, policy))
-        ]
-        if problems:
-            raise VersionError(_version_report(pipeline, problems, chosen, op_store))
-        return chosen
-    return _search_compatible(pipeline, loadable, candidates, edges, op_store, policy)
+        head = (
+            f"the pipeline you requested cannot be loaded because of version incompatibility: "
+            f"pipeline {pipeline.name!r} has {len(problems)} incompatible edge(s):"
+        )
+        hint = (
+            "HINT: retrain and save/reload in order to have a loadable version, or load with "
+            "strategy='latest_compatible' to keep serving the newest compatible versions"
+        )
+        raise VersionError(_report(head, problems, latest, saved, hint))
+    found = _newest_compatible(loadable, options, edges)
+    if found is None:
+        head = (
+            f"pipeline {pipeline.name!r} cannot be loaded: no combination of its saved versions "
+            "is compatible along every edge. With each op's latest version:"
+        )
+        hint = "HINT: retrain the ops named above on the current upstream versions and save them"
+        raise VersionError(_report(head, problems, latest, saved, hint))
+    return found
 
 
-def _candidates(node: Node, op_store: OpStore, policy: str) -> list[OpVersionRecord | None]:
-    """Saved versions this op's code may load, newest first."""
+def _candidates(node: Node, saved: list[OpVersionRecord], policy: str) -> list[Candidate]:
+    """The saved versions this op's code may load, newest first (``[None]``: keep as is)."""
     op = node.op
-    saved = op_store.op_versions(node.name)
-    current_code = str(type(op).__version__)
-    usable = [
-        record
-        for record in reversed(saved)
-        if compatible(record.code_version, current_code, policy)
-    ]
+    current_code = type(op).__version__
+    usable = [record for record in reversed(saved) if compatible(record.code_version, current_code, policy)]
     if usable:
-        return usable
+        return usable  # type: ignore[return-value]
     if saved and not op.allow_version_change:
         latest = saved[-1]
         msg = (
-            f"op {node.name!r}: every saved version was made by different code (latest "
-            f"{_short(latest.version)} was saved by pipeline {latest.pipeline_name!r}; its "
-            f"{_changed_parts(latest.code_version, current_code)} version fields changed since). "
-            f"Retrain it with the current code: run and save {latest.pipeline_name!r}"
+            f"op {node.name!r} cannot be loaded: every saved version was made by other code (the "
+            f"latest, {_show(latest.version)}, by pipeline {latest.pipeline_name!r}; the "
+            f"{_changed_parts(latest.code_version, current_code)} version of "
+            f"{type(op).__name__}'s versioned fields changed since). Retrain it with the current "
+            f"code: run and save pipeline {latest.pipeline_name!r}"
         )
         raise VersionError(msg)
     if op.requires_saved_state:
@@ -177,140 +281,157 @@ def _candidates(node: Node, op_store: OpStore, policy: str) -> list[OpVersionRec
     return [None]
 
 
-def _edge_recorded(op_store: OpStore, up: str, down: str) -> bool:
-    return any(link.upstream_op == up for link in op_store.links(down))
-
-
-def _current_version(node: Node, chosen: Mapping[str, OpVersionRecord | None]) -> str:
-    record = chosen.get(node.name)
-    return record.version if record is not None else str(node.node_version)
-
-
-def _edge_problem(
-    edge: _Edge, chosen: Mapping[str, OpVersionRecord | None], op_store: OpStore, policy: str
-) -> tuple[_Edge, str, list[str]] | None:
-    """``None`` if the edge is fine, else (edge, loaded upstream, upstreams the downstream knows)."""
-    down_record = chosen.get(edge.down.name)
-    if down_record is None:
-        return None
-    up_version = _current_version(edge.up, chosen)
-    built_on = [
-        link.upstream_version
-        for link in op_store.links(edge.down.name)
-        if link.upstream_op == edge.up.name
-        and compatible(link.downstream_version, down_record.version, "exact")
-    ]
-    if any(compatible(known, up_version, policy) for known in built_on):
-        return None
-    return edge, up_version, built_on
-
-
-def _version_report(
-    pipeline: Pipeline,
-    problems: list[tuple[_Edge, str, list[str]]],
-    chosen: Mapping[str, OpVersionRecord | None],
-    op_store: OpStore,
-) -> str:
-    lines = []
-    for edge, up_version, built_on in problems:
-        down_record = chosen[edge.down.name]
-        assert down_record is not None
+def _checked_edges(pipeline: Pipeline, op_store: OpStore, policy: str) -> list[_Edge]:
+    """The edges to check: a pinned downstream op whose saved versions were built on ``up``."""
+    links: dict[str, list[LinkRecord]] = {}
+    edges = []
+    for up, down in pipeline.op_edges():
+        if not down.is_loadable or down.op.allow_version_change:
+            continue
+        if down.name not in links:
+            links[down.name] = op_store.links(down.name)
+        built_on: dict[tuple[str, str, str], list[str]] = {}
+        for link in links[down.name]:
+            if link.upstream_op == up.name:
+                built_on.setdefault(_digests(link.downstream_version), []).append(link.upstream_version)
         if built_on:
-            was = f"was built on {edge.up.name!r} {_short(built_on[-1])}"
-            what = f" ({_changed_parts(built_on[-1], up_version)} changed)"
-        else:
-            was, what = f"was never built on any {edge.up.name!r} version", ""
-        lines.append(
-            f"  - {edge.up.name!r} -> {edge.down.name!r}: {edge.down.name!r} "
-            f"{_short(down_record.version)} {was}, but the latest {edge.up.name!r} is "
-            f"{_short(up_version)}{what}. Retrain and save {edge.down.name!r} by running and "
-            f"saving pipeline {down_record.pipeline_name!r} on the new {edge.up.name!r}"
-        )
-    detail = "\n".join(lines)
-    return (
-        f"the pipeline you requested cannot be loaded because of version incompatibility: "
-        f"pipeline {pipeline.name!r} has {len(problems)} incompatible edge(s):\n{detail}\n"
-        "HINT: retrain and save/reload in order to have a loadable version, or load with "
-        "strategy='latest_compatible' to keep serving the newest compatible versions"
-    )
+            edges.append(_Edge(up, down, built_on, _COMPARED_PARTS[policy]))
+    return edges
 
 
-def _search_compatible(
-    pipeline: Pipeline,
-    loadable: list[Node],
-    candidates: dict[str, list[OpVersionRecord | None]],
-    edges: list[_Edge],
-    op_store: OpStore,
-    policy: str,
-) -> dict[str, OpVersionRecord | None]:
-    """Backtracking search, newest versions first, ops in run order (upstream before downstream)."""
+def _newest_compatible(
+    loadable: list[Node], options: dict[str, list[Candidate]], edges: list[_Edge]
+) -> dict[str, Candidate] | None:
+    """The first compatible assignment, trying ops in run order and versions newest first."""
+    domains = _arc_consistent(options, edges)
+    if domains is None:
+        return None
     order = [node.name for node in loadable]
-    # Ops come in run order, so an edge can be checked as soon as its downstream has a version.
+    # Run order puts every upstream op before its downstream ops, so an edge can be checked
+    # as soon as its downstream op has a candidate.
     checks: dict[str, list[_Edge]] = {name: [] for name in order}
     for edge in edges:
         checks[edge.down.name].append(edge)
     picks = [0] * len(order)
-    chosen: dict[str, OpVersionRecord | None] = {}
+    chosen: dict[str, Candidate] = {}
     index = 0
-    while 0 <= index < len(order):
+    while index < len(order):
         name = order[index]
-        options = candidates[name]
-        while picks[index] < len(options):
-            chosen[name] = options[picks[index]]
-            fine = all(_edge_problem(edge, chosen, op_store, policy) is None for edge in checks[name])
-            if fine:
+        domain = domains[name]
+        while picks[index] < len(domain):
+            chosen[name] = domain[picks[index]]
+            if all(edge.accepts(chosen) for edge in checks[name]):
                 break
             picks[index] += 1
-        if picks[index] < len(options):
+        if picks[index] < len(domain):
             index += 1
             continue
-        chosen.pop(name, None)
+        # No candidate fits what is chosen upstream: move the previous op to its next candidate.
+        del chosen[name]
         picks[index] = 0
         index -= 1
-        if index >= 0:
-            picks[index] += 1
-    if index < 0:
-        msg = (
-            f"pipeline {pipeline.name!r} cannot be loaded: no combination of saved versions is "
-            "compatible along every edge. Retrain and save the pipeline that trains its ops"
-        )
-        raise VersionError(msg)
+        if index < 0:
+            return None
+        picks[index] += 1
     return chosen
 
 
+def _arc_consistent(
+    options: dict[str, list[Candidate]], edges: list[_Edge]
+) -> dict[str, list[Candidate]] | None:
+    """Drop candidates that some edge rules out whatever the other side picks (``None`` if one runs out)."""
+    domains = {name: list(candidates) for name, candidates in options.items()}
+    changed = True
+    while changed:
+        changed = False
+        for edge in edges:
+            ups = domains[edge.up.name] if edge.up.is_loadable else [None]
+            downs = domains[edge.down.name]
+            kept_downs = [down for down in downs if any(edge.allows(up, down) for up in ups)]
+            kept_ups = [up for up in ups if any(edge.allows(up, down) for down in kept_downs)]
+            if not kept_downs or not kept_ups:
+                return None
+            if len(kept_downs) < len(downs):
+                domains[edge.down.name], changed = kept_downs, True
+            if edge.up.is_loadable and len(kept_ups) < len(ups):
+                domains[edge.up.name], changed = kept_ups, True
+    return domains
+
+
+def _report(
+    head: str,
+    problems: list[_Edge],
+    chosen: Mapping[str, Candidate],
+    saved: Mapping[str, list[OpVersionRecord]],
+    hint: str,
+) -> str:
+    lines = [head]
+    for edge in problems:
+        up, down = edge.up.name, edge.down.name
+        down_record = chosen[down]
+        assert down_record is not None  # an edge with no downstream record accepts anything
+        built_on = edge.built_on[_digests(down_record.version)][-1]
+        running = _running_version(edge.up, chosen.get(up) if edge.up.is_loadable else None)
+        lines.append(
+            f"  - edge {up!r} -> {down!r}: {down!r} {_show(down_record.version)} was built on "
+            f"{up!r} {_show(built_on)}, but {up!r} is now {_show(running)} (its "
+            f"{_changed_parts(built_on, running)} version changed: {_cause(edge.up, built_on, running, saved)}). "
+            f"Retrain {down!r} on it: run and save pipeline {down_record.pipeline_name!r}"
+        )
+    lines.append(hint)
+    return "\n".join(lines)
+
+
+def _cause(up: Node, old: str, new: Version | str, saved: Mapping[str, list[OpVersionRecord]]) -> str:
+    if not up.is_loadable:
+        return "its code changed"
+    before, now = _find_version(saved[up.name], old), _find_version(saved[up.name], new)
+    if before is None or now is None:
+        return "it changed"
+    if _digests(before.code_version) == _digests(now.code_version):
+        return "it was retrained"
+    return "its code changed"
+
+
 # -- loading bytes -------------------------------------------------------------------------
-def load_ops(
-    pipeline: Pipeline, chosen: Mapping[str, OpVersionRecord | None], saver: BaseSaver
-) -> dict[str, Any]:
-    """Fresh copies of the pipeline's loadable ops with the chosen versions loaded.
+def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSaver) -> dict[str, Any]:
+    """New op objects for the pipeline's loadable nodes, with the chosen versions loaded.
 
-    The pipeline's own ops are not touched, so a load that fails half-way changes nothing.
+    Each is a shallow copy of the node's op whose ``load`` then assigns the saved state, so
+    the ops the pipeline serves now are never touched and a load that fails half-way changes
+    nothing (``load`` must set its state by assignment, as every Chariots op does).
 
-    :raises IntegrityError: if stored bytes do not match their recorded sha256.
+    :raises IntegrityError: if stored bytes are missing or do not match their sha256.
+    :raises SerializationError: if an op cannot load its bytes.
     """
     loaded: dict[str, Any] = {}
     for node in pipeline.loadable_nodes():
         record = chosen.get(node.name)
         if record is None:
             continue
+        where = f"op {record.op_name!r} version {_show(record.version)} (blob {record.blob_path!r} in {saver!r})"
         try:
             data = saver.load(record.blob_path)
         except FileNotFoundError as exc:
             msg = (
-                f"op {record.op_name!r} version {_short(record.version)}: its bytes are missing "
-                f"at {record.blob_path!r} in {saver!r}; the saver was changed or cleaned. "
-                f"Re-run and save pipeline {record.pipeline_name!r}"
+                f"{where}: the bytes are missing; the saver was changed or cleaned. Re-run and "
+                f"save pipeline {record.pipeline_name!r}"
             )
             raise IntegrityError(msg) from exc
         digest = hashlib.sha256(data).hexdigest()
         if digest != record.sha256:
             msg = (
-                f"op {record.op_name!r} version {_short(record.version)}: the bytes at "
-                f"{record.blob_path!r} are corrupt (sha256 {digest[:12]}..., expected "
+                f"{where}: the bytes are corrupt (sha256 {digest[:12]}..., recorded "
                 f"{record.sha256[:12]}...). Re-run and save pipeline {record.pipeline_name!r}"
             )
             raise IntegrityError(msg)
-        op = copy.deepcopy(node.op)
-        op.load(data)
+        op = copy.copy(node.op)
+        try:
+            op.load(data)
+        except ChariotsError:
+            raise
+        except Exception as exc:
+            msg = f"{where}: {type(op).__name__}.load() failed ({type(exc).__name__}: {exc})"
+            raise SerializationError(msg) from exc
         loaded[node.name] = op
     return loaded

@@ -8,7 +8,11 @@ that says which ``pip install 'chariots[extra]'`` fixes it.
 
 Third-party packages add backends through the ``chariots.backends`` entry-point group, with
 entry names ``"<kind>.<name>"`` (e.g. ``op_store.redis = "my_pkg:RedisOpStore"``), or at run time
-with :func:`register_backend`.
+with :func:`register_backend`. Entry points are read when a name is not found, so a package
+installed while the program runs is found too; built-in and registered names take precedence.
+
+URLs pick a backend by scheme (:func:`backend_for_url`): ``gs://`` and ``s3://`` name their own
+entries, any other scheme fsspec knows goes to the generic fsspec backend of that kind.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import attrs
 
 from .errors import BackendError, ConfigError
 
-__all__ = ["KINDS", "get_backend", "register_backend", "known_backends", "url_scheme"]
+__all__ = ["KINDS", "get_backend", "backend_for_url", "register_backend", "known_backends", "url_scheme"]
 
 KINDS = ("op_store", "saver", "worker_pool", "runner")
 ENTRY_POINT_GROUP = "chariots.backends"
@@ -41,6 +45,7 @@ _BUILTIN: dict[str, dict[str, _Entry]] = {
         "s3": _Entry("chariots_fsspec.object_store:ObjectOpStore", "dask"),
         "gs": _Entry("chariots_fsspec.object_store:ObjectOpStore", "gcs"),
         "memory-objects": _Entry("chariots_fsspec.object_store:ObjectOpStore", "fsspec"),
+        "objects": _Entry("chariots_fsspec.object_store:ObjectOpStore", "fsspec"),
     },
     "saver": {
         "memory": _Entry("chariots_core.savers:MemorySaver", None),
@@ -59,10 +64,15 @@ _BUILTIN: dict[str, dict[str, _Entry]] = {
     },
 }
 
+# Per kind that takes URLs: scheme -> backend name, and the name for every other scheme.
+_URL_SCHEMES: dict[str, tuple[dict[str, str], str]] = {
+    "op_store": ({"gs": "gs", "gcs": "gs", "s3": "s3", "memory": "memory-objects"}, "objects"),
+    "saver": ({"file": "file", "gs": "gs", "gcs": "gs", "s3": "s3"}, "fsspec"),
+}
+
 _registry: dict[str, dict[str, _Entry]] = {kind: dict(entries) for kind, entries in _BUILTIN.items()}
 _loaded: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
-_entry_points_read = False
 
 
 def url_scheme(url: str) -> str | None:
@@ -96,14 +106,12 @@ def register_backend(
 
 
 def _read_entry_points() -> None:
-    global _entry_points_read
-    if _entry_points_read:
-        return
-    _entry_points_read = True
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        kind, _, name = entry.name.partition(".")
-        if kind in _registry and name and name not in _registry[kind]:
-            _registry[kind][name] = _Entry(entry.value, None)
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    with _lock:
+        for entry in found:
+            kind, _, name = entry.name.partition(".")
+            if kind in _registry and name and name not in _registry[kind]:
+                _registry[kind][name] = _Entry(entry.value, None)
 
 
 def known_backends(kind: str) -> list[str]:
@@ -123,7 +131,8 @@ def get_backend(kind: str, name: str) -> Any:
     key = (kind, name)
     if key in _loaded:
         return _loaded[key]
-    _read_entry_points()
+    if name not in _registry[kind]:
+        _read_entry_points()
     entry = _registry[kind].get(name)
     if entry is None:
         msg = (
@@ -132,15 +141,42 @@ def get_backend(kind: str, name: str) -> Any:
             f"in the {ENTRY_POINT_GROUP!r} group"
         )
         raise ConfigError(msg)
-    if isinstance(entry.target, str):
-        module_name, _, attribute = entry.target.partition(":")
-        try:
-            target = getattr(importlib.import_module(module_name), attribute)
-        except ImportError as exc:
-            fix = f"pip install 'chariots[{entry.extra}]'" if entry.extra else "reinstall chariots"
-            msg = f"the {name!r} {kind} backend needs {exc.name or module_name}, which is not installed; {fix}"
-            raise BackendError(msg) from exc
-    else:
-        target = entry.target
+    target = _import(entry, kind, name) if isinstance(entry.target, str) else entry.target
     _loaded[key] = target
     return target
+
+
+def backend_for_url(kind: str, url: str) -> Any:
+    """The ``kind`` backend (``"op_store"`` or ``"saver"``) that handles ``url``'s scheme.
+
+    A plain path counts as ``file://``.
+
+    :raises ConfigError: if ``kind`` does not take URLs.
+    :raises BackendError: if the backend's dependencies are not installed.
+    """
+    if kind not in _URL_SCHEMES:
+        msg = f"only {' and '.join(_URL_SCHEMES)} backends are chosen by URL (got kind {kind!r} for {url!r})"
+        raise ConfigError(msg)
+    by_scheme, default = _URL_SCHEMES[kind]
+    return get_backend(kind, by_scheme.get(url_scheme(url) or "file", default))
+
+
+def _import(entry: _Entry, kind: str, name: str) -> Any:
+    module_name, _, attribute = str(entry.target).partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if entry.extra:
+            fix = f"pip install 'chariots[{entry.extra}]'"
+        else:
+            fix = f"install the package that provides {module_name!r}"
+        msg = f"the {name!r} {kind} backend needs {exc.name or module_name}, which is not installed; {fix}"
+        raise BackendError(msg) from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError as exc:
+        msg = (
+            f"the {name!r} {kind} backend is registered as {entry.target!r} but module "
+            f"{module_name!r} has no {attribute!r}; fix the registration or upgrade that package"
+        )
+        raise BackendError(msg) from exc

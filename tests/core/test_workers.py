@@ -1,0 +1,254 @@
+"""Job states, responses, the precedence rule and the in-process (thread) worker pool."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+
+import pytest
+
+from chariots_core import (
+    BaseOp,
+    BaseWorkerPool,
+    Chariots,
+    InProcessWorkerPool,
+    JobStatus,
+    Node,
+    Pipeline,
+    PipelineResponse,
+    Version,
+    VersionedField,
+    VersionType,
+)
+from chariots_core.errors import IntegrityError, JobNotFoundError, StoreError, WorkerError
+from chariots_core.ml import BaseMLOp, MLMode
+from chariots_core.workers import wants_worker
+
+IN, OUT = "__pipeline_input__", "__pipeline_output__"
+FLAGS = (True, False, None)
+
+
+class AddOp(BaseOp):
+    number = VersionedField(3, VersionType.MAJOR)
+
+    def execute(self, x):
+        if x == "boom":
+            raise KeyError("no such thing")
+        if isinstance(x, threading.Event):
+            x.wait(10)
+            return "released"
+        return x + self.number
+
+
+class MeanModel(BaseMLOp):
+    def fit(self, numbers):
+        self._model = sum(numbers) / len(numbers)
+
+    def predict(self, number):
+        return number - self._model
+
+
+def add_pipeline(use_worker: bool | None = None) -> Pipeline:
+    return Pipeline([Node(AddOp(), input_nodes=[IN], output_nodes=OUT)], name="add", use_worker=use_worker)
+
+
+@pytest.fixture
+def pool():
+    with InProcessWorkerPool(n_workers=2) as thread_pool:
+        yield thread_pool
+
+
+def make_app(pool, *pipelines, **kwargs) -> Chariots:
+    return Chariots(list(pipelines), op_store="memory", saver="memory", worker_pool=pool, **kwargs)
+
+
+# -- the precedence rule and the response format ---------------------------------------------
+@pytest.mark.parametrize("flags", list(itertools.product(FLAGS, repeat=3)), ids=str)
+def test_wants_worker_false_anywhere_wins_else_any_true(flags):
+    expected = False if False in flags else True in flags
+    assert wants_worker(*flags) is expected
+
+
+def test_pipeline_response_json_round_trip():
+    version = AddOp().op_version
+    response = PipelineResponse(
+        value=[1, 2],
+        versions={"addop": version},
+        job_id="abc",
+        job_status=JobStatus.failed,
+        error={"type": "ValueError", "message": "bad", "node": "addop"},
+    )
+    wire = json.loads(json.dumps(response.to_json()))
+    assert wire["job_status"] == "failed" and wire["versions"] == {"addop": str(version)}
+    assert PipelineResponse.from_json(wire) == response
+
+
+def test_job_status_values_match_chariots_0_2():
+    assert [status.value for status in JobStatus] == ["deferred", "queued", "running", "done", "failed"]
+
+
+# -- the in-process pool -------------------------------------------------------------------
+def test_in_process_job_is_queued_then_done(pool):
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    response = app.call_pipeline(pipeline, 4, use_worker=True)
+    assert response.job_status is JobStatus.queued and response.value is None
+    done = pool.wait(response.job_id, timeout=10)
+    assert (done.value, done.job_status) == (7, JobStatus.done)
+    assert done.versions == app.pipeline_versions(pipeline)
+    assert app.fetch_job(response.job_id).value == 7
+    assert json.loads(pool.get_pipeline_response_json_for_id(response.job_id))["value"] == 7
+
+
+def test_in_process_failure_records_the_op_error_type_and_node(pool):
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    failed = pool.wait(app.call_pipeline(pipeline, "boom", use_worker=True).job_id, timeout=10)
+    assert failed.job_status is JobStatus.failed
+    assert failed.error["type"] == "KeyError"
+    assert failed.error["node"] == "addop"
+    assert "node 'addop' of pipeline 'add' failed" in failed.error["message"]
+    assert "traceback" not in failed.error  # kept in the record, not sent to clients
+    assert "Traceback" in app.op_store.get_job(failed.job_id).error["traceback"]
+
+
+def test_fit_job_records_the_trained_version(pool):
+    train = Pipeline([Node(MeanModel(MLMode.FIT), input_nodes=[IN])], name="train")
+    app = make_app(pool, train)
+    before = app.pipeline_versions(train)["meanmodel"]
+    done = pool.wait(app.call_pipeline(train, [1, 2, 3], use_worker=True).job_id, timeout=10)
+    assert done.job_status is JobStatus.done, done.error
+    assert done.versions["meanmodel"] != before
+    assert done.versions == app.pipeline_versions(train)  # the thread trained the app's op
+
+
+def test_job_status_is_running_while_the_op_runs(pool):
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    release = threading.Event()
+    job_id = app.call_pipeline(pipeline, release, use_worker=True).job_id
+    for _ in range(1000):
+        if app.fetch_job(job_id).job_status is JobStatus.running:
+            break
+        threading.Event().wait(0.01)
+    assert app.fetch_job(job_id).job_status is JobStatus.running
+    with pytest.raises(WorkerError, match="is still running after 0.05 s"):
+        pool.wait(job_id, timeout=0.05)
+    release.set()
+    assert pool.wait(job_id, timeout=10).value == "released"
+
+
+def test_many_jobs_from_several_threads(pool):
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    ids: dict[int, str] = {}
+
+    def submit(start: int) -> None:
+        for number in range(start, start + 25):
+            ids[number] = app.call_pipeline(pipeline, number, use_worker=True).job_id
+
+    threads = [threading.Thread(target=submit, args=(start,)) for start in (0, 25, 50, 75)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {number: pool.wait(job_id, timeout=10).value for number, job_id in ids.items()} == {
+        number: number + 3 for number in range(100)
+    }
+
+
+@pytest.mark.parametrize("with_pool", [True, False], ids=["pool", "no-pool"])
+def test_precedence_through_the_app(with_pool):
+    with InProcessWorkerPool(1) as pool:
+        for app_flag, pipeline_flag, request_flag in itertools.product(FLAGS, repeat=3):
+            flags = (app_flag, pipeline_flag, request_flag)
+            pipeline = add_pipeline(use_worker=pipeline_flag)
+            app = make_app(pool if with_pool else None, pipeline, use_worker=app_flag)
+            asynchronous = False not in flags and True in flags
+            if asynchronous and not with_pool:
+                with pytest.raises(WorkerError, match="no worker pool; pass worker_pool="):
+                    app.call_pipeline(pipeline, 1, use_worker=request_flag)
+                continue
+            response = app.call_pipeline(pipeline, 1, use_worker=request_flag)
+            assert (response.job_id is not None) is asynchronous, flags
+            value = pool.wait(response.job_id, timeout=10).value if asynchronous else response.value
+            assert value == 4, flags
+
+
+def test_unknown_job_id(pool):
+    app = make_app(pool, add_pipeline())
+    with pytest.raises(JobNotFoundError, match="no job has id 'missing'"):
+        app.fetch_job("missing")
+    with pytest.raises(JobNotFoundError):
+        pool.wait("missing", timeout=1)
+    assert issubclass(JobNotFoundError, LookupError) and issubclass(JobNotFoundError, WorkerError)
+
+
+def test_unattached_pool_says_so():
+    with InProcessWorkerPool(1) as pool:
+        with pytest.raises(WorkerError, match="not attached to an app"):
+            pool.get_pipeline_response_json_for_id("x")
+        with pytest.raises(WorkerError, match="not attached to an app"):
+            pool.wait("x")
+
+
+def test_corrupt_or_missing_result_is_a_clear_error(pool):
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    job_id = pool.wait(app.call_pipeline(pipeline, 1, use_worker=True).job_id, timeout=10).job_id
+    path = app.op_store.get_job(job_id).result_path
+    app.saver.save(path, b"tampered")
+    with pytest.raises(IntegrityError, match="corrupt"):
+        app.fetch_job(job_id)
+    app.saver.delete(path)
+    with pytest.raises(StoreError, match="result is missing"):
+        app.fetch_job(job_id)
+
+
+def test_close_is_idempotent_and_refuses_new_jobs():
+    pool = InProcessWorkerPool(n_workers=2)
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    job_id = app.call_pipeline(pipeline, 2, use_worker=True).job_id
+    pool.close()
+    assert app.fetch_job(job_id).value == 5  # queued work finishes before close returns
+    pool.close()
+    with pytest.raises(WorkerError, match="closed"):
+        app.call_pipeline(pipeline, 1, use_worker=True)
+
+
+def test_spawn_worker_and_invalid_sizes():
+    with InProcessWorkerPool(n_workers=1) as pool:
+        pool.spawn_worker()
+        assert pool.n_workers == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(WorkerError, match="'n_workers' must be a positive int"):
+            InProcessWorkerPool(bad)
+
+
+def test_a_custom_pool_needs_only_the_three_primitives():
+    """The seed's contract: n_workers, spawn_worker, execute_pipeline_async (sync here)."""
+    from chariots_core.workers import new_job, run_job
+
+    class InlinePool(BaseWorkerPool):
+        n_workers = 1
+
+        def spawn_worker(self):
+            raise WorkerError("an inline pool has exactly one worker")
+
+        def execute_pipeline_async(self, pipeline, pipeline_input, app):
+            self.attach(app)
+            job = new_job(app.op_store, pipeline.name)
+            run_job(job, pipeline, pipeline_input, app.runner, app.op_store, app.saver)
+            return job.job_id
+
+    pipeline = add_pipeline()
+    with InlinePool() as pool:
+        app = make_app(pool, pipeline)
+        job_id = app.call_pipeline(pipeline, 1, use_worker=True).job_id
+        assert pool.wait(job_id, timeout=1).value == 4
+        assert json.loads(pool.get_pipeline_response_json_for_id(job_id))["versions"] == {
+            "addop": str(AddOp().op_version)
+        }
+        assert isinstance(app.fetch_job(job_id).versions["addop"], Version)

@@ -97,8 +97,8 @@ def register_backend(
     with _lock:
         if name in _registry[kind] and not clobber:
             msg = (
-                f"a {kind} backend named {name!r} is already registered "
-                f"({_registry[kind][name].target!r}); pass clobber=True to replace it"
+                f"the {kind} backend name {name!r} is already taken by "
+                f"{_registry[kind][name].target!r}; pass clobber=True to replace it"
             )
             raise ConfigError(msg)
         _registry[kind][name] = _Entry(target, extra)

@@ -9,6 +9,7 @@ against the in-memory store and saver, and against LMDB + files when those backe
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -619,3 +620,45 @@ def test_nothing_saved_and_predict_only_op_without_versions(make_app):
         app.load_pipeline(pred)
     assert not app.is_pipeline_loaded(pred)
     assert isinstance(NotSavedError("x"), LookupError)
+
+
+# -- serving while loading ---------------------------------------------------------------
+def test_loads_swap_the_whole_pipeline_while_other_threads_call_it(make_app):
+    train_pca, train_logistic, pred = tutorial()
+    app = make_app([train_pca, train_logistic, pred])
+
+    def trained_pair():
+        train_all(app, train_pca, train_logistic)
+        versions = app.pipeline_versions(train_logistic)
+        return versions["centerop"], versions["thresholdop"]
+
+    pairs = {trained_pair()}
+    app.load_pipeline(pred)
+    stop, seen, failures = threading.Event(), [], []
+
+    def call_until_stopped():
+        while not stop.is_set():
+            try:
+                versions = app.call_pipeline(pred, [10.0]).versions
+            except Exception as exc:  # any failure is reported below, with its type
+                failures.append(exc)
+                return
+            seen.append((versions["centerop"], versions["thresholdop"]))
+
+    callers = [threading.Thread(target=call_until_stopped) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    try:
+        for _ in range(12):
+            last = trained_pair()  # a new centerop and a thresholdop trained on it
+            pairs.add(last)
+            app.load_pipeline(pred)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join()
+    assert not failures
+    assert seen
+    assert set(seen) <= pairs  # never a new centerop with an old thresholdop, or the reverse
+    final = app.call_pipeline(pred, [10.0]).versions
+    assert (final["centerop"], final["thresholdop"]) == last

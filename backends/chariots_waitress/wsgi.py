@@ -52,6 +52,15 @@ Payload = tuple[int, Any]
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Built once: json.loads/json.dumps with options build a new decoder/encoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def make_wsgi_app(app: Chariots, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> ChariotsWSGIApp:
     """A WSGI callable serving ``app`` on the routes listed in the module docstring.
 
@@ -77,12 +86,12 @@ class ChariotsWSGIApp:
         headers = [("Content-Type", "application/json")]
         try:
             status, payload = self._dispatch(environ, headers)
-            body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+            body = _ENCODER.encode(payload).encode()
         except Exception as exc:  # every failure must still answer JSON
             status = status_for(exc)
             if status >= 500:
                 logger.error("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc_info=exc)
-            body = json.dumps(error_body(exc)).encode()
+            body = _ENCODER.encode(error_body(exc)).encode()
         headers.append(("Content-Length", str(len(body))))
         start_response(_STATUS_LINES[status], headers)
         return [body]
@@ -115,16 +124,12 @@ class ChariotsWSGIApp:
             raise RequestError(msg)
         raw = environ["wsgi.input"].read(length)
         try:
-            body = json.loads(raw, parse_constant=_reject_constant)
+            body = _DECODER.decode(raw.decode("utf-8"))  # RFC 8259: JSON exchanged between systems is UTF-8
         except (ValueError, RecursionError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise RequestError(f"the request body must be a JSON object (got a JSON {type(body).__name__})")
         return body
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _path_parts(path_info: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import socket
@@ -202,3 +203,39 @@ def test_broken_http_framing_is_refused_and_the_server_survives(server, raw, gar
         status = reply.partition(b"\r\n")[0].split(b" ")[1]
         assert status[:1] == b"4" or status == b"501", reply[:200]
     assert_still_healthy(raw)
+
+
+@pytest.mark.parametrize(("pieces", "status"), [([b'{"pipeline_', b'input": 5}'], 200),
+                                                ([b'{"pipeline_input": "', b"x" * 2000, b'"}'], 413)])  # fmt: skip
+def test_chunked_bodies_are_read_and_held_to_the_same_limit(kit, start_server, pieces, status: int) -> None:
+    with kit.make_app() as small_app:
+        server = start_server(small_app, max_body_bytes=1000)
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        connection.request("POST", "/pipelines/add/main", iter(pieces), headers, encode_chunked=True)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+    assert response.status == status
+    if status == 200:
+        assert answer["value"] == 6
+    else:
+        assert answer["error"]["type"] == "RequestError"
+
+
+def test_traversal_names_never_reach_the_files_of_a_disk_backed_app(kit, start_server, send, tmp_path) -> None:
+    pytest.importorskip("chariots_lmdb")
+    pytest.importorskip("chariots_fsspec")
+    from chariots_core import Chariots
+
+    data = tmp_path / "data"
+    with Chariots(kit.iris_pipelines(), path=data) as disk_app:
+        url = start_server(disk_app).url
+        send(url, "POST", "/pipelines/train_centerer/main")
+        assert send(url, "POST", "/pipelines/train_centerer/save").status == 200
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        for name in ["..", "%2e%2e", "..%2f..%2f..%2ftmp", "%2fetc%2fpasswd", "data", "store", "blobs"]:
+            for action in ("save", "load", "main"):
+                answer = send(url, "POST", f"/pipelines/{name}/{action}")
+                assert answer.status in (400, 404), (name, action, answer.json)
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -117,10 +117,12 @@ TERMINAL_STATES = frozenset({JobStatus.done, JobStatus.failed})
 
 
 # -- job bookkeeping shared by every pool --------------------------------------------------
-def new_job(op_store: OpStore, pipeline_name: str) -> JobRecord:
-    """Create and persist a queued job record."""
+def new_job(
+    op_store: OpStore, pipeline_name: str, status: JobStatus = JobStatus.queued, worker: str | None = None
+) -> JobRecord:
+    """Create and persist a job record, ``queued`` unless a pool starts the job at once."""
     now = time.time()
-    job = JobRecord(uuid.uuid4().hex, pipeline_name, JobStatus.queued.value, now, now)
+    job = JobRecord(uuid.uuid4().hex, pipeline_name, status.value, now, now, worker=worker)
     op_store.put_job(job)
     return job
 

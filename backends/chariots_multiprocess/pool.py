@@ -201,19 +201,26 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         versions, token, payload = self._payload(pipeline, app.runner)
         input_bytes = _dumps(pipeline_input, f"the input of pipeline {pipeline.name!r}")
         self.attach(app)
-        task = _Task(new_job(app.op_store, pipeline.name), app, dict(versions), token, payload, input_bytes)
         with self._lock:
-            if not self._closed:
-                self._outstanding[task.job.job_id] = task
-                if self._idle:
-                    worker = self._idle.popleft()
-                    if not self._dispatch(worker, task):
-                        self._idle.appendleft(worker)
-                else:
-                    self._pending.append(task)
-                return task.job.job_id
-        _record_failure(task, "the pool was closed before the job could run", "WorkerError")
-        raise WorkerError("this worker pool is closed; create a new one to run jobs")
+            if self._closed:
+                raise WorkerError("this worker pool is closed; create a new one to run jobs")
+            worker = self._idle.popleft() if self._idle else None
+            try:
+                if worker is None:
+                    job = new_job(app.op_store, pipeline.name)
+                else:  # it starts at once: record it running straight away, one write less
+                    job = new_job(app.op_store, pipeline.name, JobStatus.running, f"pid {worker.process.pid}")
+            except BaseException:
+                if worker is not None:
+                    self._idle.appendleft(worker)
+                raise
+            task = _Task(job, app, dict(versions), token, payload, input_bytes)
+            self._outstanding[job.job_id] = task
+            if worker is None:
+                self._pending.append(task)
+            else:
+                self._send(worker, task)
+            return job.job_id
 
     def wait(self, job_id: str, timeout: float | None = None) -> PipelineResponse:
         """Block until the job is ``done`` or ``failed`` and return its response.
@@ -289,7 +296,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         return versions, token, payload
 
     def _dispatch(self, worker: _Worker, task: _Task) -> bool:
-        """Send ``task`` to the idle ``worker``; ``False`` if the store refused the job's start.
+        """Start a queued ``task`` on the idle ``worker``; ``False`` if the store refused.
 
         Called with the lock held. "running" is recorded before the job is sent, so the
         outcome, recorded later by the supervisor, can never be overwritten by it.
@@ -301,6 +308,11 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._outstanding.pop(task.job.job_id, None)
             self._settled.notify_all()
             return False
+        self._send(worker, task)
+        return True
+
+    def _send(self, worker: _Worker, task: _Task) -> None:
+        """Send a job recorded running to ``worker``. Called with the lock held."""
         if task.token in worker.tokens:
             worker.tokens.get(task.token)
             payload = None
@@ -314,9 +326,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             # waits for the replacement the supervisor starts when it sees the death.
             task.job = mark_job(task.app.op_store, task.job, JobStatus.queued, worker=None)
             self._pending.appendleft(task)
-            return True
+            return
         worker.task = task
-        return True
 
     def _give_work(self, worker: _Worker) -> None:
         """Hand the next queued job to ``worker``, or mark it idle. Called with the lock held."""
@@ -343,15 +354,18 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             waitables += [worker.results for worker in workers if not worker.eof]
             waitables += [worker.process.sentinel for worker in workers]
             ready = set(connection.wait(waitables))
-            if self._wake_r in ready:
-                while _drain(self._wake_r):
-                    pass
-            for worker in workers:
-                if worker.results in ready and not worker.eof:
-                    self._receive(worker)
-            for worker in workers:
-                if worker.process.sentinel in ready:
-                    self._bury(worker)
+            try:
+                if self._wake_r in ready:
+                    while _drain(self._wake_r):
+                        pass
+                for worker in workers:
+                    if worker.results in ready and not worker.eof:
+                        self._receive(worker)
+                for worker in workers:
+                    if worker.process.sentinel in ready:
+                        self._bury(worker)
+            except Exception:  # e.g. a store that refuses writes: keep supervising regardless
+                logger.exception("the worker-pool supervisor hit an error and carries on")
 
     def _receive(self, worker: _Worker) -> None:
         try:

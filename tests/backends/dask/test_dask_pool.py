@@ -13,7 +13,7 @@ pytest.importorskip("distributed")
 import dask_pool_ops as ops  # noqa: E402  (importable thanks to conftest.py)
 
 from chariots_core import BaseOp, Chariots, JobStatus, Node, Pipeline  # noqa: E402
-from chariots_core.errors import JobNotFoundError, SerializationError, WorkerError  # noqa: E402
+from chariots_core.errors import JobNotFoundError, NodeExecutionError, SerializationError, WorkerError  # noqa: E402
 from chariots_dask import DaskWorkerPool  # noqa: E402
 
 
@@ -163,3 +163,23 @@ def test_an_unreachable_scheduler_is_a_worker_error():
         port = sock.getsockname()[1]
     with pytest.raises(WorkerError, match="cannot connect to the Dask scheduler"):
         DaskWorkerPool(f"tcp://127.0.0.1:{port}", timeout=1)
+
+
+# -- map_pipeline on the cluster ------------------------------------------------------------
+def test_map_pipeline_runs_chunks_on_the_cluster_in_input_order(pool, app, capsys):
+    assert app.map_pipeline("square_plus_one", range(200), worker_pool=pool) == [n * n + 1 for n in range(200)]
+    assert app.op_store.jobs() == []
+    assert "map_pipeline 'square_plus_one': 200/200 inputs (100%)" in capsys.readouterr().err
+
+
+def test_map_pipeline_names_the_failing_input(pool, app):
+    inputs = [-5 if n == 57 else n for n in range(100)]
+    with pytest.raises(NodeExecutionError, match=r"input #57 \(-5\): ValueError: .*negative input -5") as caught:
+        app.map_pipeline("explode", inputs, worker_pool=pool, progress=False)
+    assert caught.value.node_name == "explode"
+
+
+def test_map_pipeline_on_dying_workers_is_a_worker_error(pool, app, tmp_path):
+    inputs = [(str(tmp_path / "always"), True)]
+    with pytest.raises(WorkerError, match=r"KilledWorker.*Inputs #0-#0 did not complete"):
+        app.map_pipeline("kill", inputs, worker_pool=pool, progress=False)

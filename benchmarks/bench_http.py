@@ -51,11 +51,14 @@ class AddOneOp(BaseOp):
 
 
 def trivial_app() -> Chariots:
-    pipeline = Pipeline([Node(AddOneOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "add")
+    """An app serving ``add``: one op, memory storage."""
+    node = Node(AddOneOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")
+    pipeline = Pipeline([node], "add")
     return Chariots([pipeline], op_store="memory", saver="memory")
 
 
 def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The floor: read the body, answer a constant JSON body."""
     environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     body = b'{"value":2}'
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -63,6 +66,7 @@ def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> It
 
 
 def flask_app(app: Chariots) -> Any:
+    """The peer: the same route in Flask, running the pipeline through the same app."""
     import flask
 
     server = flask.Flask("bench_http")
@@ -70,7 +74,8 @@ def flask_app(app: Chariots) -> Any:
     @server.post("/pipelines/<name>/main")
     def main(name: str) -> Any:
         payload = flask.request.get_json()
-        return flask.jsonify(app.call_pipeline(name, payload.get("pipeline_input"), payload.get("use_worker")).to_json())
+        response = app.call_pipeline(name, payload.get("pipeline_input"), payload.get("use_worker"))
+        return flask.jsonify(response.to_json())
 
     return server
 
@@ -111,6 +116,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def raw_caller(port: int) -> Callable[[], Any]:
+    """One persistent http.client connection sending the benchmark request."""
     connection = http.client.HTTPConnection("127.0.0.1", port)
     headers = {"Content-Type": "application/json"}
 
@@ -126,13 +132,16 @@ def raw_caller(port: int) -> Callable[[], Any]:
 
 
 def client_caller(port: int) -> Callable[[], Any]:
+    """A PipelinesClient making the same call (its own connection per caller thread)."""
     from chariots_waitress import PipelinesClient
 
     client = PipelinesClient(f"http://127.0.0.1:{port}")
     return lambda: client.call_pipeline("add", 1)
 
 
-def load(make_caller: Callable[[int], Callable[[], Any]], port: int, threads: int, requests: int) -> tuple[float, list[float]]:
+def load(
+    make_caller: Callable[[int], Callable[[], Any]], port: int, threads: int, requests: int
+) -> tuple[float, list[float]]:
     """Send ``requests`` requests split over ``threads`` threads; return (requests/s, latencies)."""
     callers = [make_caller(port) for _ in range(threads)]
     for call in callers:
@@ -162,11 +171,13 @@ def load(make_caller: Callable[[int], Callable[[], Any]], port: int, threads: in
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of ``values`` lie."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:
+    """Start the contenders, load each in turn, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1500, help="requests per contender per repeat")
     parser.add_argument("--repeats", type=int, default=5)
@@ -182,7 +193,8 @@ def main() -> None:
         contenders = [(name, raw_caller, name) for name in names]
         contenders.append(("PipelinesClient", client_caller, "chariots"))
         print(f"{args.requests} requests x {args.repeats} repeats per contender; servers: waitress, {THREADS} threads")
-        print(f"{'threads':>7} {'contender':<16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18} {'vs floor':>9}")
+        print(f"{'threads':>7} {'contender':<16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'server CPU us/req':>18} {'vs floor':>9} {'CPU vs floor':>13}")  # fmt: skip
         for threads in (1, THREADS):
             rates: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
             cpu: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
@@ -198,11 +210,15 @@ def main() -> None:
                     if cpu_before is not None and cpu_after is not None:
                         cpu[name].append((cpu_after - cpu_before) / (len(measured) + threads))
             medians = {name: statistics.median(values) for name, values in rates.items()}
+            cpu_medians = {name: statistics.median(values) for name, values in cpu.items() if values}
             for name, rate in medians.items():
                 lat = latencies[name]
-                per_request = f"{statistics.median(cpu[name]) * 1e6:.0f}" if cpu[name] else "n/a"
+                per_request = f"{cpu_medians[name] * 1e6:.0f}" if name in cpu_medians else "n/a"
+                # The floor's CPU per request over ours: the throughput ratio a CPU-bound server reaches.
+                cpu_ratio = f"{cpu_medians['floor'] / cpu_medians[name]:.2f}x" if name in cpu_medians else "n/a"
                 print(f"{threads:>7} {name:<16} {rate:>9.0f} {percentile(lat, 0.5) * 1e3:>8.3f} "
-                      f"{percentile(lat, 0.99) * 1e3:>8.3f} {per_request:>18} {rate / medians['floor']:>8.2f}x")  # fmt: skip
+                      f"{percentile(lat, 0.99) * 1e3:>8.3f} {per_request:>18} {rate / medians['floor']:>8.2f}x "
+                      f"{cpu_ratio:>13}")  # fmt: skip
             verdict = "meets" if medians["chariots"] >= TARGET_VS_FLOOR * medians["floor"] else "MISSES"
             print(f"        chariots {verdict} the >= {TARGET_VS_FLOOR}x floor target", end="")
             if "flask" in medians:

@@ -158,7 +158,10 @@ class PipelinesClient:
         try:
             answer = json.loads(raw) if raw else None
         except ValueError:
-            msg = f"{where} on {self.backend_url} answered HTTP {status} with a body that is not JSON: {raw[:200]!r}; is it a Chariots server?"
+            msg = (
+                f"{where} on {self.backend_url} answered HTTP {status} with a body that is not "
+                f"JSON: {raw[:200]!r}; is it a Chariots server?"
+            )
             raise ChariotsError(msg) from None
         if status >= 400:
             raise error_from_body(answer, status, f"{where} on {self.backend_url}")

@@ -207,7 +207,9 @@ def client(server: ServerThread) -> Iterator[PipelinesClient]:
         yield remote
 
 
-def send_raw(url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> SimpleNamespace:
+def send_raw(
+    url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> SimpleNamespace:
     """One HTTP request with http.client; ``body`` is bytes as is, or JSON-encoded otherwise.
 
     Returns ``status``, ``headers`` (lower-case names) and ``json`` (the parsed body; the test

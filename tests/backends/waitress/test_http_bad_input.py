@@ -54,7 +54,8 @@ def test_wrong_content_type_answers_400(raw, content_type) -> None:
 
 
 def test_json_with_a_charset_is_accepted(raw) -> None:
-    answer = raw("POST", "/pipelines/add/main", b'{"pipeline_input": 1}', {"Content-Type": "application/json; charset=utf-8"})
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    answer = raw("POST", "/pipelines/add/main", b'{"pipeline_input": 1}', headers)
     assert answer.json["value"] == 2
 
 

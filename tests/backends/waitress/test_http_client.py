@@ -133,7 +133,15 @@ def test_the_client_reconnects_when_the_server_closed_its_idle_connection(app) -
     client.close()
 
 
-def test_one_client_shared_by_threads_keeps_one_connection_per_thread(client) -> None:
+def test_one_client_shared_by_threads_keeps_one_connection_per_thread(app, start_server) -> None:
+    wsgi = make_wsgi_app(app)
+    client_ports: set[str] = set()
+
+    def recording_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        client_ports.add(environ["REMOTE_PORT"])  # one client port per TCP connection
+        return wsgi(environ, start_response)
+
+    client = PipelinesClient(start_server(recording_app).url)
     results: dict[int, list[int]] = {}
 
     def work(worker: int) -> None:
@@ -144,8 +152,9 @@ def test_one_client_shared_by_threads_keeps_one_connection_per_thread(client) ->
         thread.start()
     for thread in threads:
         thread.join()
+    client.close()
     assert results == {worker: [worker * 100 + i + 1 for i in range(25)] for worker in range(6)}
-    assert len(client._connections) <= 6  # one per thread, reused for all 25 calls
+    assert len(client_ports) == 6  # 150 calls over 6 kept-alive connections
 
 
 def test_loading_while_calling_never_serves_a_half_loaded_pipeline(client) -> None:

@@ -9,7 +9,7 @@ Install with ``pip install 'chariots[serve]'``.
 """
 
 from .client import PipelinesClient
-from .errors import RequestError, ServerUnavailableError
+from .errors import RequestError, ServeError, ServerUnavailableError
 from .server import ServerThread, serve
 from .wsgi import make_wsgi_app
 
@@ -19,5 +19,6 @@ __all__ = [
     "ServerThread",
     "PipelinesClient",
     "RequestError",
+    "ServeError",
     "ServerUnavailableError",
 ]

@@ -11,6 +11,8 @@ Errors only the HTTP layer can raise::
     ChariotsError
     ├── ServerUnavailableError (ConnectionError)
     │                       the client cannot reach the server, or it did not answer in time
+    ├── ServeError (OSError)
+    │                       the server cannot start listening (port in use, bad host)
     └── RequestError (ValueError)
                             the server rejected the request itself (bad JSON, unknown route,
                             wrong method, body too large); ``status`` holds the HTTP status
@@ -23,11 +25,15 @@ from typing import Any
 from chariots_core import errors as core_errors
 from chariots_core.errors import ChariotsError, NodeExecutionError
 
-__all__ = ["ServerUnavailableError", "RequestError", "status_for", "error_body", "error_from_body"]
+__all__ = ["ServerUnavailableError", "ServeError", "RequestError", "status_for", "error_body", "error_from_body"]
 
 
 class ServerUnavailableError(ChariotsError, ConnectionError):
     """The client could not reach the Chariots server or got no answer in time."""
+
+
+class ServeError(ChariotsError, OSError):
+    """The server could not start listening on the requested address."""
 
 
 class RequestError(ChariotsError, ValueError):

@@ -14,14 +14,16 @@ for notebooks, tests and benchmarks::
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
-import waitress
 from waitress.server import create_server
 
 from chariots_core import Chariots
+from chariots_core.errors import ConfigError
 
+from .errors import ServeError
 from .wsgi import DEFAULT_MAX_BODY_BYTES, make_wsgi_app
 
 __all__ = ["serve", "ServerThread"]
@@ -42,14 +44,32 @@ def serve(
     :param threads: how many requests waitress handles at once.
     :param max_body_bytes: request bodies larger than this are refused with 413.
     :param waitress_options: any other waitress setting (``channel_timeout``, ``url_prefix``...).
+    :raises ServeError: if the address cannot be listened on (e.g. the port is in use).
+    :raises ConfigError: if a waitress option is unknown or invalid.
     """
-    waitress.serve(make_wsgi_app(app, max_body_bytes), host=host, port=port, threads=threads, **waitress_options)
+    server = _create_server(make_wsgi_app(app, max_body_bytes), host=host, port=port, threads=threads, **waitress_options)
+    logging.basicConfig()  # as waitress.serve does: show waitress's own warnings
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
+
+
+def _create_server(wsgi_app: Any, **options: Any) -> Any:
+    """``waitress.create_server``, with its failures turned into Chariots errors."""
+    try:
+        return create_server(wsgi_app, **options)
+    except OSError as exc:
+        where = f"{options.get('host')}:{options.get('port')}"
+        msg = f"cannot listen on {where}: {exc}; pick another port (port=...) or stop what uses this one"
+        raise ServeError(msg) from exc
+    except ValueError as exc:
+        raise ConfigError(f"invalid waitress option: {exc}; see waitress's 'Arguments to serve'") from exc
 
 
 class ServerThread:
     """A waitress server running ``wsgi_app`` on a daemon thread until :meth:`stop`.
 
-    ``port=0`` (the default) picks a free port; :attr:`url` says which one.
+    ``port=0`` (the default) picks a free port; :attr:`url` says which one. Raises like
+    :func:`serve` when the server cannot start.
     """
 
     def __init__(
@@ -57,9 +77,7 @@ class ServerThread:
     ) -> None:
         # A map of our own lets stop() empty it, which is what ends waitress's loop.
         self._map: dict[int, Any] = {}
-        self._server = create_server(
-            wsgi_app, map=self._map, host=host, port=port, threads=threads, **waitress_options
-        )
+        self._server = _create_server(wsgi_app, map=self._map, host=host, port=port, threads=threads, **waitress_options)
         self.host = str(self._server.effective_host)
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name=f"waitress-{self.port}", daemon=True)

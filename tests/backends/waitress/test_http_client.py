@@ -15,8 +15,15 @@ from typing import Any
 import pytest
 
 from chariots_core import BaseOp, Node, Pipeline
-from chariots_core.errors import ChariotsError, UnknownPipelineError
-from chariots_waitress import PipelinesClient, RequestError, ServerThread, ServerUnavailableError, make_wsgi_app
+from chariots_core.errors import ChariotsError, ConfigError, UnknownPipelineError
+from chariots_waitress import (
+    PipelinesClient,
+    RequestError,
+    ServeError,
+    ServerThread,
+    ServerUnavailableError,
+    make_wsgi_app,
+)
 
 
 def free_port() -> int:
@@ -232,3 +239,11 @@ def test_make_wsgi_app_checks_its_arguments(app) -> None:
         make_wsgi_app(lambda environ, start_response: [])
     with pytest.raises(ChariotsError, match="max_body_bytes"):
         make_wsgi_app(app, max_body_bytes=-1)
+
+
+def test_a_busy_port_or_a_bad_option_fails_to_start_with_a_chariots_error(app, server) -> None:
+    with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{server.port}.*port=") as caught:
+        ServerThread(make_wsgi_app(app), port=server.port)
+    assert isinstance(caught.value, OSError)
+    with pytest.raises(ConfigError, match="invalid waitress option.*'no_such_option'"):
+        ServerThread(make_wsgi_app(app), no_such_option=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from typing import Any
 
 import fsspec
@@ -63,9 +64,7 @@ class FsspecSaver:
             elif self._whole_objects:
                 self._fs.pipe_file(target, data)
             else:
-                temporary = f"{target}.{os.getpid()}.tmp"
-                self._fs.pipe_file(temporary, data)
-                self._fs.mv(temporary, target)
+                self._write_then_move(target, data)
         except Exception as exc:  # each fsspec backend raises its own error types
             raise self._error("write", path, exc) from exc
 
@@ -106,6 +105,16 @@ class FsspecSaver:
             return
         except Exception as exc:
             raise self._error("delete", path, exc) from exc
+
+    def _write_then_move(self, target: str, data: bytes) -> None:
+        self._fs.makedirs(target.rpartition("/")[0], exist_ok=True)
+        temporary = f"{target}.{uuid.uuid4().hex}.tmp"
+        self._fs.pipe_file(temporary, data)
+        try:
+            self._fs.mv(temporary, target)
+        except BaseException:
+            self._fs.rm_file(temporary)
+            raise
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}

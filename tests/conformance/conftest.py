@@ -37,12 +37,12 @@ def _lmdb_store(root: Path) -> Any:
     return LMDBOpStore(root / "store")
 
 
-def _fsspec_saver(to_url: Callable[[Path], str]) -> Callable[[Path], Any]:
+def _fsspec_saver(to_url: Callable[[Path], str], **storage_options: Callable[[Path], Any]) -> Callable[[Path], Any]:
     def open_saver(root: Path) -> Any:
         pytest.importorskip("fsspec")
         from chariots_fsspec import FsspecSaver
 
-        return FsspecSaver(to_url(root))
+        return FsspecSaver(to_url(root), **{name: option(root) for name, option in storage_options.items()})
 
     return open_saver
 
@@ -74,6 +74,12 @@ SAVERS = [
     Backend("fsspec-path", _fsspec_saver(lambda root: str(root / "blobs"))),
     Backend("fsspec-file-url", _fsspec_saver(lambda root: (root / "blobs").as_uri())),
     Backend("fsspec-memory", _fsspec_saver(_memory_url), local=False),
+    # A filesystem that is neither local nor an object store: written aside, then moved.
+    Backend(
+        "fsspec-dir",
+        _fsspec_saver(lambda root: "dir://blobs", path=str, target_protocol=lambda root: "file"),
+        local=False,
+    ),
 ]
 
 

@@ -47,7 +47,8 @@ def serve(
     :raises ServeError: if the address cannot be listened on (e.g. the port is in use).
     :raises ConfigError: if a waitress option is unknown or invalid.
     """
-    server = _create_server(make_wsgi_app(app, max_body_bytes), host=host, port=port, threads=threads, **waitress_options)
+    wsgi_app = make_wsgi_app(app, max_body_bytes)
+    server = _create_server(wsgi_app, host=host, port=port, threads=threads, **waitress_options)
     logging.basicConfig()  # as waitress.serve does: show waitress's own warnings
     server.print_listen("Serving on http://{}:{}")
     server.run()
@@ -77,7 +78,9 @@ class ServerThread:
     ) -> None:
         # A map of our own lets stop() empty it, which is what ends waitress's loop.
         self._map: dict[int, Any] = {}
-        self._server = _create_server(wsgi_app, map=self._map, host=host, port=port, threads=threads, **waitress_options)
+        self._server = _create_server(
+            wsgi_app, map=self._map, host=host, port=port, threads=threads, **waitress_options
+        )
         self.host = str(self._server.effective_host)
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name=f"waitress-{self.port}", daemon=True)
@@ -86,7 +89,8 @@ class ServerThread:
     @property
     def url(self) -> str:
         """The server's base URL, e.g. ``http://127.0.0.1:54321``."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literals need brackets
+        return f"http://{host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every connection and the listening socket, then wait for the threads."""

@@ -43,8 +43,8 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from .callbacks import PipelineCallback
-from .config import ChariotsConfig
-from .errors import BackendError, ChariotsError, IntegrityError, NotFittedError, WorkerError
+from .config import ChariotsConfig, http_backend
+from .errors import ChariotsError, IntegrityError, NotFittedError, WorkerError
 from .jsonsafe import to_jsonable
 from .lineage import STRATEGIES
 from .templates import write_project
@@ -179,7 +179,8 @@ class _Session:
         held = self.held(pipeline_name)
         nodes = {node.name: node for node in _serving(self.app, pipeline_name).loadable_nodes()}
         for name, version in chosen.items():
-            record = next(r for r in self.app.op_store.op_versions(name) if r.version == str(version))
+            records = {record.version: record for record in self.app.op_store.op_versions(name)}
+            record = records[str(version)]
             held[name] = {"path": record.blob_path, "sha256": record.sha256, "code": _code_version(nodes[name].op)}
         self._write(pipeline_name, held)
 
@@ -215,12 +216,7 @@ class _Target:
 @contextlib.contextmanager
 def _open_target(args: argparse.Namespace, progress: bool = False) -> Iterator[_Target]:
     if getattr(args, "url", None):
-        try:
-            from chariots_waitress import PipelinesClient
-        except ImportError as exc:
-            msg = f"--url needs {exc.name or 'chariots_waitress'}, which is not installed; pip install 'chariots[serve]'"
-            raise BackendError(msg) from exc
-        client = PipelinesClient(args.url)
+        client = http_backend("PipelinesClient")(args.url)
         try:
             yield _Target(client, None)
         finally:
@@ -251,11 +247,7 @@ def _cmd_new(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    try:
-        from chariots_waitress import serve
-    except ImportError as exc:
-        msg = f"serving needs {exc.name or 'chariots_waitress'}, which is not installed; pip install 'chariots[serve]'"
-        raise BackendError(msg) from exc
+    serve = http_backend("serve")
     config = _config(args)
     host = args.host or config.pipelines.host
     port = args.port or config.pipelines.port
@@ -283,7 +275,12 @@ def _cmd_call(args: argparse.Namespace) -> None:
 
 
 def _wait(api: Any, job_id: str) -> Any:
+    """Poll a job until it is finished, reporting each change of state on stderr."""
+    status = None
     while (response := api.fetch_job(job_id)).job_status not in _FINISHED:
+        if response.job_status is not status:
+            status = response.job_status
+            print(f"chariots: job {job_id} {status.value}", file=sys.stderr)
         time.sleep(_POLL_SECONDS)
     if response.job_status is JobStatus.failed:
         error = response.error or {}
@@ -341,8 +338,9 @@ def _cmd_jobs(args: argparse.Namespace) -> None:
             raise ChariotsError("with --url, give the ids of the jobs to show: chariots jobs JOB_ID ... --url URL")
         headers = ["JOB", "PIPELINE", "STATUS", "SUBMITTED", "UPDATED", "WORKER", "ERROR"]
         rows = [
-            [j.job_id, j.pipeline_name, j.status, _time(j.submitted_at), _time(j.updated_at), j.worker or "-", _error_text(j.error)]
-            for j in target.api.op_store.jobs()
+            [job.job_id, job.pipeline_name, job.status, _time(job.submitted_at), _time(job.updated_at),
+             job.worker or "-", _error_text(job.error)]
+            for job in target.api.op_store.jobs()
         ]
         print(_table(headers, rows) if rows else "no jobs")
 
@@ -416,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pyproject.toml [tool.chariots], looked for from the current directory up)"
     )
     remote = argparse.ArgumentParser(add_help=False, parents=[configured])
-    remote.add_argument("--url", help="work against the server at URL (e.g. http://127.0.0.1:8080) instead of in-process")
+    remote.add_argument(
+        "--url", help="work against the server at URL (e.g. http://127.0.0.1:8080) instead of in-process"
+    )
     named = argparse.ArgumentParser(add_help=False, parents=[remote])
     named.add_argument("pipeline", metavar="PIPELINE", help="the pipeline's name")
 
@@ -436,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input-file", metavar="FILE", help="read the pipeline input from a JSON file")
     worker = call.add_mutually_exclusive_group()
     worker.add_argument("--use-worker", dest="use_worker", action="store_const", const=True, help="run in a worker")
-    worker.add_argument("--no-worker", dest="use_worker", action="store_const", const=False, help="never run in a worker")
+    worker.add_argument(
+        "--no-worker", dest="use_worker", action="store_const", const=False, help="never run in a worker"
+    )
     call.add_argument("--wait", action="store_true", help="with --url, wait for an asynchronous call to finish")
     call.add_argument("--quiet", action="store_true", help="do not print per-node progress on stderr")
     call.set_defaults(handler=_cmd_call)
@@ -445,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     save.set_defaults(handler=_cmd_save)
 
     load = commands.add_parser("load", parents=[named], help="load the saved versions of the pipeline's ops")
-    load.add_argument("--strategy", choices=STRATEGIES, default="latest", help="which saved versions to pick (default: latest)")
+    load.add_argument(
+        "--strategy", choices=STRATEGIES, default="latest", help="which saved versions to pick (default: latest)"
+    )
     load.set_defaults(handler=_cmd_load)
 
     versions = commands.add_parser("versions", parents=[named], help="show the versions served and saved, as a table")

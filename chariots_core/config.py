@@ -63,6 +63,7 @@ __all__ = [
     "PipelinesConfig",
     "WorkersConfig",
     "CONFIG_FILE_NAMES",
+    "http_backend",
 ]
 
 # Looked for in this order, in a directory and then in each of its parents.
@@ -482,14 +483,9 @@ class ChariotsConfig:
                 worker_pool.close()
             raise
 
-    def get_client(self) -> Any:
-        """A ``chariots_waitress.PipelinesClient`` for the configured host and port."""
-        try:
-            from chariots_waitress import PipelinesClient
-        except ImportError as exc:
-            msg = f"the HTTP client needs {exc.name or 'chariots_waitress'}, which is not installed; pip install 'chariots[serve]'"
-            raise BackendError(msg) from exc
-        return PipelinesClient(self.url)
+    def get_client(self, url: str | None = None) -> Any:
+        """A ``chariots_waitress.PipelinesClient`` for ``url`` (default: the configured host and port)."""
+        return http_backend("PipelinesClient")(url or self.url)
 
     def _resolve(self, path: str) -> str:
         if url_scheme(path) is not None:
@@ -502,6 +498,20 @@ class ChariotsConfig:
         text = Path(self.source).read_text(encoding="utf-8") if os.path.isfile(self.source) else ""
         prefix = "tool.chariots." if Path(self.source).name == "pyproject.toml" else ""
         return _Source(self.source, text, prefix).where(section, key)
+
+
+def http_backend(name: str) -> Any:
+    """``chariots_waitress.<name>`` (the HTTP server and client), imported on first use.
+
+    :raises BackendError: if chariots_waitress or waitress is not installed.
+    """
+    try:
+        module = importlib.import_module("chariots_waitress")
+    except ImportError as exc:
+        missing = exc.name or "chariots_waitress"
+        msg = f"serving over HTTP needs {missing}, which is not installed; pip install 'chariots[serve]'"
+        raise BackendError(msg) from exc
+    return getattr(module, name)
 
 
 def _has_tool_chariots(pyproject: Path) -> bool:

@@ -1,0 +1,438 @@
+"""The ``chariots`` command, end to end in subprocesses, on a real store (and a real server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from chariots_core.cli import main
+
+CHARIOTS_SCRIPT = Path(sys.executable).with_name("chariots")
+# Tests rewrite modules within the same second: stale bytecode must never be reused.
+ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+MODULE = '''\
+from chariots_core import BaseOp, Node, Pipeline, VersionedField, VersionType
+from chariots_core.ml import BaseMLOp, MLMode
+
+
+class Numbers(BaseOp):
+    def execute(self):
+        return [1.0, 2.0, 3.0, 6.0]
+
+
+class Scale(BaseMLOp):
+    """Learns the largest value; predicts values divided by it. Retraining is a MAJOR change."""
+
+    training_update_version = VersionType.MAJOR
+
+    def fit(self, values):
+        self._model = max(values)
+
+    def predict(self, values):
+        return [value / self._model for value in values]
+
+
+class Center(BaseMLOp):
+    """Learns the mean; predicts each value minus it (plus an offset)."""
+
+    offset = VersionedField(0, VersionType.MAJOR)
+
+    def fit(self, values):
+        self._model = sum(values) / len(values)
+
+    def predict(self, values):
+        return [value - self._model + self.offset for value in values]
+
+
+class Explode(BaseOp):
+    def execute(self, value):
+        raise ValueError("exploded on " + repr(value))
+
+
+def _io(*nodes, name):
+    return Pipeline(list(nodes), name)
+
+
+train = _io(Node(Numbers(), output_nodes="numbers"), Node(Center(MLMode.FIT), input_nodes=["numbers"]), name="train")
+pred = _io(Node(Center(MLMode.PREDICT), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__"), name="pred")
+train_both = _io(
+    Node(Numbers(), output_nodes="numbers"),
+    Node(Scale(MLMode.FIT_PREDICT), input_nodes=["numbers"], output_nodes="scaled"),
+    Node(Center(MLMode.FIT), input_nodes=["scaled"]),
+    name="train_both",
+)
+train_scale = _io(Node(Numbers(), output_nodes="numbers"), Node(Scale(MLMode.FIT), input_nodes=["numbers"]), name="train_scale")
+pred_both = _io(
+    Node(Scale(MLMode.PREDICT), input_nodes=["__pipeline_input__"], output_nodes="scaled"),
+    Node(Center(MLMode.PREDICT), input_nodes=["scaled"], output_nodes="__pipeline_output__"),
+    name="pred_both",
+)
+explode = _io(Node(Explode(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__"), name="explode")
+PIPELINES = [train, pred, explode]
+BOTH = [train_both, train_scale, pred_both]
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(cwd: Path, *args: str, code: int = 0, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m chariots_core.cli ARGS`` in ``cwd`` and check its exit code."""
+    result = subprocess.run(
+        [sys.executable, "-m", "chariots_core.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV,
+    )
+    assert result.returncode == code, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess, kind: str) -> str:
+    """The error message of a failed command (from its "chariots: Kind:" line), with no traceback.
+
+    The message is the error's own: one line, or a few for reports such as every incompatible
+    edge of a VersionError.
+    """
+    assert "Traceback" not in result.stderr
+    head, found, message = result.stderr.partition(f"chariots: {kind}: ")
+    assert found and (not head or head.endswith("\n")), result.stderr
+    return message
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project directory: a module of small pipelines and a chariots.toml using LMDB + files."""
+    pytest.importorskip("chariots_lmdb")
+    pytest.importorskip("chariots_fsspec")
+    (tmp_path / "cli_mini.py").write_text(MODULE, encoding="utf-8")
+    (tmp_path / "chariots.toml").write_text(
+        '[op_store]\npath = "data"\n\n[pipelines]\nimport_path = "cli_mini:PIPELINES"\n\n'
+        '[workers]\npool = "inprocess"\n',
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+def use_pipelines(project: Path, attribute: str) -> None:
+    config = project / "chariots.toml"
+    config.write_text(config.read_text().replace("cli_mini:PIPELINES", f"cli_mini:{attribute}"))
+
+
+# -- help and parsing ----------------------------------------------------------------------
+def test_installed_script_shows_help():
+    if not CHARIOTS_SCRIPT.exists():
+        pytest.skip("the chariots console script is not installed next to this python")
+    result = subprocess.run([str(CHARIOTS_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0
+    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("new", "--directory"),
+        ("serve", "--port"),
+        ("call", "--input"),
+        ("save", "--url"),
+        ("load", "--strategy"),
+        ("versions", "--config"),
+        ("jobs", "JOB_ID"),
+        ("pipelines", "--url"),
+    ],
+)
+def test_every_command_has_help(capsys, command, option):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+
+    assert exit_info.value.code == 0
+    assert option in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2_with_a_message(project):
+    bad_json = run(project, "call", "pred", "--input", "[1,", code=2)
+    assert "argument --input: not valid JSON" in bad_json.stderr
+    bad_strategy = run(project, "load", "pred", "--strategy", "oldest", code=2)
+    assert "invalid choice: 'oldest'" in bad_strategy.stderr
+
+
+# -- in-process: the seed's train -> save -> load -> predict, one command per process -------
+def test_call_save_load_call_across_processes(project):
+    trained = run(project, "call", "train")
+    assert trained.stdout.strip() == "null"
+    assert "[train] 1/2 numbers ... done" in trained.stderr
+    assert "[train] 2/2 center ... done" in trained.stderr
+
+    saved = run(project, "save", "train")
+    assert "saved pipeline 'train'" in saved.stdout
+    assert saved.stdout.splitlines()[1].split() == ["NODE", "MAJOR", "MINOR", "PATCH"]
+
+    loaded = run(project, "load", "pred")
+    assert "loaded pipeline 'pred'" in loaded.stdout
+    center_line = next(line for line in loaded.stdout.splitlines() if line.startswith("center"))
+    assert center_line.split()[1:] == next(
+        line for line in saved.stdout.splitlines() if line.startswith("center")
+    ).split()[1:]
+
+    predicted = run(project, "call", "pred", "--input", "[4, 3]")
+    assert json.loads(predicted.stdout) == [1.0, 0.0]  # the mean of 1, 2, 3, 6 is 3
+
+    versions = run(project, "versions", "pred")
+    header, row = versions.stdout.splitlines()
+    assert header.split() == ["NODE", "MAJOR", "MINOR", "PATCH", "SAVED", "LATEST", "SAVED"]
+    assert row.split()[0] == "center" and row.split()[4] == "1"
+
+
+def test_input_file_and_quiet(project, tmp_path):
+    run(project, "call", "train")
+    run(project, "save", "train")
+    run(project, "load", "pred")
+    (tmp_path / "input.json").write_text("[6]")
+
+    result = run(project, "call", "pred", "--input-file", str(tmp_path / "input.json"), "--quiet")
+
+    assert json.loads(result.stdout) == [3.0]
+    assert result.stderr == ""
+
+
+def test_a_prediction_pipeline_is_not_served_before_load(project):
+    run(project, "call", "train")
+    run(project, "save", "train")
+
+    result = run(project, "call", "pred", "--input", "[1]", code=1)
+
+    line = one_line_error(result, "NodeExecutionError")
+    assert "neither fitted nor loaded" in line
+    assert "[pred] 1/1 center ... failed" in result.stderr
+
+
+def test_retraining_through_the_cli_is_refused_by_downstream_models(project):
+    use_pipelines(project, "BOTH")
+    run(project, "call", "train_both", "--quiet")
+    run(project, "save", "train_both")
+    run(project, "call", "train_scale", "--quiet")  # a new Scale: MAJOR change under Center
+    run(project, "save", "train_scale")
+
+    refused = run(project, "load", "pred_both", code=1)
+    line = one_line_error(refused, "VersionError")
+    assert "scale" in line and "center" in line
+
+    run(project, "load", "pred_both", "--strategy", "latest_compatible")
+    predicted = run(project, "call", "pred_both", "--input", "[6]", "--quiet")
+    assert json.loads(predicted.stdout) == pytest.approx([1.0 - 0.5])  # 6/6 minus the mean of the scaled numbers
+
+
+def test_ops_held_from_changed_code_are_dropped_not_served(project):
+    run(project, "call", "train")
+    run(project, "save", "train")
+    run(project, "load", "pred")
+    module = project / "cli_mini.py"
+    module.write_text(module.read_text().replace("VersionedField(0,", "VersionedField(1,"))
+
+    result = run(project, "call", "pred", "--input", "[4]", code=1)
+
+    assert "came from code that has changed since; dropped it" in result.stderr
+    assert "neither fitted nor loaded" in one_line_error(result, "NodeExecutionError")
+
+
+def test_corrupt_held_bytes_are_detected_and_the_state_reset(project):
+    run(project, "call", "train", "--quiet")
+    held = list((project / "data").rglob("cli/ops/center/*"))
+    assert len(held) == 1
+    held[0].write_bytes(b"garbage")
+
+    corrupt = run(project, "save", "train", code=1)
+    assert "missing or corrupt" in one_line_error(corrupt, "IntegrityError")
+    again = run(project, "save", "train", code=1)
+    assert "nothing trained to save in pipeline 'train'" in one_line_error(again, "NotFittedError")
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "expected"),
+    [
+        (("save", "train"), "NotFittedError", "run chariots call train first"),
+        (("load", "pred"), "NotSavedError", "was ever saved"),
+        (("call", "nope"), "UnknownPipelineError", "available pipelines: 'train', 'pred', 'explode'"),
+        (("call", "explode", "--input", "7"), "NodeExecutionError", "exploded on 7"),
+    ],
+)
+def test_failures_print_one_line_and_exit_1(project, args, kind, expected):
+    result = run(project, *args, code=1)
+
+    assert expected in one_line_error(result, kind)
+
+
+def test_config_errors_name_the_file_and_line(project):
+    (project / "chariots.toml").write_text('[pipelines]\nimport_path = "cli_mini:PIPELINES"\nprot = 1\n')
+
+    result = run(project, "pipelines", code=1)
+
+    line = one_line_error(result, "ConfigError")
+    assert "chariots.toml, line 3: unknown key 'pipelines.prot'" in line
+
+
+def test_explicit_config_file_and_traceback_flag(project, tmp_path_factory):
+    other = tmp_path_factory.mktemp("elsewhere")  # not below the project: no config found up from it
+    listed = run(other, "pipelines", "--config", str(project / "chariots.toml"))
+    assert listed.stdout.split() == ["train", "pred", "explode"]
+
+    missing = run(other, "pipelines", code=1)  # no configuration up from here: no import path
+    assert "set import_path in the [pipelines] section" in one_line_error(missing, "ConfigError")
+    traced = run(other, "--traceback", "pipelines", code=1)
+    assert "Traceback" in traced.stderr
+
+
+# -- asynchronous jobs ---------------------------------------------------------------------
+def test_jobs_run_in_workers_and_are_listed(project):
+    trained = run(project, "call", "train", "--use-worker")
+    assert trained.stdout.strip() == "null"
+    job_id = trained.stderr.split("job ")[1].split()[0]
+    failed = run(project, "call", "explode", "--input", "5", "--use-worker", code=1)
+    assert "exploded on 5" in one_line_error(failed, "WorkerError")
+
+    listing = run(project, "jobs").stdout.splitlines()
+    assert listing[0].split()[:3] == ["JOB", "PIPELINE", "STATUS"]
+    rows = {line.split()[1]: line for line in listing[1:]}
+    assert rows["train"].split()[0] == job_id and rows["train"].split()[2] == "done"
+    assert rows["explode"].split()[2] == "failed" and "exploded on 5" in rows["explode"]
+
+    one = run(project, "jobs", job_id).stdout.splitlines()
+    assert one[1].split() == [job_id, "done", "-"]
+
+    run(project, "save", "train")  # what the worker trained is held like a synchronous call's
+    run(project, "load", "pred")
+    assert json.loads(run(project, "call", "pred", "--input", "[3]", "--quiet").stdout) == [0.0]
+
+
+def test_no_jobs_yet(project):
+    assert run(project, "jobs").stdout.strip() == "no jobs"
+
+
+# -- against a running server ----------------------------------------------------------------
+@pytest.fixture
+def server(project):
+    pytest.importorskip("chariots_waitress")
+    from chariots_waitress import PipelinesClient
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chariots_core.cli", "serve", "--port", str(port)],
+        cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    client = PipelinesClient(url, timeout=5)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                client.health_check()
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the server did not start: {process.communicate()[1]}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_url_mode_talks_to_a_running_server(project, server):
+    trained = run(project, "call", "train", "--url", server)
+    assert trained.stdout.strip() == "null"
+    assert "saved pipeline 'train'" in run(project, "save", "train", "--url", server).stdout
+    assert "loaded pipeline 'pred'" in run(project, "load", "pred", "--url", server).stdout
+    assert json.loads(run(project, "call", "pred", "--input", "[4, 3]", "--url", server).stdout) == [1.0, 0.0]
+
+    versions = run(project, "versions", "pred", "--url", server).stdout.splitlines()
+    assert versions[1].split()[0] == "center" and versions[1].split()[4:] == ["-", "-"]
+    assert run(project, "pipelines", "--url", server).stdout.split() == ["train", "pred", "explode"]
+
+    queued = json.loads(run(project, "call", "train", "--use-worker", "--url", server).stdout)
+    assert queued["job_status"] in ("queued", "running", "done")
+    waited = run(project, "call", "explode", "--input", "1", "--use-worker", "--wait", "--url", server, code=1)
+    assert "exploded on 1" in one_line_error(waited, "WorkerError")
+    job = run(project, "jobs", queued["job_id"], "--url", server).stdout
+    assert queued["job_id"] in job
+    no_ids = run(project, "jobs", "--url", server, code=1)
+    assert "give the ids of the jobs" in one_line_error(no_ids, "ChariotsError")
+
+    refused = run(project, "load", "explode_nope", "--url", server, code=1)
+    assert "explode_nope" in one_line_error(refused, "UnknownPipelineError")
+
+
+def test_url_mode_without_a_server(project):
+    pytest.importorskip("chariots_waitress")
+
+    result = run(project, "call", "train", "--url", f"http://127.0.0.1:{free_port()}", code=1)
+
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("chariots: ServerUnavailableError: ")
+
+
+def test_serve_without_waitress_says_what_to_install(project):
+    code = "import sys; sys.modules['chariots_waitress'] = None; from chariots_core.cli import main; sys.exit(main(['serve']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60, env=ENV)
+
+    assert result.returncode == 1
+    assert "pip install 'chariots[serve]'" in one_line_error(result, "BackendError")
+
+
+# -- chariots new ----------------------------------------------------------------------------
+def test_new_writes_a_project_and_never_overwrites(tmp_path):
+    created = run(tmp_path, "new", "My-Shop", "--directory", "shop")
+    target = tmp_path / "shop"
+    assert f"created project 'My-Shop' in {target}" in created.stdout
+    files = {path.relative_to(target).as_posix() for path in target.rglob("*") if path.is_file()}
+    assert {
+        "README.md", "chariots.toml", "pyproject.toml", ".gitignore", "my_shop/__init__.py",
+        "my_shop/pipelines.py", "my_shop/app.py", "my_shop/ops/data_ops.py", "my_shop/ops/model_ops.py",
+        "tests/test_my_shop_pipelines.py",
+    } <= files
+    assert not any(name.endswith(".tmpl") for name in files)
+    assert 'import_path = "my_shop.pipelines:PIPELINES"' in (target / "chariots.toml").read_text()
+    assert "{{" not in "".join((target / name).read_text() for name in files)
+
+    before = (target / "README.md").read_text()
+    refused = run(tmp_path, "new", "My-Shop", "--directory", "shop", code=1)
+    assert "already exists and is not empty" in one_line_error(refused, "ConfigError")
+    assert (target / "README.md").read_text() == before
+
+    bad_name = run(tmp_path, "new", "123 ???", code=1)
+    assert "cannot make a Python package name" in one_line_error(bad_name, "ConfigError")
+
+
+@pytest.mark.slow
+def test_generated_project_passes_its_tests_and_trains_from_the_command_line(tmp_path):
+    for module in ("sklearn", "pandas", "chariots_sklearn", "chariots_lmdb", "chariots_fsspec"):
+        pytest.importorskip(module)
+    run(tmp_path, "new", "iris")
+    project = tmp_path / "iris"
+
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project, capture_output=True, text=True, timeout=300, env={**ENV, "PYTHONPATH": str(project)},
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "3 passed" in tests.stdout
+
+    trained = run(project, "call", "train_iris")
+    assert "[train_iris] 4/4 irisrf ... done" in trained.stderr
+    run(project, "save", "train_iris")
+    run(project, "load", "pred_iris")
+    predicted = run(project, "call", "pred_iris", "--input", "[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]")
+    assert json.loads(predicted.stdout) == [0, 2]  # setosa, virginica
+    assert (project / "iris_local" / "store").is_dir()

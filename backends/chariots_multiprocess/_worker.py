@@ -18,11 +18,15 @@ Messages are dill bytes (so lambdas and locally defined ops travel by value):
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import dill
+import multiprocess
+from multiprocess import connection
 
 from chariots_core.workers import failure_details, op_versions
 
@@ -81,6 +85,11 @@ def serve(tasks: Connection, results: Connection, cache_size: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers
     # stop (by closing ``tasks``), so an interrupt never cuts a job short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocess.parent_process()
+    if parent is not None:
+        # A busy worker would only see its pipe close after its job: watch the parent instead,
+        # so a dead parent never leaves workers running.
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
     cache = TokenLRU(cache_size)
     while True:
         try:
@@ -91,6 +100,11 @@ def serve(tasks: Connection, results: Connection, cache_size: int) -> None:
         if payload is not None:
             cache.put(token, _Cached(payload))
         results.send_bytes(dill.dumps(_run(job_id, cache.get(token), input_bytes)))
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 def _run(job_id: str, cached: _Cached, input_bytes: bytes) -> tuple:

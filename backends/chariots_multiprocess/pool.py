@@ -11,7 +11,8 @@ The parent writes every job record (queued, running, done/failed) and every resu
 op store and saver need not be shareable between processes; with an LMDB store and a file
 saver, records and results survive the app. Workers start with ``forkserver`` (``spawn`` where
 that is missing): a fork of a threaded parent can inherit held locks, and both start methods
-give a worker only its own pipe ends, so it sees end-of-file and exits if the parent dies.
+give a worker only its own pipe ends. Each worker also watches its parent and exits with it,
+busy or not, so a crashed app leaves no process behind.
 
 A job carries the pipeline object as the app served it when the job was submitted, with its
 runner, serialized once per pipeline object and op versions and sent once per worker; a job

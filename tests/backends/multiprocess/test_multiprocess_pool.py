@@ -10,6 +10,9 @@ import itertools
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -64,11 +67,16 @@ def wait_until(predicate, timeout: float = 20.0) -> None:
 
 
 def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): os.kill said it exists
+        return True
 
 
 @pytest.fixture
@@ -409,6 +417,37 @@ def test_close_is_idempotent_and_leaves_no_process_behind():
         app.call_pipeline(pipeline, 1, use_worker=True)
     with pytest.raises(WorkerError, match="closed"):
         pool.spawn_worker()
+
+
+def test_workers_exit_when_the_parent_process_dies(tmp_path):
+    script = tmp_path / "doomed_parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, time
+            from chariots_core import BaseOp, Chariots, Node, Pipeline
+            from chariots_multiprocess import MultiprocessWorkerPool
+
+            class SleepOp(BaseOp):
+                def execute(self, x):
+                    time.sleep(120)
+
+            if __name__ == "__main__":
+                pool = MultiprocessWorkerPool(2)
+                nodes = [Node(SleepOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")]
+                app = Chariots([Pipeline(nodes, name="sleep")], op_store="memory", saver="memory", worker_pool=pool)
+                job_id = app.call_pipeline("sleep", 1, use_worker=True).job_id
+                while app.fetch_job(job_id).job_status.value != "running":
+                    time.sleep(0.01)
+                print(*pool.worker_pids, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: a crash
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    pids = [int(pid) for pid in result.stdout.split()]
+    assert len(pids) == 2, result.stderr
+    wait_until(lambda: not any(is_running(pid) for pid in pids), timeout=20)
 
 
 def test_context_manager_closes_the_pool():

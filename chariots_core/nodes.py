@@ -177,6 +177,7 @@ class Node(BaseNode):
         super().__init__(input_nodes, output_nodes)
         self._op = op
         self._name = name
+        self._nested = isinstance(op, Pipeline)
 
     @property
     def op(self) -> BaseOp | Pipeline:
@@ -197,9 +198,7 @@ class Node(BaseNode):
 
     @property
     def requires_runner(self) -> bool:
-        from .pipeline import Pipeline
-
-        return isinstance(self._op, Pipeline)
+        return self._nested
 
     def execute(self, *params: Any) -> Any:
         return self._op.execute(*params)

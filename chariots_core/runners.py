@@ -19,7 +19,7 @@ from .pipeline import ExecutionPlan, Pipeline, StepKind
 
 __all__ = ["BaseRunner", "SequentialRunner"]
 
-_SIMPLE, _NESTED = StepKind.SIMPLE, StepKind.NESTED
+_SIMPLE, _NESTED, _CHAIN = StepKind.SIMPLE, StepKind.NESTED, StepKind.CHAIN
 
 
 class BaseRunner(abc.ABC):
@@ -61,11 +61,19 @@ class SequentialRunner(BaseRunner):
         return output
 
     def _run_plan(self, plan: ExecutionPlan, pipeline: Pipeline, pipeline_input: Any) -> Any:
-        """The hot loop: no hooks, one tuple unpack and one call per node."""
+        """The hot loop: no per-node hooks; chains of single-input nodes run as plain calls."""
         values: list[Any] = [None] * plan.n_slots
         values[0] = pipeline_input
         try:
-            for kind, call, inputs, outputs, releases, node in plan.steps:
+            for kind, call, inputs, outputs, releases, node in plan.fused_steps:
+                if kind is _CHAIN:
+                    value = values[inputs]
+                    # `call` holds (call, node) pairs; `node` is left naming a failing step.
+                    for link, node in call:  # noqa: B020
+                        value = link(value)
+                    values[outputs] = value
+                    value = None  # the slot alone keeps the result: it may be released later
+                    continue
                 if kind is _SIMPLE:
                     values[outputs] = call(values[inputs])
                     continue

@@ -128,6 +128,46 @@ def test_a_failure_inside_a_nested_pipeline_names_the_inner_node_and_pipeline():
     assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
+def test_a_failure_in_the_middle_of_a_chain_names_that_node_and_stops_the_run():
+    ran = []
+
+    class Tracked(AddOneOp):
+        def execute(self, value):
+            ran.append(value)
+            return super().execute(value)
+
+    names = [f"step_{index}" for index in range(5)]
+    nodes = []
+    for index, name in enumerate(names):
+        op = Explode() if index == 2 else Tracked()
+        source = IN if index == 0 else names[index - 1]
+        target = OUT if index == 4 else name
+        nodes.append(Node(op, input_nodes=[source], output_nodes=target, name=name))
+    with pytest.raises(NodeExecutionError, match="node 'step_2' of pipeline 'chain_failure' failed: ZeroDivisionError: cannot handle 12") as info:
+        run(Pipeline(nodes, "chain_failure"), 10)
+    assert info.value.node_name == "step_2"
+    assert ran == [10, 11]  # the nodes after the failure never ran
+
+
+def test_chains_next_to_branches_and_joins_compute_the_right_values():
+    class Sub(BaseOp):
+        def execute(self, left, right):
+            return left - right
+
+    nodes = [
+        Node(AddOneOp(), input_nodes=[IN], output_nodes="a"),          # a = x + 1
+        Node(AddOneOp(), input_nodes=["a"], output_nodes="b"),         # b = x + 2, read twice
+        Node(AddOneOp(), input_nodes=["b"], output_nodes="c"),         # chain c, d, e
+        Node(AddOneOp(), input_nodes=["c"], output_nodes="d"),
+        Node(AddOneOp(), input_nodes=["d"], output_nodes="e"),         # e = x + 5
+        Node(Sub(), input_nodes=["e", "b"], output_nodes="f"),         # f = 3
+        Node(AddOneOp(), input_nodes=["f"], output_nodes="g"),
+        Node(Sub(), input_nodes=["g", IN], output_nodes=OUT),          # 4 - x
+    ]
+    for listing in (nodes, list(reversed(nodes))):
+        assert run(Pipeline(listing, "mixed"), 10) == -6
+
+
 class TwoOrNot(BaseOp):
     def __init__(self, result):
         super().__init__()

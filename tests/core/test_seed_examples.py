@@ -6,6 +6,9 @@ the output the seed prints.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, List
 
 import pytest
@@ -140,3 +143,15 @@ def test_client_examples_work_on_the_in_process_app(is_odd_pipeline, tmp_path):
     client = Chariots([is_odd_pipeline], path=tmp_path, op_store="memory", saver="memory")
     assert client.call_pipeline(is_odd_pipeline, 4).value is False
     assert client.call_pipeline(is_odd_pipeline, 5).value is True
+
+
+def test_the_simple_pipeline_example_runs_and_prints_versions():
+    script = Path(__file__).resolve().parents[2] / "examples" / "simple_pipeline.py"
+    completed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert "is_odd(4 + 1) = True" in lines and "is_odd(5 + 1) = False" in lines
+    assert "  running addop for is_odd with [4]" in lines
+    assert any(line.startswith("  isoddop  <Version, major:da39a") for line in lines)

@@ -14,14 +14,16 @@ It is built on the standard library's :mod:`http.client`: the wire format is a h
 small JSON requests to one host, which needs neither a connection pool across hosts, nor
 redirects, nor cookies, so a third-party HTTP library would add a dependency without adding
 speed. Each thread keeps one persistent (keep-alive) connection, which saves a TCP handshake
-per call; a request that finds its idle connection closed by the server is sent again once,
-on a fresh connection (the server closed it before reading the request, so nothing ran).
+per call. An idle connection the server has closed is noticed before use and replaced; if the
+server closes it in the instant between that check and the request, the request is sent again
+once on a fresh connection (the server closed it before reading the request, so nothing ran).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import select
 import threading
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -170,7 +172,11 @@ class PipelinesClient:
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
-            return connection, self._local.used
+            # An idle kept-alive socket that is readable was closed by the server: replace it
+            # now rather than fail on it (the retry in _request only covers the race left).
+            if connection.sock is None or not select.select([connection.sock], [], [], 0)[0]:
+                return connection, self._local.used
+            self._drop(connection)
         connection = self._connection_class(self._netloc, timeout=self.timeout)
         self._local.connection, self._local.used = connection, False
         with self._lock:

@@ -247,3 +247,37 @@ def test_a_busy_port_or_a_bad_option_fails_to_start_with_a_chariots_error(app, s
     assert isinstance(caught.value, OSError)
     with pytest.raises(ConfigError, match="invalid waitress option.*'no_such_option'"):
         ServerThread(make_wsgi_app(app), no_such_option=1)
+
+
+def test_a_request_on_a_connection_closed_under_it_is_sent_again_once() -> None:
+    """A server that drops each connection on its second request without answering (what an
+    idle-timeout close racing the request looks like): the client resends on a fresh one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b'{"pipelines": ["p"]}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
+    reply = head + answer
+    requests_seen: list[int] = []
+
+    def serve_connections() -> None:
+        for _ in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                for number in (1, 2):
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += connection.recv(65536)
+                    requests_seen.append(number)
+                    if number == 2:
+                        break  # close without answering
+                    connection.sendall(reply)
+
+    thread = threading.Thread(target=serve_connections, daemon=True)
+    thread.start()
+    client = PipelinesClient(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        assert client.available_pipelines() == ["p"]
+        assert client.available_pipelines() == ["p"]  # dropped, then resent on a new connection
+    finally:
+        client.close()
+        listener.close()
+    assert requests_seen[:3] == [1, 2, 1]

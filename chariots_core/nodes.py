@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import enum
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import PipelineDefinitionError
@@ -55,7 +55,8 @@ class BaseNode(abc.ABC):
 
     Subclasses define :attr:`name`, :attr:`node_version` and :meth:`execute`.
 
-    :param input_nodes: the values passed to the node, in order (strings or nodes).
+    :param input_nodes: the values passed to the node, in order (strings or nodes; a single
+        one may be given without a list).
     :param output_nodes: the name(s) of the node's output(s); a node that returns a tuple or
         list gives one name per element.
     """
@@ -65,14 +66,8 @@ class BaseNode(abc.ABC):
         input_nodes: Sequence[NodeReference] | None = None,
         output_nodes: Sequence[NodeReference] | NodeReference | None = None,
     ) -> None:
-        self._input_nodes = list(input_nodes or ())
-        if output_nodes is None:
-            outputs: list[NodeReference] = []
-        elif isinstance(output_nodes, (str, BaseNode, ReservedNodes)):
-            outputs = [output_nodes]
-        else:
-            outputs = list(output_nodes)
-        self._declared_outputs = outputs
+        self._input_nodes = _reference_list(input_nodes, "input_nodes")
+        self._declared_outputs = _reference_list(output_nodes, "output_nodes")
         # Names the output of a node declared without outputs, so that the node object itself
         # can be used as another node's input.
         self._implicit_output = f"{_IMPLICIT_PREFIX}{next(_node_numbers)}>"
@@ -123,6 +118,23 @@ class BaseNode(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _reference_list(
+    references: Sequence[NodeReference] | NodeReference | None, argument: str
+) -> list[NodeReference]:
+    """``references`` as a list; a single name or node stands for a list of one."""
+    if references is None:
+        return []
+    if isinstance(references, (str, BaseNode, ReservedNodes)):
+        return [references]
+    if isinstance(references, Iterable):
+        return list(references)
+    msg = (
+        f"'{argument}' must be a list of value names or nodes (got {references!r} that is a "
+        f"{type(references).__name__})"
+    )
+    raise PipelineDefinitionError(msg)
 
 
 def _reference_name(ref: NodeReference, owner: BaseNode, argument: str) -> str:

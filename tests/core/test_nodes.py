@@ -98,6 +98,22 @@ def test_output_nodes_as_a_string_or_a_list():
     assert Node(AddOneOp(), input_nodes=["x", "y"]).input_references == ["x", "y"]
 
 
+def test_a_single_input_may_be_given_without_a_list():
+    nodes = [
+        Node(AddOneOp(), input_nodes="__pipeline_input__", output_nodes="added"),
+        Node(IsOddOp(), input_nodes="added", output_nodes="__pipeline_output__"),
+    ]
+    assert nodes[1].input_references == ["added"]  # not ['a', 'd', 'd', 'e', 'd']
+    assert run(nodes, 2) is True
+
+
+def test_wiring_that_is_not_a_list_is_rejected_at_once():
+    with pytest.raises(PipelineDefinitionError, match=r"'input_nodes' must be a list of value names or nodes \(got 3 that is a int\)"):
+        Node(AddOneOp(), input_nodes=3)
+    with pytest.raises(PipelineDefinitionError, match="'output_nodes' must be a list"):
+        Node(AddOneOp(), output_nodes=2.5)
+
+
 def test_a_tuple_result_is_split_across_output_nodes():
     nodes = [
         Node(SplitOp(), input_nodes=["__pipeline_input__"], output_nodes=["pos", "neg"]),

@@ -187,8 +187,13 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             result_writer.close()
         worker = _Worker(process, task_writer, result_reader, self._cache_size)
         with self._lock:
-            self._workers.append(worker)
-            self._give_work(worker)
+            closed_meanwhile = self._stopping
+            if not closed_meanwhile:
+                self._workers.append(worker)
+                self._give_work(worker)
+        if closed_meanwhile:  # close() already took its list of workers: this one is ours to stop
+            _stop([worker])
+            raise WorkerError("this worker pool was closed while a worker was starting")
         self._wake()
 
     def execute_pipeline_async(self, pipeline: Pipeline, pipeline_input: Any, app: Chariots) -> str:
@@ -261,20 +266,12 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._idle.clear()
         self._wake()
         self._supervisor.join()
-        for worker in workers:
-            worker.tasks.close()  # end-of-file: an idle worker's loop returns
-            if worker.task is not None:
-                worker.process.kill()  # its job outlived the timeout and is recorded failed
-        for worker in workers:
-            worker.process.join(_STOP_GRACE)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-            worker.results.close()
+        _stop(workers)
         for task in unfinished:
             _record_failure(task, f"the pool was closed before the job finished (timeout {timeout} s)", "WorkerError")
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+        os.close(wake_r)
+        os.close(wake_w)
         self._shut_down.set()
 
     def __repr__(self) -> str:
@@ -439,6 +436,20 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             for task in stranded:
                 self._outstanding.pop(task.job.job_id, None)
             self._settled.notify_all()
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """Stop worker processes: idle ones exit on end-of-file, busy ones are killed."""
+    for worker in workers:
+        worker.tasks.close()  # end-of-file: an idle worker's loop returns
+        if worker.task is not None:
+            worker.process.kill()  # its job outlived close()'s timeout and is recorded failed
+    for worker in workers:
+        worker.process.join(_STOP_GRACE)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.results.close()
 
 
 def _dumps(obj: Any, what: str) -> bytes:

@@ -30,7 +30,7 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, get_args
 from urllib.parse import quote
@@ -177,6 +177,9 @@ class ObjectOpStore:
         fs_url = f"{_SCHEME_ALIASES.get(scheme, scheme)}{sep}{rest}"
         # Listings must never come from fsspec's own cache: "latest" is whatever the bucket holds now.
         storage_options.setdefault("use_listings_cache", False)
+        if scheme in ("s3", "s3a"):
+            # Records are tiny: read each with one GET, not a HEAD (for its size) and then GETs.
+            storage_options.setdefault("max_concurrency", 1)
         try:
             self._fs, root = fsspec.core.url_to_fs(fs_url, **storage_options)
         except ImportError as exc:

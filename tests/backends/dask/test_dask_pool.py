@@ -12,7 +12,7 @@ pytest.importorskip("distributed")
 
 import dask_pool_ops as ops  # noqa: E402  (importable thanks to conftest.py)
 
-from chariots_core import BaseOp, Chariots, JobStatus, Node, Pipeline  # noqa: E402
+from chariots_core import Chariots, JobStatus, Node, Pipeline  # noqa: E402
 from chariots_core.errors import JobNotFoundError, NodeExecutionError, SerializationError, WorkerError  # noqa: E402
 from chariots_dask import DaskWorkerPool  # noqa: E402
 

@@ -203,3 +203,17 @@ def test_lineage_rules_hold_between_two_apps_sharing_the_store(open_store, linea
         server.load_pipeline("predict")
     # The server keeps serving what it had loaded.
     assert server.call_pipeline("predict", lineage_app.DATA).value == [False, False, False, True]
+
+
+def test_chariots_on_a_memory_url_keeps_records_beside_the_blobs(memory_url, lineage_app, tmp_path, monkeypatch):
+    pytest.importorskip("chariots_fsspec").FsspecSaver
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with Chariots(lineage_app.pipelines(), path=memory_url) as app:
+        assert isinstance(app.op_store, ObjectOpStore)
+        app.call_pipeline("train_all", lineage_app.DATA)
+        app.save_pipeline("train_all")
+    fs, root = fsspec.core.url_to_fs(memory_url)
+    assert fs.ls(f"{root}/blobs/ops/center", detail=False) and fs.ls(f"{root}/meta/commits", detail=False)
+    with Chariots(lineage_app.pipelines(), path=memory_url) as again:
+        again.load_pipeline("predict")
+        assert again.call_pipeline("predict", lineage_app.DATA).value == [False, False, False, True]

@@ -1,0 +1,233 @@
+"""Scaling out: map_pipeline on worker pools, and save/load through an S3 object store.
+
+1. ``map_pipeline`` of a CPU-bound pipeline (~10 ms of pure-Python work per call, calibrated
+   on CPU time at start-up) over ``--calls`` inputs (default 1,000), in the same run:
+   serially in process (the floor), on ``MultiprocessWorkerPool(2)`` (if installed; it has no
+   batch hook, so one job per input) and on a Dask ``LocalCluster`` of 2 single-threaded
+   worker processes (chunked batches). Reported: median wall time, speed-up over serial, and
+   the per-input overhead of each pool, measured by mapping a no-op pipeline over as many
+   inputs (wall time / inputs). With two free cores a pool approaches 2x.
+2. Save + load of one op through ``Chariots(path="s3://bucket/app")`` (ObjectOpStore and
+   FsspecSaver on s3fs, against a local moto server) versus raw s3fs ``pipe`` + ``cat`` of
+   the same bytes. Target: at most 1.5x the raw time for a model of 1 MB and more.
+
+Every figure is the median of ``--repeats`` runs. Run:
+``python benchmarks/bench_scale.py [--calls 1000] [--repeats 3] [--skip-s3] [--skip-map]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from chariots_core import BaseOp, Chariots, LoadableOp, Node, Pipeline
+
+IN, OUT = "__pipeline_input__", "__pipeline_output__"
+WORK_SECONDS = 0.010
+S3_TARGET = 1.5
+S3_SIZES = (16 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024)
+
+class Burn(BaseOp):
+    """About ``WORK_SECONDS`` of CPU-bound pure-Python work."""
+
+    def __init__(self, iterations: int) -> None:
+        super().__init__()
+        self.iterations = iterations
+
+    def execute(self, x: int) -> int:
+        total = 0
+        for i in range(self.iterations):
+            total += i * i
+        return x + total % 7
+
+
+class Noop(BaseOp):
+    """Nothing: what remains is the cost of getting an input to a worker and back."""
+
+    def execute(self, x: int) -> int:
+        return x
+
+
+class Blob(LoadableOp):
+    """A loadable op whose whole state is a byte string (a stand-in for a model)."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        super().__init__()
+        self.data = data
+
+    def execute(self, x: Any) -> int:
+        return len(self.data)
+
+    def serialize(self) -> bytes:
+        return self.data
+
+    def load(self, serialized_object: bytes) -> None:
+        self.data = bytes(serialized_object)
+
+
+def calibrate() -> int:
+    """Iterations of Burn's loop that take WORK_SECONDS of CPU time here (median of 5)."""
+    probe = 200_000
+    costs = []
+    for _ in range(5):
+        start = time.process_time()
+        Burn(probe).execute(0)
+        costs.append((time.process_time() - start) / probe)
+    return max(1, int(WORK_SECONDS / statistics.median(costs)))
+
+
+def pipelines(iterations: int) -> list[Pipeline]:
+    return [
+        Pipeline([Node(Burn(iterations), input_nodes=[IN], output_nodes=OUT)], "burn"),
+        Pipeline([Node(Noop(), input_nodes=[IN], output_nodes=OUT)], "noop"),
+    ]
+
+
+def median_seconds(action: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# -- 1. map_pipeline ------------------------------------------------------------------------
+def bench_map(calls: int, repeats: int) -> None:
+    iterations = calibrate()
+    app = Chariots(pipelines(iterations), op_store="memory", saver="memory")
+    inputs = list(range(calls))
+    expected = app.map_pipeline("burn", inputs[:3], progress=False)
+
+    def run(pipeline: str, pool: Any) -> Callable[[], Any]:
+        def action() -> None:
+            values = app.map_pipeline(pipeline, inputs, worker_pool=pool, progress=False)
+            assert values[:3] == expected if pipeline == "burn" else values[:3] == inputs[:3]
+
+        return action
+
+    one_call = median_seconds(lambda: app.call_pipeline("burn", 0), 21)
+    print(f"map_pipeline of {calls} calls, ~{one_call * 1e3:.1f} ms each (median of {repeats})")
+    serial = median_seconds(run("burn", None), repeats)
+    serial_noop = median_seconds(run("noop", None), repeats)
+    rows = [("serial, in process", serial, serial_noop)]
+
+    try:
+        from chariots_multiprocess import MultiprocessWorkerPool
+    except ImportError:
+        print("  (chariots_multiprocess is not installed: no multiprocess row)")
+    else:
+        with MultiprocessWorkerPool(2) as pool:
+            run("noop", pool)()  # warm-up: workers started, pipeline sent
+            rows.append(("multiprocess, 2 workers", median_seconds(run("burn", pool), repeats), median_seconds(run("noop", pool), repeats)))
+
+    import distributed
+
+    from chariots_dask import DaskWorkerPool
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster, distributed.Client(cluster) as client:
+        pool = DaskWorkerPool(client)
+        run("noop", pool)()  # warm-up
+        rows.append(("dask LocalCluster, 2 workers", median_seconds(run("burn", pool), repeats), median_seconds(run("noop", pool), repeats)))
+        pool.close()
+
+    print(f"  {'where':<30} {'wall':>8} {'speed-up':>9} {'overhead/input':>15}")
+    for name, wall, noop in rows:
+        print(f"  {name:<30} {wall:>7.2f}s {serial / wall:>8.2f}x {noop / calls * 1e3:>12.3f} ms")
+
+
+# -- 2. S3 object store ---------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_s3(repeats: int) -> None:
+    import fsspec
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "XDG_CACHE_HOME": tempfile.mkdtemp(prefix="chariots-bench-cache-"),
+    }.items():
+        os.environ[name] = value
+    fsspec.config.conf["s3"] = {"endpoint_url": endpoint}
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    try:
+        print(f"\nsave + load of one op through the S3 object store (moto) vs raw s3fs pipe + cat (median of {repeats})")
+        print(f"  {'size':>8} {'raw':>9} {'chariots':>9} {'ratio':>6}")
+        for size in S3_SIZES:
+            raw, chariots = _s3_round(fs, bucket, size, repeats)
+            verdict = "" if size < 1024 * 1024 else ("  ok" if chariots / raw <= S3_TARGET else f"  above the {S3_TARGET}x target")
+            print(f"  {_size(size):>8} {raw * 1e3:>7.1f}ms {chariots * 1e3:>7.1f}ms {chariots / raw:>5.2f}x{verdict}")
+    finally:
+        server.stop()
+
+
+def _s3_round(fs: Any, bucket: str, size: int, repeats: int) -> tuple[float, float]:
+    saved, loaded = Blob(), Blob()
+    save = Pipeline([Node(saved, input_nodes=[IN], output_nodes=OUT, name="model")], "save")
+    load = Pipeline([Node(loaded, input_nodes=[IN], output_nodes=OUT, name="model")], "load")
+    app = Chariots([save, load], path=f"s3://{bucket}/app-{size}")
+    raw_times, chariots_times = [], []
+    for _ in range(repeats + 1):  # the first round warms connections up and is dropped
+        data = os.urandom(size)  # new bytes each round: a new blob, as after a retrain
+        path = f"{bucket}/raw-{size}/{uuid.uuid4().hex}"
+        start = time.perf_counter()
+        fs.pipe(path, data)
+        assert len(fs.cat(path)) == size
+        raw_times.append(time.perf_counter() - start)
+
+        saved.data = data
+        start = time.perf_counter()
+        app.save_pipeline("save")
+        app.load_pipeline("load")
+        chariots_times.append(time.perf_counter() - start)
+        assert app.call_pipeline("load").value == size
+    app.close()
+    return statistics.median(raw_times[1:]), statistics.median(chariots_times[1:])
+
+
+def _size(size: int) -> str:
+    return f"{size // (1024 * 1024)} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000, help="inputs per map_pipeline run (default 1000)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per figure; medians are reported")
+    parser.add_argument("--skip-map", action="store_true", help="skip the map_pipeline part")
+    parser.add_argument("--skip-s3", action="store_true", help="skip the S3 part")
+    args = parser.parse_args(argv)
+    if not args.skip_map:
+        bench_map(args.calls, args.repeats)
+    if not args.skip_s3:
+        bench_s3(max(args.repeats, 5))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

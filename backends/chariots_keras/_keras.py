@@ -34,7 +34,7 @@ def _keras_json_backend() -> str | None:
 
 
 def _user_chose_backend() -> bool:
-    if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
+    if sys.modules.get("keras") is not None or os.environ.get("KERAS_BACKEND"):
         return True
     configured = _keras_json_backend()
     if configured == "tensorflow":
@@ -48,9 +48,10 @@ if not _user_chose_backend():
 try:
     import keras
 except ImportError as exc:
-    _backend = os.environ.get("KERAS_BACKEND") or "its configured"
+    _backend = os.environ.get("KERAS_BACKEND")
+    _needed = f"keras with the {_backend} backend" if _backend else "keras"
     msg = (
-        f"chariots_keras needs keras with the {_backend} backend, but importing it failed "
+        f"chariots_keras needs {_needed}, but importing it failed "
         f"({type(exc).__name__}: {exc}). pip install 'chariots[keras]' installs keras with JAX "
         "(used unless KERAS_BACKEND names another backend, whose package you then install)"
     )

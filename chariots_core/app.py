@@ -92,8 +92,8 @@ class Chariots:
         if worker_pool is not None:
             worker_pool.attach(self)
         self.use_worker = use_worker
-        self._loaded: set[str] = set()
-        self._lock = threading.Lock()
+        self._loaded: frozenset[str] = frozenset()
+        self._swap_lock = threading.Lock()
 
     # -- the client API ------------------------------------------------------------------
     def call_pipeline(
@@ -142,13 +142,14 @@ class Chariots:
         :raises ConfigError: if ``strategy`` is not a known one.
         """
         check_choice("strategy", strategy, STRATEGIES)
-        serving = self._serving(pipeline)
-        chosen = resolve_versions(serving, self.op_store, self.compatibility, strategy)
-        loaded_ops = load_ops(serving, chosen, self.saver)
-        replacement = serving.replace_ops(loaded_ops) if loaded_ops else serving
-        with self._lock:
-            self._pipelines[serving.name] = replacement
-            self._loaded.add(serving.name)
+        # Swaps are serialized so that no load or install_ops is overwritten by another one
+        # that started from the same pipeline; calls never wait for the lock.
+        with self._swap_lock:
+            serving = self._serving(pipeline)
+            chosen = resolve_versions(serving, self.op_store, self.compatibility, strategy)
+            loaded_ops = load_ops(serving, chosen, self.saver)
+            self._pipelines[serving.name] = serving.replace_ops(loaded_ops) if loaded_ops else serving
+            self._loaded = self._loaded | {serving.name}  # replaced, never mutated: readers take no lock
         return {name: Version.parse(record.version) for name, record in chosen.items() if record}
 
     def pipeline_versions(self, pipeline: PipelineRef) -> dict[str, Version]:
@@ -172,10 +173,9 @@ class Chariots:
         Worker pools call this when an asynchronous run fitted models, so that a following
         :meth:`save_pipeline` saves what the worker trained.
         """
-        serving = self._serving(pipeline)
-        replacement = serving.replace_ops(ops_by_node_name)
-        with self._lock:
-            self._pipelines[serving.name] = replacement
+        with self._swap_lock:
+            serving = self._serving(pipeline)
+            self._pipelines[serving.name] = serving.replace_ops(ops_by_node_name)
 
     def map_pipeline(
         self,

@@ -95,7 +95,9 @@ def _show(version: Version | str) -> str:
 
 def _changed_parts(old: Version | str, new: Version | str) -> str:
     changed = [name for name, a, b in zip(_PART_NAMES, _digests(old), _digests(new)) if a != b]
-    return " and ".join(changed) or "no"
+    if len(changed) > 1:
+        return f"{', '.join(changed[:-1])} and {changed[-1]}"
+    return changed[0] if changed else "no"
 
 
 def _find_version(records: list[OpVersionRecord], version: Version | str) -> OpVersionRecord | None:
@@ -184,16 +186,26 @@ class _Edge:
     down: Node
     built_on: dict[tuple[str, str, str], list[str]]  # down digests -> upstream version strings
     compared: int  # how many subversions the policy compares
+    wanted: dict[tuple[str, str, str], frozenset[tuple[str, ...]]] = attrs.field(init=False)
+
+    @wanted.default
+    def _wanted(self) -> dict[tuple[str, str, str], frozenset[tuple[str, ...]]]:
+        return {down: frozenset(_digests(up)[: self.compared] for up in ups) for down, ups in self.built_on.items()}
+
+    def key(self, up_candidate: Candidate) -> tuple[str, ...]:
+        """What the policy compares of the upstream version that would run."""
+        return _digests(_running_version(self.up, up_candidate))[: self.compared]
+
+    def wants(self, down_candidate: Candidate) -> frozenset[tuple[str, ...]] | None:
+        """The upstream keys the downstream candidate accepts (``None``: any)."""
+        if down_candidate is None:
+            return None
+        return self.wanted.get(_digests(down_candidate.version))
 
     def allows(self, up_candidate: Candidate, down_candidate: Candidate) -> bool:
         """Whether the downstream candidate accepts the upstream candidate."""
-        if down_candidate is None:
-            return True
-        ups = self.built_on.get(_digests(down_candidate.version))
-        if not ups:
-            return True
-        running = _digests(_running_version(self.up, up_candidate))[: self.compared]
-        return any(_digests(up)[: self.compared] == running for up in ups)
+        wanted = self.wants(down_candidate)
+        return wanted is None or self.key(up_candidate) in wanted
 
     def accepts(self, chosen: Mapping[str, Candidate]) -> bool:
         """Whether the edge is compatible with the versions chosen so far."""
@@ -347,8 +359,14 @@ def _arc_consistent(
         for edge in edges:
             ups = domains[edge.up.name] if edge.up.is_loadable else [None]
             downs = domains[edge.down.name]
-            kept_downs = [down for down in downs if any(edge.allows(up, down) for up in ups)]
-            kept_ups = [up for up in ups if any(edge.allows(up, down) for down in kept_downs)]
+            offered = {edge.key(up) for up in ups}
+            kept_downs = [down for down in downs if (wanted := edge.wants(down)) is None or wanted & offered]
+            wanted_by_kept = [edge.wants(down) for down in kept_downs]
+            if any(wanted is None for wanted in wanted_by_kept):
+                kept_ups = ups
+            else:
+                accepted = frozenset().union(*wanted_by_kept)
+                kept_ups = [up for up in ups if edge.key(up) in accepted]
             if not kept_downs or not kept_ups:
                 return None
             if len(kept_downs) < len(downs):

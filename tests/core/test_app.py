@@ -348,3 +348,25 @@ def test_unknown_store_names_and_a_local_store_on_a_url(tmp_path):
     pytest.importorskip("chariots_lmdb")
     with pytest.raises(ConfigError, match="the 'lmdb' op store keeps its files in a local directory"):
         Chariots([train, pred], path="s3://bucket/prefix", op_store="lmdb", saver="memory")
+
+
+class BrokenOp(ScaleOp):
+    """Serializes to the wrong type, or fails to load."""
+
+    def serialize(self):
+        return {"factor": self.factor} if self.factor == "dict" else super().serialize()
+
+    def load(self, serialized_object):
+        raise ValueError("cannot read that")
+
+
+def test_ops_that_cannot_serialize_or_load():
+    wrong = Pipeline([Node(BrokenOp("dict"), input_nodes=[IN], output_nodes=OUT)], "wrong")
+    app = Chariots([wrong], op_store="memory", saver="memory")
+    with pytest.raises(ChariotsError, match="op 'brokenop': BrokenOp.serialize.. returned a dict; it must return bytes"):
+        app.save_pipeline(wrong)
+    app.install_ops(wrong, {"brokenop": BrokenOp(2)})
+    app.save_pipeline(wrong)
+    with pytest.raises(ChariotsError, match=r"op 'brokenop' version .*: BrokenOp.load\(\) failed \(ValueError: cannot read that\)"):
+        app.load_pipeline(wrong)
+    assert app.call_pipeline(wrong, [1]).value == [2]

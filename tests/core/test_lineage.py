@@ -649,7 +649,7 @@ def test_loads_swap_the_whole_pipeline_while_other_threads_call_it(make_app):
     for caller in callers:
         caller.start()
     try:
-        for _ in range(12):
+        for _ in range(6):
             last = trained_pair()  # a new centerop and a thresholdop trained on it
             pairs.add(last)
             app.load_pipeline(pred)
@@ -662,3 +662,15 @@ def test_loads_swap_the_whole_pipeline_while_other_threads_call_it(make_app):
     assert set(seen) <= pairs  # never a new centerop with an old thresholdop, or the reverse
     final = app.call_pipeline(pred, [10.0]).versions
     assert (final["centerop"], final["thresholdop"]) == last
+
+
+def test_a_predict_only_op_whose_code_changed_must_be_retrained(make_app):
+    train_pca, train_logistic, pred = tutorial(center_class(0))
+    train_all(make_app([train_pca, train_logistic, pred]), train_pca, train_logistic)
+    _, _, new_pred = tutorial(center_class(5))
+    app = make_app([new_pred])
+    with pytest.raises(VersionError) as caught:
+        app.load_pipeline(new_pred)
+    message = str(caught.value)
+    assert "op 'centerop' cannot be loaded: every saved version was made by other code" in message
+    assert "run and save pipeline 'train_pca'" in message  # the pipeline that trained it

@@ -287,6 +287,11 @@ def _producers(listed: list[BaseNode], wiring: _Wiring, problems: list[str]) -> 
                 )
             elif name != PIPELINE_OUTPUT and _RESERVED_LOOKING.match(name):
                 problems.append(_unknown_reserved(node, name, "output_nodes"))
+            elif producer.get(name) is node:
+                problems.append(
+                    f"node {node.name!r} lists output {name!r} twice in output_nodes; give each "
+                    "output its own name"
+                )
             elif name in producer:
                 first = producer[name].name
                 if name == PIPELINE_OUTPUT:

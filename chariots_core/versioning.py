@@ -36,6 +36,12 @@ class VersionType(enum.Enum):
 
 
 _SUBVERSIONS = ("major", "minor", "patch")
+_Hash = type(hashlib.sha1())
+
+
+def _is_hash(part: object) -> bool:
+    """Whether ``part`` is a live hashlib object rather than a hex digest."""
+    return hasattr(part, "hexdigest") and hasattr(part, "copy") and hasattr(part, "update")
 
 
 def _version_type(value: VersionType | str, argument: str) -> VersionType:
@@ -63,18 +69,21 @@ class Version:
 
     def __init__(
         self,
-        major: str | None = None,
-        minor: str | None = None,
-        patch: str | None = None,
+        major: str | _Hash | None = None,
+        minor: str | _Hash | None = None,
+        patch: str | _Hash | None = None,
         creation_time: float | None = None,
     ) -> None:
         given = (major, minor, patch)
-        # A subversion built here keeps its live hash so `update` can extend it, exactly as
-        # chariots 0.2 did; one rebuilt from a digest cannot be extended.
-        self._hashes = tuple(hashlib.sha1() if digest is None else None for digest in given)
+        # A subversion started here or given as a hash object keeps its live hash, so that
+        # `update` can extend it as chariots 0.2 did; one rebuilt from a hex digest cannot.
+        self._hashes = tuple(
+            hashlib.sha1() if part is None else part.copy() if _is_hash(part) else None
+            for part in given
+        )
         self._digests = tuple(
-            hashlib.sha1().hexdigest() if digest is None else _check_digest(digest, name)
-            for digest, name in zip(given, _SUBVERSIONS)
+            live.hexdigest() if live is not None else _check_digest(part, name)
+            for live, part, name in zip(self._hashes, given, _SUBVERSIONS)
         )
         self._creation_time = time.time() if creation_time is None else float(creation_time)
 
@@ -141,11 +150,11 @@ class Version:
     def __add__(self, other: Version) -> Version:
         if not isinstance(other, Version):
             return NotImplemented
-        digests = [
-            hashlib.sha1((mine + theirs).encode()).hexdigest()
+        hashes = [
+            hashlib.sha1((mine + theirs).encode())
             for mine, theirs in zip(self._digests, other._digests)
         ]
-        return Version(*digests, creation_time=max(self._creation_time, other._creation_time))
+        return Version(*hashes, creation_time=max(self._creation_time, other._creation_time))
 
     def _copy(self) -> Version:
         new = Version.__new__(Version)

@@ -104,6 +104,11 @@ def test_duplicate_outputs_name_both_nodes():
     assert "output 'x' is produced by two nodes, 'addoneop' and 'doubleop'; rename one of the outputs" in message
 
 
+def test_a_node_listing_an_output_twice_is_reported_as_such():
+    message = definition_error([Node(PairOp(), input_nodes=[IN], output_nodes=["a", "a"])])
+    assert "node 'pairop' lists output 'a' twice in output_nodes; give each output its own name" in message
+
+
 def test_pipeline_output_produced_twice_is_its_own_error():
     # The seed's "async_pipeline" example wires two IsOddOp nodes to the output.
     with pytest.raises(PipelineDefinitionError) as info:

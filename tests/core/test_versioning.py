@@ -395,6 +395,26 @@ def test_update_extends_the_live_hash_and_returns_a_new_version():
     assert updated.subversion(VersionType.MAJOR) == updated.major
 
 
+def test_a_sum_or_a_class_version_can_still_be_updated_as_in_chariots_0_2():
+    total = Version() + Version()
+    assert total.update_major(b"x").major == hashlib.sha1((EMPTY + EMPTY).encode() + b"x").hexdigest()
+
+    class Op(BaseOp):
+        factor = VersionedField(2, VersionType.MAJOR)
+
+    retrained = Op.__version__.update_patch(b"training run 1")
+    assert retrained.major == Op.__version__.major and retrained.patch != Op.__version__.patch
+    assert Op.__version__.patch == Op().op_version.patch  # the class version is unchanged
+
+
+def test_a_version_can_be_started_from_hash_objects():
+    started = hashlib.sha1(b"seed")
+    version = Version(major=started)
+    started.update(b"later")  # the version keeps its own copy
+    assert version.major == hashlib.sha1(b"seed").hexdigest()
+    assert version.update_major(b"more").major == hashlib.sha1(b"seedmore").hexdigest()
+
+
 def test_update_of_a_parsed_version_raises_a_chariots_error_that_says_what_to_do():
     parsed = Version.parse(str(Version().update_major(b"x")))
     with pytest.raises(ChariotsError, match="cannot update the major subversion.*`\\+`"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -149,7 +149,7 @@ def pair_pipelines() -> list[Pipeline]:
     return [train, pred]
 
 
-def make_app(extra: list[Pipeline] = (), workers: int = 0) -> Chariots:
+def make_app(extra: Sequence[Pipeline] = (), workers: int = 0) -> Chariots:
     """An app serving the iris, add and pair pipelines on memory storage."""
     pool = InProcessWorkerPool(workers) if workers else None
     pipelines = [*iris_pipelines(), add_pipeline(), *pair_pipelines(), *extra]

@@ -118,13 +118,18 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     saved_as: dict[int, str] = {}  # id(node) -> the version string the store knows it by
     new: set[int] = set()  # id(node) of the ops whose version record this save writes
     for node in pipeline.loadable_nodes():
+        version = node.node_version
+        stored = _find_version(op_store.op_versions(node.name), version)
+        # A version that differs from its class version names the state it holds (an ML op's
+        # training run): when it is stored, its bytes are too, and need no serializing again.
+        if stored is not None and version != type(node.op).__version__ and saver.exists(stored.blob_path):
+            saved_as[id(node)] = stored.version
+            continue
         data = _serialize(node)
         digest = hashlib.sha256(data).hexdigest()
         blob_path = f"ops/{node.name}/{digest}"
         if not saver.exists(blob_path):  # identical bytes are stored once (and healed if lost)
             saver.save(blob_path, data)
-        version = node.node_version
-        stored = _find_version(op_store.op_versions(node.name), version)
         if stored is not None and stored.sha256 == digest and stored.blob_path == blob_path:
             saved_as[id(node)] = stored.version
             continue

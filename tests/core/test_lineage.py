@@ -261,6 +261,9 @@ def test_saving_a_pipeline_that_only_uses_a_version_does_not_make_it_newer(make_
     app.save_pipeline(train_pca)  # a new centerop
     app.save_pipeline(train_logistic)  # still holds the old centerop: must not win as "latest"
     app.save_pipeline(pred)
+    assert len(app.op_store.op_versions("centerop")) == 2  # one record per training run
+    assert len(app.op_store.op_versions("thresholdop")) == 1
+    assert len(app.op_store.links("thresholdop")) == 1  # only the training save links it
     with pytest.raises(VersionError, match="'centerop' -> 'thresholdop'"):
         app.load_pipeline(pred)
     picked = app.load_pipeline(train_logistic)

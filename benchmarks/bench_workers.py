@@ -49,7 +49,8 @@ def pipeline_of(function, name: str) -> Pipeline:
         def execute(self, x):
             return function(x)
 
-    return Pipeline([Node(CallOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], name=name)
+    node = Node(CallOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")
+    return Pipeline([node], name=name)
 
 
 def median_of(measure, repeats: int = REPEATS) -> float:
@@ -96,7 +97,11 @@ def serial_batch(pipeline: Pipeline, n: int) -> float:
 
 def main() -> None:
     trivial, heavy = pipeline_of(add_one, "add"), pipeline_of(burn, "burn")
-    with multiprocess.Pool(2) as raw_pool, MultiprocessWorkerPool(2) as pool, tempfile.TemporaryDirectory() as path:
+    with (
+        multiprocess.Pool(2) as raw_pool,
+        MultiprocessWorkerPool(2) as pool,
+        tempfile.TemporaryDirectory() as path,
+    ):
         memory_app = Chariots([trivial, heavy], op_store="memory", saver="memory", worker_pool=pool)
         lmdb_app = Chariots([trivial, heavy], path=path, worker_pool=pool)
         for warm_up in (memory_app, lmdb_app):
@@ -107,8 +112,9 @@ def main() -> None:
         print(f"1. round trip of one trivial job ({ROUND_TRIPS} sequential jobs, median of {REPEATS})")
         raw = median_of(lambda: raw_round_trip(raw_pool))
         rows = [("multiprocess.Pool.apply_async", raw)]
-        rows.append(("Chariots + MultiprocessWorkerPool, memory store", median_of(lambda: chariots_round_trip(memory_app, pool))))
-        rows.append(("Chariots + MultiprocessWorkerPool, LMDB + files", median_of(lambda: chariots_round_trip(lmdb_app, pool))))
+        for label, app in (("memory store", memory_app), ("LMDB + files", lmdb_app)):
+            seconds = median_of(lambda: chariots_round_trip(app, pool))
+            rows.append((f"Chariots + MultiprocessWorkerPool, {label}", seconds))
         for label, seconds in rows:
             extra = (seconds - raw) * 1e3
             print(f"   {label:<50} {seconds * 1e3:7.3f} ms/job  extra {extra:+7.3f} ms  ({seconds / raw:5.2f}x)")

@@ -69,7 +69,13 @@ class _Task:
     __slots__ = ("job", "app", "versions", "token", "payload", "input_bytes")
 
     def __init__(
-        self, job: JobRecord, app: Chariots, versions: dict[str, str], token: str, payload: bytes, input_bytes: bytes
+        self,
+        job: JobRecord,
+        app: Chariots,
+        versions: dict[str, str],
+        token: str,
+        payload: bytes,
+        input_bytes: bytes,
     ) -> None:
         self.job, self.app, self.versions = job, app, versions
         self.token, self.payload, self.input_bytes = token, payload, input_bytes
@@ -268,7 +274,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._supervisor.join()
         _stop(workers)
         for task in unfinished:
-            _record_failure(task, f"the pool was closed before the job finished (timeout {timeout} s)", "WorkerError")
+            reason = f"the pool was closed before the job finished (timeout {timeout} s)"
+            _record_failure(task, reason, "WorkerError")
         wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
         os.close(wake_r)
         os.close(wake_w)
@@ -300,9 +307,11 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         outcome, recorded later by the supervisor, can never be overwritten by it.
         """
         try:
-            task.job = mark_job(task.app.op_store, task.job, JobStatus.running, worker=f"pid {worker.process.pid}")
+            worker_name = f"pid {worker.process.pid}"
+            task.job = mark_job(task.app.op_store, task.job, JobStatus.running, worker=worker_name)
         except Exception as exc:
-            _record_failure(task, f"the job could not be started: {type(exc).__name__}: {exc}", type(exc).__name__)
+            reason = f"the job could not be started: {type(exc).__name__}: {exc}"
+            _record_failure(task, reason, type(exc).__name__)
             self._outstanding.pop(task.job.job_id, None)
             self._settled.notify_all()
             return False
@@ -390,10 +399,12 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                 finish_job(app.op_store, app.saver, task.job, value_bytes, versions)
             else:
                 _, _, error, versions = message
-                mark_job(app.op_store, task.job, JobStatus.failed, versions=versions or task.versions, error=error)
+                versions = versions or task.versions  # empty when the worker could not load the job
+                mark_job(app.op_store, task.job, JobStatus.failed, versions=versions, error=error)
         except Exception as exc:
             details = failure_details(exc)
-            _record_failure(task, f"the job ran but its outcome could not be recorded: {details['message']}", details["type"])
+            reason = f"the job ran but its outcome could not be recorded: {details['message']}"
+            _record_failure(task, reason, details["type"])
         with self._lock:
             self._outstanding.pop(task.job.job_id, None)
             self._settled.notify_all()
@@ -431,7 +442,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             stranded = list(self._pending)
             self._pending.clear()
         for task in stranded:
-            _record_failure(task, "no worker process is left to run the job (could not start one)", "WorkerError")
+            reason = "no worker process is left to run the job (could not start one)"
+            _record_failure(task, reason, "WorkerError")
         with self._lock:
             for task in stranded:
                 self._outstanding.pop(task.job.job_id, None)

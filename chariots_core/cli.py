@@ -22,7 +22,8 @@ to one long-lived app: the models ``chariots call train_iris`` fitted must still
 next ``chariots call pred_iris``. So the command keeps the state of that app in the app's saver,
 under ``cli/``: for each pipeline, which bytes each of its loadable ops holds (a JSON index, the
 bytes sha256-checked), restored at the start of the next command. Ops held from code that has
-since changed are dropped, never served.
+since changed are dropped, never served. ``chariots serve`` starts a server with what the store
+holds, like any new app: load its pipelines with ``chariots load PIPELINE --url URL``.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -268,15 +269,14 @@ def _cmd_call(args: argparse.Namespace) -> None:
             if not (target.local or args.wait):
                 print(json.dumps(response.to_json()))
                 return
-            response = _wait(target.api, response.job_id)
+            response = _wait(target.api, response.job_id, response.job_status)
         if target.session is not None:
             target.session.keep_trained(args.pipeline, before)
         print(json.dumps(to_jsonable(response.value)))
 
 
-def _wait(api: Any, job_id: str) -> Any:
-    """Poll a job until it is finished, reporting each change of state on stderr."""
-    status = None
+def _wait(api: Any, job_id: str, status: JobStatus | None) -> Any:
+    """Poll a job until it is finished, reporting each change of its ``status`` on stderr."""
     while (response := api.fetch_job(job_id)).job_status not in _FINISHED:
         if response.job_status is not status:
             status = response.job_status

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -58,25 +57,28 @@ class Explode(BaseOp):
         raise ValueError("exploded on " + repr(value))
 
 
-def _io(*nodes, name):
-    return Pipeline(list(nodes), name)
-
-
-train = _io(Node(Numbers(), output_nodes="numbers"), Node(Center(MLMode.FIT), input_nodes=["numbers"]), name="train")
-pred = _io(Node(Center(MLMode.PREDICT), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__"), name="pred")
-train_both = _io(
-    Node(Numbers(), output_nodes="numbers"),
-    Node(Scale(MLMode.FIT_PREDICT), input_nodes=["numbers"], output_nodes="scaled"),
-    Node(Center(MLMode.FIT), input_nodes=["scaled"]),
-    name="train_both",
+IN, OUT = "__pipeline_input__", "__pipeline_output__"
+train = Pipeline([Node(Numbers(), output_nodes="numbers"), Node(Center(MLMode.FIT), input_nodes=["numbers"])], "train")
+pred = Pipeline([Node(Center(MLMode.PREDICT), input_nodes=[IN], output_nodes=OUT)], "pred")
+train_both = Pipeline(
+    [
+        Node(Numbers(), output_nodes="numbers"),
+        Node(Scale(MLMode.FIT_PREDICT), input_nodes=["numbers"], output_nodes="scaled"),
+        Node(Center(MLMode.FIT), input_nodes=["scaled"]),
+    ],
+    "train_both",
 )
-train_scale = _io(Node(Numbers(), output_nodes="numbers"), Node(Scale(MLMode.FIT), input_nodes=["numbers"]), name="train_scale")
-pred_both = _io(
-    Node(Scale(MLMode.PREDICT), input_nodes=["__pipeline_input__"], output_nodes="scaled"),
-    Node(Center(MLMode.PREDICT), input_nodes=["scaled"], output_nodes="__pipeline_output__"),
-    name="pred_both",
+train_scale = Pipeline(
+    [Node(Numbers(), output_nodes="numbers"), Node(Scale(MLMode.FIT), input_nodes=["numbers"])], "train_scale"
 )
-explode = _io(Node(Explode(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__"), name="explode")
+pred_both = Pipeline(
+    [
+        Node(Scale(MLMode.PREDICT), input_nodes=[IN], output_nodes="scaled"),
+        Node(Center(MLMode.PREDICT), input_nodes=["scaled"], output_nodes=OUT),
+    ],
+    "pred_both",
+)
+explode = Pipeline([Node(Explode(), input_nodes=[IN], output_nodes=OUT)], "explode")
 PIPELINES = [train, pred, explode]
 BOTH = [train_both, train_scale, pred_both]
 '''
@@ -169,7 +171,7 @@ def test_usage_errors_exit_2_with_a_message(project):
 
 
 # -- in-process: the seed's train -> save -> load -> predict, one command per process -------
-def test_call_save_load_call_across_processes(project):
+def test_call_save_load_call_across_processes(project, tmp_path_factory):
     trained = run(project, "call", "train")
     assert trained.stdout.strip() == "null"
     assert "[train] 1/2 numbers ... done" in trained.stderr
@@ -188,23 +190,16 @@ def test_call_save_load_call_across_processes(project):
 
     predicted = run(project, "call", "pred", "--input", "[4, 3]")
     assert json.loads(predicted.stdout) == [1.0, 0.0]  # the mean of 1, 2, 3, 6 is 3
+    input_file = tmp_path_factory.mktemp("inputs") / "input.json"
+    input_file.write_text("[6]")
+    quiet = run(project, "call", "pred", "--input-file", str(input_file), "--quiet")
+    assert json.loads(quiet.stdout) == [3.0]
+    assert quiet.stderr == ""
 
     versions = run(project, "versions", "pred")
     header, row = versions.stdout.splitlines()
     assert header.split() == ["NODE", "MAJOR", "MINOR", "PATCH", "SAVED", "LATEST", "SAVED"]
     assert row.split()[0] == "center" and row.split()[4] == "1"
-
-
-def test_input_file_and_quiet(project, tmp_path):
-    run(project, "call", "train")
-    run(project, "save", "train")
-    run(project, "load", "pred")
-    (tmp_path / "input.json").write_text("[6]")
-
-    result = run(project, "call", "pred", "--input-file", str(tmp_path / "input.json"), "--quiet")
-
-    assert json.loads(result.stdout) == [3.0]
-    assert result.stderr == ""
 
 
 def test_a_prediction_pipeline_is_not_served_before_load(project):
@@ -295,6 +290,7 @@ def test_explicit_config_file_and_traceback_flag(project, tmp_path_factory):
 
 
 # -- asynchronous jobs ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_jobs_run_in_workers_and_are_listed(project):
     trained = run(project, "call", "train", "--use-worker")
     assert trained.stdout.strip() == "null"
@@ -314,6 +310,19 @@ def test_jobs_run_in_workers_and_are_listed(project):
     run(project, "save", "train")  # what the worker trained is held like a synchronous call's
     run(project, "load", "pred")
     assert json.loads(run(project, "call", "pred", "--input", "[3]", "--quiet").stdout) == [0.0]
+
+
+def test_models_trained_in_a_worker_process_are_saved_and_served(project):
+    pytest.importorskip("chariots_multiprocess")
+    config = project / "chariots.toml"
+    config.write_text(config.read_text().replace('pool = "inprocess"', 'pool = "multiprocess"'))
+
+    trained = run(project, "call", "train", "--use-worker")
+    assert trained.stderr.count(" queued") == 1 and "[train] 2/2 center ... done" in trained.stderr
+    run(project, "save", "train")
+    run(project, "load", "pred")
+
+    assert json.loads(run(project, "call", "pred", "--input", "[5]", "--quiet").stdout) == [2.0]
 
 
 def test_no_jobs_yet(project):
@@ -350,6 +359,7 @@ def server(project):
         process.communicate(timeout=30)
 
 
+@pytest.mark.slow
 def test_url_mode_talks_to_a_running_server(project, server):
     trained = run(project, "call", "train", "--url", server)
     assert trained.stdout.strip() == "null"
@@ -384,8 +394,13 @@ def test_url_mode_without_a_server(project):
 
 
 def test_serve_without_waitress_says_what_to_install(project):
-    code = "import sys; sys.modules['chariots_waitress'] = None; from chariots_core.cli import main; sys.exit(main(['serve']))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60, env=ENV)
+    code = (
+        "import sys; sys.modules['chariots_waitress'] = None\n"  # as if chariots[serve] were not installed
+        "from chariots_core.cli import main; sys.exit(main(['serve']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60, env=ENV
+    )
 
     assert result.returncode == 1
     assert "pip install 'chariots[serve]'" in one_line_error(result, "BackendError")

@@ -59,7 +59,8 @@ class AddOne(BaseOp):
         return value + 1
 
 
-PIPELINES = [Pipeline([Node(AddOne(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "add_one")]
+PIPELINES = [Pipeline([Node(AddOne(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")],
+                      "add_one")]
 NOT_PIPELINES = 42
 """
 
@@ -322,7 +323,11 @@ def test_import_path_loads_the_pipelines_from_the_config_directory(project):
 @pytest.mark.parametrize(
     ("import_path", "expected"),
     [
-        ("no_such_module_xyz:PIPELINES", r"line 3: 'pipelines.import_path' = 'no_such_module_xyz:PIPELINES': cannot import 'no_such_module_xyz' \(ModuleNotFoundError"),
+        (
+            "no_such_module_xyz:PIPELINES",
+            r"line 3: 'pipelines.import_path' = 'no_such_module_xyz:PIPELINES': "
+            r"cannot import 'no_such_module_xyz' \(ModuleNotFoundError",
+        ),
         ("{module}:MISSING", r"line 3: .*has no 'MISSING'"),
         ("{module}:NOT_PIPELINES", r"line 3: .*must name a list of Pipeline objects.*\(got int\)"),
     ],
@@ -390,7 +395,9 @@ def test_get_app_with_explicit_pipelines_needs_no_import_path(tmp_path):
         def execute(self, value):
             return 2 * value
 
-    pipeline = Pipeline([Node(Double(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "double")
+    pipeline = Pipeline(
+        [Node(Double(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "double"
+    )
     config = ChariotsConfig(op_store={"store": "memory", "saver": "memory"}, base_dir=tmp_path)
 
     with config.get_app([pipeline]) as app:
@@ -421,7 +428,8 @@ def test_importing_chariots_core_loads_no_config_parser_nor_backend():
         "import sys, chariots_core\n"
         "assert 'chariots_core.config' not in sys.modules\n"
         "config = chariots_core.ChariotsConfig()\n"
-        "loaded = [m for m in ('yaml', 'chariots_lmdb', 'chariots_waitress', 'lmdb', 'waitress', 'fsspec') if m in sys.modules]\n"
+        "heavy = ('yaml', 'chariots_lmdb', 'chariots_waitress', 'lmdb', 'waitress', 'fsspec')\n"
+        "loaded = [name for name in heavy if name in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=os.getcwd())

@@ -304,6 +304,28 @@ def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
     return {} if document is None else document
 
 
+def _read_sections(path: Path) -> tuple[dict[str, Any], str]:
+    """The sections a configuration file sets, and the file's path; every problem raises together."""
+    raw, source = _read_file(path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the configuration must be a table of sections (got {raw!r})")
+    known = ", ".join(_SECTIONS)
+    problems = [
+        f"{source.where(name)}: unknown section '{name}' (known: {known})" for name in sorted(set(raw) - set(_SECTIONS))
+    ]
+    sections = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            continue
+        try:
+            sections[name] = _structure_section(name, value, source)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return sections, source.path
+
+
 @attrs.frozen(init=False)
 class ChariotsConfig:
     """The whole configuration of an app: ``op_store``, ``pipelines`` and ``workers`` sections.
@@ -316,6 +338,8 @@ class ChariotsConfig:
     :param config_file: a ``.toml``, ``.yaml``/``.yml`` or ``pyproject.toml`` file.
     :param base_dir: the directory relative paths are resolved against (default: the
         configuration file's directory, else the current directory).
+    :param source: the file the settings came from, for error messages (set from
+        ``config_file``; given so that ``attrs.evolve`` keeps it).
     :raises ConfigError: naming the key, the file and the line of a wrong or unknown setting.
     :raises BackendError: for a YAML file when PyYAML is not installed.
     """
@@ -333,39 +357,23 @@ class ChariotsConfig:
         pipelines: PipelinesConfig | Mapping[str, Any] | None = None,
         workers: WorkersConfig | Mapping[str, Any] | None = None,
         base_dir: str | os.PathLike | None = None,
+        source: str | None = None,
     ) -> None:
         sections: dict[str, Any] = {}
-        source = None
         if config_file is not None:
-            path = Path(config_file).expanduser().resolve()
-            raw, source = _read_file(path)
-            if not isinstance(raw, Mapping):
-                raise ConfigError(f"{path}: the configuration must be a table of sections (got {raw!r})")
-            unknown = sorted(set(raw) - set(_SECTIONS))
-            if unknown:
-                known = ", ".join(_SECTIONS)
-                problems = [f"{source.where(name)}: unknown section '{name}' (known: {known})" for name in unknown]
-                raise ConfigError("; ".join(problems))
-            problems = []
-            for name, value in raw.items():
-                try:
-                    sections[name] = _structure_section(name, value, source)
-                except ConfigError as exc:  # report every wrong section at once
-                    problems.append(str(exc))
-            if problems:
-                raise ConfigError("; ".join(problems))
+            sections, source = _read_sections(Path(config_file).expanduser().resolve())
         given = {"op_store": op_store, "pipelines": pipelines, "workers": workers}
         for name, value in given.items():
             if value is not None:
                 sections[name] = _structure_section(name, value, None)
             sections.setdefault(name, _SECTIONS[name]())
         if base_dir is None:
-            base_dir = Path(source.path).parent if source is not None else Path.cwd()
+            base_dir = Path(source).parent if source is not None else Path.cwd()
         self.__attrs_init__(
             sections["op_store"],
             sections["pipelines"],
             sections["workers"],
-            None if source is None else source.path,
+            source,
             os.fspath(Path(base_dir).resolve()),
         )
 

@@ -153,6 +153,17 @@ def test_arguments_replace_whole_sections_of_the_file(tmp_path):
     assert config.pipelines.port == 9001
 
 
+def test_evolve_keeps_the_source_and_directory(tmp_path):
+    import attrs
+
+    config = ChariotsConfig(write(tmp_path / "chariots.toml", FULL_TOML))
+    changed = attrs.evolve(config, op_store=attrs.evolve(config.op_store, path="elsewhere"))
+
+    assert changed.source == config.source
+    assert changed.data_path == str(tmp_path.resolve() / "elsewhere")
+    assert changed.pipelines == config.pipelines
+
+
 def test_discover_walks_up_and_skips_pyproject_without_table(tmp_path):
     write(tmp_path / "chariots.toml", '[pipelines]\nport = 9100\n')
     nested = tmp_path / "a" / "b"
@@ -280,6 +291,12 @@ def test_invalid_yaml_names_file_and_line(tmp_path):
 
     with pytest.raises(ConfigError, match=r"chariots.yaml, line \d: invalid YAML"):
         ChariotsConfig(path)
+
+
+def test_a_document_that_is_not_a_table(tmp_path):
+    pytest.importorskip("yaml")
+    with pytest.raises(ConfigError, match=r"the configuration must be a table of sections \(got \['a', 'b'\]\)"):
+        ChariotsConfig(write(tmp_path / "chariots.yaml", "- a\n- b\n"))
 
 
 def test_pyproject_without_tool_chariots(tmp_path):

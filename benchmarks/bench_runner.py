@@ -79,7 +79,10 @@ def kedro_runner(ops: list[AddOneOp]) -> Callable[[], int]:
     logging.getLogger("kedro").setLevel(logging.ERROR)
     names = ["x"] + [f"v{index}" for index in range(len(ops))]
     kedro_pipeline = pipeline(
-        [node(op.execute, names[index], names[index + 1], name=f"n{index}") for index, op in enumerate(ops)]
+        [
+            node(op.execute, names[index], names[index + 1], name=f"n{index}")
+            for index, op in enumerate(ops)
+        ]
     )
     runner = KedroSequentialRunner()
 
@@ -127,7 +130,8 @@ def build(name: str, factory: Callable[[list[AddOneOp]], Callable[[], int]], n_n
     except ImportError as exc:
         print(f"  {name:<9} skipped: not installed ({exc.name}); pip install 'chariots[bench]'")
     except RecursionError:
-        print(f"  {name:<9} failed: RecursionError at the recursion limit ({sys.getrecursionlimit()})")
+        limit = sys.getrecursionlimit()
+        print(f"  {name:<9} failed: RecursionError at the recursion limit ({limit})")
     return None
 
 
@@ -152,7 +156,9 @@ def bench_size(n_nodes: int, repeats: int) -> dict[str, float]:
     print(f"\n{n_nodes}-node chain, median of {repeats} repeats (µs per node)")
     contenders = {
         name: contender
-        for name, factory in [("floor", floor_runner), ("chariots", chariots_runner), ("hamilton", hamilton_runner)]
+        for name, factory in [
+            ("floor", floor_runner), ("chariots", chariots_runner), ("hamilton", hamilton_runner)
+        ]
         if (contender := build(name, factory, n_nodes)) is not None
     }
     previous_limit = sys.getrecursionlimit()
@@ -175,7 +181,8 @@ def bench_size(n_nodes: int, repeats: int) -> dict[str, float]:
     for name in ("floor", "chariots", "kedro", "hamilton"):
         if name in results:
             print(
-                f"  {name:<9} {results[name]:10.3f} µs/node   vs floor {ratio(results[name], floor):>9}"
+                f"  {name:<9} {results[name]:10.3f} µs/node"
+                f"   vs floor {ratio(results[name], floor):>9}"
                 f"   vs hamilton {ratio(results[name], hamilton):>8}"
             )
     return results
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = []
     for n_nodes in args.sizes:
         results = bench_size(n_nodes, args.repeats)
-        floor, chariots, hamilton = (results.get(name) for name in ("floor", "chariots", "hamilton"))
+        floor, chariots, hamilton = (results.get(key) for key in ("floor", "chariots", "hamilton"))
         if floor and chariots:
             verdict = "ok" if chariots / floor <= TARGET_VS_FLOOR else "MISSED"
             verdicts.append(

@@ -60,7 +60,7 @@ class VersionError(ChariotsError, TypeError):
 
 
 class InvalidVersionError(ChariotsError, ValueError):
-    """A version string, digest or subversion name is malformed, or a parsed version was extended."""
+    """A version string, digest or subversion name is malformed, or a parsed one was extended."""
 
 
 class BackendError(ChariotsError, ImportError):

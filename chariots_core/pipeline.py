@@ -485,7 +485,7 @@ def _compile(ordered: list[BaseNode], wiring: _Wiring) -> ExecutionPlan:
         call: Any = node.op if nested else node.executor()
         if nested:
             kind = StepKind.NESTED
-        elif len(input_slots) == 1 and len(output_slots) == 1 and output_slots[0] != _DISCARD and not releases:
+        elif len(input_slots) == len(output_slots) == 1 and output_slots[0] != _DISCARD and not releases:
             kind = StepKind.SIMPLE
         else:
             kind = StepKind.GENERAL

@@ -27,7 +27,7 @@ class BaseRunner(abc.ABC):
 
     @abc.abstractmethod
     def run(self, pipeline: Pipeline, pipeline_input: Any = None) -> Any:
-        """Run ``pipeline`` on ``pipeline_input`` and return what reaches ``__pipeline_output__``."""
+        """Run ``pipeline`` on ``pipeline_input``; return what reaches ``__pipeline_output__``."""
 
 
 class SequentialRunner(BaseRunner):
@@ -77,14 +77,14 @@ class SequentialRunner(BaseRunner):
                 if kind is _SIMPLE:
                     values[outputs] = call(values[inputs])
                     continue
-                # The result is never bound to a local: a name would keep it (a tuple of
-                # outputs, a discarded output) alive until the next step overwrote it.
                 if kind is _NESTED:
-                    nested_input = _nested_input([values[slot] for slot in inputs])
-                    _store(values, outputs, self.run(call, nested_input), node, pipeline)
-                    del nested_input
+                    result = self.run(call, _nested_input([values[slot] for slot in inputs]))
                 else:
-                    _store(values, outputs, call(*[values[slot] for slot in inputs]), node, pipeline)
+                    result = call(*[values[slot] for slot in inputs])
+                _store(values, outputs, result, node, pipeline)
+                # Unbind at once: the local would keep a tuple of outputs, or an output nobody
+                # reads, alive until the next step.
+                del result
                 for slot in releases:
                     values[slot] = None
         except NodeExecutionError:
@@ -135,7 +135,8 @@ def _store(values: list[Any], outputs: tuple[int, ...], result: Any, node, pipel
     if not outputs:
         return
     if not isinstance(result, (tuple, list)) or len(result) != len(outputs):
-        got = f"{len(result)} values" if isinstance(result, (tuple, list)) else f"a {type(result).__name__}"
+        sequence = isinstance(result, (tuple, list))
+        got = f"{len(result)} values" if sequence else f"a {type(result).__name__}"
         msg = (
             f"node {node.name!r} of pipeline {pipeline.name!r} declares {len(outputs)} outputs "
             f"but its op returned {got}; return a tuple of {len(outputs)} values or change "

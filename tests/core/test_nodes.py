@@ -88,7 +88,8 @@ def test_node_version_and_flags_come_from_the_op():
 
 
 def test_node_rejects_what_is_not_an_op_with_the_fix():
-    with pytest.raises(PipelineDefinitionError, match=r"'op' must be a BaseOp or a Pipeline.*got <function.*wrap your function in a BaseOp"):
+    expected = r"'op' must be a BaseOp or a Pipeline.*got <function.*wrap your function in a BaseOp"
+    with pytest.raises(PipelineDefinitionError, match=expected):
         Node(lambda x: x)
 
 
@@ -108,7 +109,8 @@ def test_a_single_input_may_be_given_without_a_list():
 
 
 def test_wiring_that_is_not_a_list_is_rejected_at_once():
-    with pytest.raises(PipelineDefinitionError, match=r"'input_nodes' must be a list of value names or nodes \(got 3 that is a int\)"):
+    expected = r"'input_nodes' must be a list of value names or nodes \(got 3 that is a int\)"
+    with pytest.raises(PipelineDefinitionError, match=expected):
         Node(AddOneOp(), input_nodes=3)
     with pytest.raises(PipelineDefinitionError, match="'output_nodes' must be a list"):
         Node(AddOneOp(), output_nodes=2.5)
@@ -164,7 +166,8 @@ def test_using_a_multi_output_node_by_object_names_the_outputs_to_choose_from():
 
 def test_a_wiring_entry_that_is_neither_string_nor_node_is_reported():
     bad = Node(AddOneOp(), input_nodes=[3], output_nodes="__pipeline_output__")
-    with pytest.raises(PipelineDefinitionError, match=r"'input_nodes' of node 'addoneop' must hold strings or nodes \(got 3 that is a int\)"):
+    expected = r"'input_nodes' of node 'addoneop' must hold strings or nodes \(got 3 that is a int\)"
+    with pytest.raises(PipelineDefinitionError, match=expected):
         Pipeline([bad], "bad_wiring")
 
 

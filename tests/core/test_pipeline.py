@@ -165,7 +165,10 @@ def test_the_same_node_listed_twice_is_reported():
 @pytest.mark.parametrize("name", ["", "has space", "slash/name", "_leading", None, 3])
 def test_bad_names_are_rejected(name):
     message = definition_error([Node(AddOneOp(), input_nodes=[IN], output_nodes=OUT)], name=name)
-    assert f"'name' must be a non-empty string of letters, digits, '_', '.' and '-' starting with a letter or digit (got {name!r})" in message
+    assert (
+        "'name' must be a non-empty string of letters, digits, '_', '.' and '-' starting with "
+        f"a letter or digit (got {name!r})"
+    ) in message
 
 
 @pytest.mark.parametrize("name", ["is_odd", "v1.2-beta", "A", "0day"])

@@ -8,7 +8,15 @@ import weakref
 
 import pytest
 
-from chariots_core import BaseOp, BaseRunner, ChariotsError, Node, Pipeline, PipelineCallback, SequentialRunner
+from chariots_core import (
+    BaseOp,
+    BaseRunner,
+    ChariotsError,
+    Node,
+    Pipeline,
+    PipelineCallback,
+    SequentialRunner,
+)
 from chariots_core.errors import NodeExecutionError, NotAPipelineError, PipelineDefinitionError
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
@@ -83,7 +91,11 @@ def test_runner_is_a_base_runner_and_runs_the_seed_is_odd_pipeline():
 
 
 def test_running_something_that_is_not_a_pipeline_is_a_chariots_type_error():
-    with pytest.raises(NotAPipelineError, match=r"'pipeline' must be a Pipeline \(got <AddOneOp op 'addoneop'> that is a AddOneOp\); build one with Pipeline\(nodes, name\)") as info:
+    expected = (
+        r"'pipeline' must be a Pipeline \(got <AddOneOp op 'addoneop'> that is a AddOneOp\); "
+        r"build one with Pipeline\(nodes, name\)"
+    )
+    with pytest.raises(NotAPipelineError, match=expected) as info:
         run(AddOneOp(), 1)
     assert isinstance(info.value, TypeError) and isinstance(info.value, ChariotsError)
 
@@ -143,7 +155,8 @@ def test_a_failure_in_the_middle_of_a_chain_names_that_node_and_stops_the_run():
         source = IN if index == 0 else names[index - 1]
         target = OUT if index == 4 else name
         nodes.append(Node(op, input_nodes=[source], output_nodes=target, name=name))
-    with pytest.raises(NodeExecutionError, match="node 'step_2' of pipeline 'chain_failure' failed: ZeroDivisionError: cannot handle 12") as info:
+    expected = "node 'step_2' of pipeline 'chain_failure' failed: ZeroDivisionError: cannot handle 12"
+    with pytest.raises(NodeExecutionError, match=expected) as info:
         run(Pipeline(nodes, "chain_failure"), 10)
     assert info.value.node_name == "step_2"
     assert ran == [10, 11]  # the nodes after the failure never ran
@@ -331,8 +344,11 @@ def test_a_long_chain_needs_no_recursion_to_build_validate_or_run():
 
 def test_a_long_cycle_is_reported_without_recursion():
     nodes = [Node(AddOneOp(), input_nodes=["v4999"], output_nodes="v0")]
-    nodes += [Node(AddOneOp(), input_nodes=[f"v{i - 1}"], output_nodes=f"v{i}") for i in range(1, 5_000)]
-    with pytest.raises(PipelineDefinitionError, match="its nodes form a cycle: 'addoneop' \\(item 0\\) --'v0'--> 'addoneop' \\(item 1\\)"):
+    nodes += [
+        Node(AddOneOp(), input_nodes=[f"v{i - 1}"], output_nodes=f"v{i}") for i in range(1, 5_000)
+    ]
+    expected = r"its nodes form a cycle: 'addoneop' \(item 0\) --'v0'--> 'addoneop' \(item 1\)"
+    with pytest.raises(PipelineDefinitionError, match=expected):
         Pipeline(nodes, "long_cycle")
 
 

@@ -29,7 +29,6 @@ resolved without backtracking and the backtracking search only has diamonds left
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import time
@@ -420,7 +419,7 @@ def _cause(up: Node, old: str, new: Version | str, saved: Mapping[str, list[OpVe
 def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSaver) -> dict[str, Any]:
     """New op objects for the pipeline's loadable nodes, with the chosen versions loaded.
 
-    Each is a shallow copy of the node's op whose ``load`` then assigns the saved state, so
+    Each is a shallow twin of the node's op whose ``load`` then assigns the saved state, so
     the ops the pipeline serves now are never touched and a load that fails half-way changes
     nothing (``load`` must set its state by assignment, as every Chariots op does).
 
@@ -448,7 +447,7 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
                 f"{record.sha256[:12]}...). Re-run and save pipeline {record.pipeline_name!r}"
             )
             raise IntegrityError(msg)
-        op = copy.copy(node.op)
+        op = _twin(node.op)
         try:
             op.load(data)
         except ChariotsError:
@@ -458,3 +457,13 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
             raise SerializationError(msg) from exc
         loaded[node.name] = op
     return loaded
+
+
+def _twin(op: Any) -> Any:
+    """A new op object sharing ``op``'s attributes, for ``load`` to rebind its state on.
+
+    Not ``copy.copy``: that goes through ``__getstate__``, where ML ops serialize their model.
+    """
+    twin = object.__new__(type(op))
+    twin.__dict__.update(vars(op))
+    return twin

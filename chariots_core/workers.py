@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import dill
 
-from .errors import IntegrityError, JobNotFoundError, NodeExecutionError, StoreError, WorkerError
+from .errors import (
+    IntegrityError,
+    JobNotFoundError,
+    NodeExecutionError,
+    SerializationError,
+    StoreError,
+    WorkerError,
+)
 from .jsonsafe import to_jsonable
 from .savers import BaseSaver
 from .store import JobRecord, OpStore
@@ -219,7 +226,14 @@ def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineRe
         if hashlib.sha256(data).hexdigest() != job.result_sha256:
             msg = f"the result of job {job_id!r} at {job.result_path!r} is corrupt (sha256 mismatch)"
             raise IntegrityError(msg)
-        value = dill.loads(data)
+        try:
+            value = dill.loads(data)
+        except Exception as exc:  # e.g. the value's class is not importable in this process
+            msg = (
+                f"the result of job {job_id!r} cannot be deserialized here ({type(exc).__name__}: "
+                f"{exc}); make the modules its value needs importable in this process"
+            )
+            raise SerializationError(msg) from exc
     return PipelineResponse(
         value=value,
         versions={name: Version.parse(text) for name, text in job.versions.items()},
@@ -235,7 +249,8 @@ class BaseWorkerPool(abc.ABC):
     A pool implements :attr:`n_workers`, :meth:`spawn_worker` and
     :meth:`execute_pipeline_async`; job records go through :func:`new_job`,
     :func:`run_job` / :func:`mark_job` into the app's op store, which is what
-    :meth:`get_pipeline_response_json_for_id` reads. Pools are context managers.
+    :meth:`get_pipeline_response_json_for_id` reads; :meth:`wait` blocks until a job is done
+    or failed. Pools are context managers.
     """
 
     _app: Chariots | None = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import threading
 
+import attrs
 import pytest
 
 from chariots_core import (
@@ -21,7 +23,7 @@ from chariots_core import (
     VersionedField,
     VersionType,
 )
-from chariots_core.errors import IntegrityError, JobNotFoundError, StoreError, WorkerError
+from chariots_core.errors import IntegrityError, JobNotFoundError, SerializationError, StoreError, WorkerError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.workers import wants_worker
 
@@ -203,6 +205,18 @@ def test_corrupt_or_missing_result_is_a_clear_error(pool):
         app.fetch_job(job_id)
     app.saver.delete(path)
     with pytest.raises(StoreError, match="result is missing"):
+        app.fetch_job(job_id)
+
+
+def test_result_that_cannot_be_deserialized_is_a_clear_error(pool):
+    pipeline = add_pipeline()
+    app = make_app(pool, pipeline)
+    job_id = pool.wait(app.call_pipeline(pipeline, 1, use_worker=True).job_id, timeout=10).job_id
+    record = app.op_store.get_job(job_id)
+    garbage = b"these bytes are not dill"
+    app.saver.save(record.result_path, garbage)
+    app.op_store.put_job(attrs.evolve(record, result_sha256=hashlib.sha256(garbage).hexdigest()))
+    with pytest.raises(SerializationError, match=f"the result of job '{job_id}' cannot be deserialized"):
         app.fetch_job(job_id)
 
 

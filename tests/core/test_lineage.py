@@ -153,8 +153,9 @@ def train_all(app, train_pca, train_logistic):
     app.save_pipeline(train_logistic)
 
 
-def threshold_of(app, pipeline="pred"):
-    return app.pipeline_versions(pipeline)["thresholdop"]
+def show(version):
+    """A version as VersionError messages print it."""
+    return "/".join(part[:7] for part in (version.major, version.minor, version.patch))
 
 
 # -- the seed's tutorial -------------------------------------------------------------------
@@ -220,7 +221,6 @@ def test_a_major_code_change_upstream_names_edge_versions_change_and_pipeline(ma
     with pytest.raises(VersionError) as caught:
         new_app.load_pipeline(pred2)
     message = str(caught.value)
-    show = lambda version: "/".join(part[:7] for part in (version.major, version.minor, version.patch))  # noqa: E731
     assert "edge 'centerop' -> 'thresholdop'" in message
     assert f"'thresholdop' {show(old_versions['thresholdop'])} was built on" in message
     assert f"'centerop' {show(old_versions['centerop'])}, but 'centerop' is now {show(new_center)}" in message

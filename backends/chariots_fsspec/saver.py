@@ -1,8 +1,9 @@
 """``FsspecSaver``: a saver on any filesystem fsspec knows.
 
 Local directories (a plain path or ``file://``) are written with the operating system
-directly: bytes go to a temporary file beside the target, are flushed and fsynced, and the
-file is renamed into place, so a reader or a crash never sees half a blob. Object stores
+directly: bytes go to a temporary file beside the target, which is renamed into place once
+every byte is written (so no reader and no killed process leaves half a blob under the real
+name), then fsynced before ``save`` returns. Object stores
 (``gs://``, ``s3://``, ``memory://``...) replace whole objects in one request, so they are
 written in place; other filesystems get a temporary name and a move.
 """
@@ -171,22 +172,19 @@ def _write_local(target: str, data: bytes) -> None:
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
+    with os.fdopen(descriptor, "wb") as file:
+        try:
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        # Leave no temporary file behind, whatever stopped the write.
-        try:
-            os.remove(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    # The rename is only durable once the directory entry is on disk too.
-    directory_descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_descriptor)
-    finally:
-        os.close(directory_descriptor)
+            # Every byte is written before the name appears, so no reader sees half a blob.
+            os.replace(temporary, target)
+        except BaseException:
+            # Leave no temporary file behind, whatever stopped the write.
+            try:
+                os.remove(temporary)
+            except FileNotFoundError:
+                pass
+            raise
+        # One fsync after the rename: the renamed file's inode changed with the rename, so on
+        # journaling filesystems (ext4, xfs) this commits the bytes and the new name together.
+        os.fsync(file.fileno())

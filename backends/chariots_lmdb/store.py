@@ -79,6 +79,8 @@ class LMDBOpStore:
     Several processes may open one directory and save and load at once: LMDB serialises
     writers with its lock file and readers see every committed save. All records of one
     :meth:`commit_save` go in one write transaction, so a crash leaves all of them or none.
+    A killed process loses no committed save; an OS crash or power cut may undo the last
+    one (LMDB's ``metasync=False``, which halves the fsyncs of a commit), never part of it.
     The memory map grows by itself when full.
 
     The store pickles as its path and options and reopens the directory where it is

@@ -1,0 +1,292 @@
+"""Cost of saving and loading through the op store, against a floor and MLflow, in one run.
+
+Model round trip: a fitted 10-tree ``RandomForestClassifier`` is saved and loaded back
+(timings are medians over several repeats, each in a fresh directory):
+
+- ``floor``: ``dill.dumps`` + write + fsync + read + ``dill.loads`` of the same model, the
+  least any durable save-and-load can do;
+- ``chariots``: ``Chariots(path=...)`` (LMDB metadata + file blobs) ``save_pipeline`` of the
+  training pipeline then ``load_pipeline`` of the prediction pipeline: bytes fsynced and
+  renamed into place, one LMDB transaction, sha256 checked on load, every edge checked;
+- ``mlflow``: ``mlflow.sklearn.log_model`` in a run then ``mlflow.sklearn.load_model``, with a
+  local file tracking store and cloudpickle; once as used by default (MLflow infers the pip
+  requirements) and once with the requirements given (only when MLflow is installed:
+  ``pip install 'chariots[bench]'``).
+
+Metadata: 10,000 version records (100 ops x 100 versions, committed 100 records per
+transaction) written and read back through ``LMDBOpStore``, against raw LMDB puts and range
+reads of the same JSON bytes (and raw reads plus ``json.loads``, as the store decodes too);
+stores are opened before the clock starts.
+
+Targets: Chariots at most 1.5x the floor, and at least 10x faster than MLflow as used by
+default (the ratio with the requirements given is printed too).
+
+Run: ``python benchmarks/bench_store.py [--repeats 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import dill
+import lmdb
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+
+from chariots_core import BaseOp, Chariots, Node, Pipeline, VersionedFieldDict, VersionType
+from chariots_core.ml import MLMode
+from chariots_core.store import LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord, to_json
+from chariots_lmdb import LMDBOpStore
+from chariots_sklearn import SKSupervisedOp
+
+TARGET_VS_FLOOR = 1.5
+TARGET_VS_MLFLOW = 10.0
+OPS, VERSIONS = 100, 100
+
+
+class SplitXY(BaseOp):
+    """Passes the ``(X, y)`` pipeline input on as two values."""
+
+    def execute(self, data: tuple[Any, Any]) -> tuple[Any, Any]:
+        return data[0], data[1]
+
+
+class Forest(SKSupervisedOp):
+    """The model every contender saves and loads."""
+
+    model_class = RandomForestClassifier
+    model_parameters = VersionedFieldDict(VersionType.MAJOR, {"n_estimators": 10, "random_state": 0})
+
+
+def pipelines() -> list[Pipeline]:
+    train = Pipeline(
+        [
+            Node(SplitXY(), input_nodes=["__pipeline_input__"], output_nodes=["x", "y"]),
+            Node(Forest(MLMode.FIT), input_nodes=["x", "y"]),
+        ],
+        "train",
+    )
+    pred = Pipeline(
+        [Node(Forest(MLMode.PREDICT), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")],
+        "pred",
+    )
+    return [train, pred]
+
+
+def median_ms(run: Callable[[str], Any], prepare: Callable[[str], Any], repeats: int) -> float:
+    """Median wall time of ``run(directory)``, each repeat in a fresh directory set up by ``prepare``."""
+    timings = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="bench_store_") as directory:
+            prepared = prepare(directory)
+            start = time.perf_counter()
+            run(prepared)
+            timings.append(time.perf_counter() - start)
+    return statistics.median(timings) * 1000
+
+
+# -- model round trip ----------------------------------------------------------------------------
+def floor_round_trip(model: Any) -> Callable[[str], Any]:
+    def run(directory: str) -> Any:
+        path = os.path.join(directory, "model.dill")
+        with open(path, "wb") as file:
+            file.write(dill.dumps(model))
+            file.flush()
+            os.fsync(file.fileno())
+        with open(path, "rb") as file:
+            return dill.loads(file.read())
+
+    return run
+
+
+def chariots_prepare(data: tuple[Any, Any]) -> Callable[[str], Chariots]:
+    train, pred = pipelines()
+    Chariots([train, pred], op_store="memory", saver="memory").call_pipeline(train, data)
+    fitted = train.node_for_name["forest"].op  # the op the training run fitted
+
+    def prepare(directory: str) -> Chariots:
+        app = Chariots(pipelines(), path=directory)
+        app.install_ops("train", {"forest": fitted})
+        return app
+
+    return prepare
+
+
+def chariots_round_trip(app: Chariots) -> None:
+    app.save_pipeline("train")
+    app.load_pipeline("pred")
+    app.close()
+
+
+def mlflow_round_trip(model: Any, infer_requirements: bool) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+    """MLflow's save and load; by default it also infers the model's pip requirements."""
+    import mlflow
+    import mlflow.sklearn
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+    # The file tracking store is MLflow's zero-server setup, like Chariots' own; recent MLflow
+    # releases refuse it unless asked.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network calls in a benchmark
+
+    def prepare(directory: str) -> str:
+        mlflow.set_tracking_uri("file://" + os.path.join(directory, "mlruns"))
+        mlflow.set_experiment("bench")  # created before the clock starts
+        return directory
+
+    options = {} if infer_requirements else {"pip_requirements": ["scikit-learn"]}
+
+    def run(_: str) -> Any:
+        with mlflow.start_run():
+            # cloudpickle: the format closest to Chariots' dill blobs (skops is not installed).
+            info = mlflow.sklearn.log_model(model, name="forest", serialization_format="cloudpickle", **options)
+        return mlflow.sklearn.load_model(info.model_uri)
+
+    return prepare, run
+
+
+# -- metadata ------------------------------------------------------------------------------------
+def records() -> list[list[OpVersionRecord]]:
+    """``VERSIONS`` batches (one per save) of one new version of each of ``OPS`` ops."""
+    return [
+        [
+            OpVersionRecord(f"op{op:03d}", f"{version:040x}", "c" * 40, "train", 1.0, f"ops/op{op}/{version}", "s" * 64, 1000)
+            for op in range(OPS)
+        ]
+        for version in range(VERSIONS)
+    ]
+
+
+class StoreContender:
+    """Writes and reads the records through ``LMDBOpStore``."""
+
+    def __init__(self, directory: str) -> None:
+        self.store = LMDBOpStore(os.path.join(directory, "store"))
+
+    def write(self, batches: list[list[OpVersionRecord]]) -> None:
+        for batch in batches:
+            self.store.commit_save(SaveRecord(tuple(batch), (), SnapshotRecord("train", 1.0, {})))
+
+    def read(self) -> int:
+        return sum(len(self.store.op_versions(f"op{op:03d}")) for op in range(OPS))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class RawContender:
+    """Puts and range-reads the same JSON bytes with plain LMDB calls."""
+
+    def __init__(self, directory: str, decode: bool) -> None:
+        self.env = lmdb.open(os.path.join(directory, "raw"), map_size=64 * 1024 * 1024, max_dbs=5)
+        self.db = self.env.open_db(b"versions")
+        self.decode = decode
+
+    def write(self, batches: list[list[OpVersionRecord]]) -> None:
+        for batch in batches:
+            encoded = [(to_json([r.op_name, r.version]), to_json(r)) for r in batch]
+            with self.env.begin(write=True) as txn:
+                for key, value in encoded:
+                    txn.put(key, value, db=self.db)
+
+    def read(self) -> int:
+        count = 0
+        for op in range(OPS):
+            prefix = to_json([f"op{op:03d}"])[:-1] + b","
+            with self.env.begin() as txn:
+                cursor = txn.cursor(db=self.db)
+                cursor.set_range(prefix)
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    if self.decode:
+                        json.loads(value)
+                    count += 1
+        return count
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def metadata_ms(make: Callable[[str], Any], batches: list[list[OpVersionRecord]], repeats: int) -> tuple[float, float]:
+    """Median write and read times (ms) of a contender opened, outside the clock, in a fresh directory."""
+    writes, reads = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="bench_store_") as directory:
+            contender = make(directory)
+            start = time.perf_counter()
+            contender.write(batches)
+            middle = time.perf_counter()
+            count = contender.read()
+            end = time.perf_counter()
+            contender.close()
+            assert count == OPS * VERSIONS, count
+            writes.append(middle - start)
+            reads.append(end - middle)
+    return statistics.median(writes) * 1000, statistics.median(reads) * 1000
+
+
+def ratio_line(name: str, milliseconds: float, reference: float, reference_name: str) -> str:
+    return f"  {name:<28} {milliseconds:9.2f} ms   {milliseconds / reference:6.2f}x {reference_name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    X, y = make_classification(n_samples=1000, n_features=20, random_state=0)
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    print(f"10-tree random forest, {len(dill.dumps(model)) / 1024:.0f} KiB as dill; median of {args.repeats} repeats")
+
+    floor = median_ms(floor_round_trip(model), lambda directory: directory, args.repeats)
+    chariots = median_ms(chariots_round_trip, chariots_prepare((X, y)), args.repeats)
+    print("save + load of the model")
+    print(ratio_line("floor (dill+write+fsync)", floor, floor, "floor"))
+    print(ratio_line("chariots save+load_pipeline", chariots, floor, "floor"))
+    ok = chariots <= TARGET_VS_FLOOR * floor
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        print("  mlflow: not installed, skipped (pip install 'chariots[bench]')")
+    else:
+        prepare, run = mlflow_round_trip(model, infer_requirements=True)
+        default = median_ms(run, prepare, args.repeats)
+        prepare, run = mlflow_round_trip(model, infer_requirements=False)
+        lean = median_ms(run, prepare, args.repeats)
+        print(ratio_line("mlflow log+load_model", default, floor, "floor"))
+        print(ratio_line("mlflow, requirements given", lean, floor, "floor"))
+        print(
+            f"  chariots is {default / chariots:.0f}x faster than mlflow ({lean / chariots:.0f}x with "
+            f"requirements given, so nothing is inferred; target >= {TARGET_VS_MLFLOW:.0f}x)"
+        )
+        ok = ok and default >= TARGET_VS_MLFLOW * chariots
+    print(f"  chariots / floor = {chariots / floor:.2f} (target <= {TARGET_VS_FLOOR})")
+
+    batches = records()
+    raw = metadata_ms(lambda directory: RawContender(directory, decode=False), batches, args.repeats)
+    decoded = metadata_ms(lambda directory: RawContender(directory, decode=True), batches, args.repeats)
+    store = metadata_ms(StoreContender, batches, args.repeats)
+    print(f"{OPS * VERSIONS:,} version records: written in {VERSIONS} transactions, read back per op")
+    for index, phase in enumerate(("write", "read")):
+        print(ratio_line(f"{phase}: raw lmdb (bytes)", raw[index], raw[index], "raw"))
+        print(ratio_line(f"{phase}: raw lmdb + json.loads", decoded[index], raw[index], "raw"))
+        print(ratio_line(f"{phase}: LMDBOpStore", store[index], raw[index], "raw"))
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

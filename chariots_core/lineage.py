@@ -15,7 +15,8 @@ versions trained after it.
 the DAG (branches, multi-input nodes and edges crossing nested pipelines included) whose
 downstream op is *pinned*: it will not retrain itself when the pipeline runs (its
 ``allow_version_change`` is false; a model in ``MLMode.FIT`` is not pinned). If the chosen ``d``
-was built on versions of ``up``, the version of ``up`` that will run must equal one of them
+holds trained state (its version is not just its code version, as a fitted model's) and was
+built on versions of ``up``, the version of ``up`` that will run must equal one of them
 under the app's policy: ``"major"`` compares the major subversions, ``"minor"`` major and
 minor, ``"exact"`` all three. A ``d`` never built behind ``up`` (a prediction pipeline that
 feeds the model from its input instead of the training dataset) puts no constraint on that edge.
@@ -119,8 +120,8 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     for node in pipeline.loadable_nodes():
         version = node.node_version
         stored = _find_version(op_store.op_versions(node.name), version)
-        # A version that differs from its class version names the state it holds (an ML op's
-        # training run): when it is stored, its bytes are too, and need no serializing again.
+        # A version other than the class version names the state it holds (an ML op's training
+        # run): once stored, its bytes are stored too and need no serializing again.
         if stored is not None and version != type(node.op).__version__ and saver.exists(stored.blob_path):
             saved_as[id(node)] = stored.version
             continue
@@ -202,8 +203,8 @@ class _Edge:
 
     def wants(self, down_candidate: Candidate) -> frozenset[tuple[str, ...]] | None:
         """The upstream keys the downstream candidate accepts (``None``: any)."""
-        if down_candidate is None:
-            return None
+        if down_candidate is None or _digests(down_candidate.version) == _digests(down_candidate.code_version):
+            return None  # no trained state (a plain LoadableOp): what feeds it cannot make it stale
         return self.wanted.get(_digests(down_candidate.version))
 
     def allows(self, up_candidate: Candidate, down_candidate: Candidate) -> bool:

@@ -612,6 +612,38 @@ def test_plain_loadable_op_state_round_trips_and_resaves(make_app):
     assert app.call_pipeline(scale_serve, [1]).value == [5]
 
 
+def test_a_plain_loadable_op_holds_no_trained_state_so_its_upstream_may_change(make_app):
+    train_pca = tutorial()[0]
+    train_scale = Pipeline(
+        [
+            Node(DataOp(), output_nodes="x"),
+            Node(CenterOp(MLMode.PREDICT), input_nodes=["x"], output_nodes="c"),
+            Node(ScaleOp(2), input_nodes=["c"], output_nodes=OUT),
+        ],
+        "train_scale",
+    )
+    pred_scale = Pipeline(
+        [
+            Node(CenterOp(MLMode.PREDICT), input_nodes=[IN], output_nodes="c"),
+            Node(ScaleOp(), input_nodes=["c"], output_nodes=OUT),
+        ],
+        "pred_scale",
+    )
+    app = make_app([train_pca, train_scale, pred_scale])
+    app.call_pipeline(train_pca)
+    app.save_pipeline(train_pca)
+    app.load_pipeline(train_scale)
+    app.call_pipeline(train_scale)
+    app.save_pipeline(train_scale)
+    assert [link.upstream_op for link in app.op_store.links("scaleop")] == ["centerop"]
+    app.call_pipeline(train_pca)  # a MAJOR change upstream of the scale op
+    app.save_pipeline(train_pca)
+    picked = app.load_pipeline(pred_scale)
+    assert picked["centerop"] == app.pipeline_versions(train_pca)["centerop"]
+    assert app.call_pipeline(pred_scale, [13.0]).value == [20.0]
+    app.load_pipeline(train_scale)
+
+
 def test_nothing_saved_and_predict_only_op_without_versions(make_app):
     train_pca, train_logistic, pred = tutorial()
     app = make_app([train_pca, train_logistic, pred])

@@ -103,7 +103,8 @@ class SKSupervisedOp(BaseSKOp):
 class SKUnsupervisedOp(BaseSKOp):
     """An unsupervised scikit-learn model (PCA, scalers, clustering): fit on ``X``.
 
-    Wire a single ``X`` input in every mode; predicting ``transform``\\ s ``X``.
+    Wire a single ``X`` input in every mode. Predicting ``transform``\\ s ``X``; set
+    ``predict_function = "predict"`` for clustering models whose output is a label.
     """
 
     predict_function: str = "transform"

@@ -107,8 +107,7 @@ class BaseMLOp(LoadableOp):
             msg = f"'mode' must be an MLMode (FIT, PREDICT or FIT_PREDICT) (got {mode!r})"
             raise ValueError(msg) from None
         self._model: Any = None
-        self._training_id: str | None = None
-        self._trained_at: float | None = None
+        self._set_training(None, None)
 
     @property
     def mode(self) -> MLMode:
@@ -144,10 +143,15 @@ class BaseMLOp(LoadableOp):
         self.fit(*args)
         # A new identity per fit: two trainings on the same data are still two versions,
         # because nothing guarantees they produced the same model.
-        self._training_id, self._trained_at = uuid.uuid4().hex, time.time()
+        self._set_training(uuid.uuid4().hex, time.time())
         if self._mode is MLMode.FIT_PREDICT:
             return self.predict(args[0])
         return None
+
+    def _set_training(self, training_id: str | None, trained_at: float | None) -> None:
+        self._training_id, self._trained_at = training_id, trained_at
+        # Every served response reports op_version: compute it once per training, not per call.
+        self._trained_version: Version | None = None
 
     def _require_model(self) -> None:
         if self._training_id is None:
@@ -161,13 +165,14 @@ class BaseMLOp(LoadableOp):
     @property
     def op_version(self) -> Version:
         """The class version plus, once trained, the identity of the training run."""
-        version = type(self).__version__
         if self._training_id is None:
-            return version
-        training = Version(creation_time=self._trained_at).update(
-            self.training_update_version, self._training_id.encode()
-        )
-        return version + training
+            return type(self).__version__
+        if self._trained_version is None:
+            training = Version(creation_time=self._trained_at).update(
+                self.training_update_version, self._training_id.encode()
+            )
+            self._trained_version = type(self).__version__ + training
+        return self._trained_version
 
     @property
     def allow_version_change(self) -> bool:
@@ -222,7 +227,8 @@ class BaseMLOp(LoadableOp):
         except SerializationError as exc:
             msg = f"op {self.name!r} cannot load its saved model: {exc}"
             raise SerializationError(msg) from exc
-        self._model, self._training_id, self._trained_at = model, training_id, trained_at
+        self._model = model
+        self._set_training(training_id, trained_at)
 
     def _read_header(self, head: bytes) -> tuple[str, float]:
         where = f"op {self.name!r} ({type(self).__name__})"

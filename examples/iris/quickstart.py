@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = args.path or scratch
         print(f"Chariots iris quickstart -- store: {path} (LMDB op store + model files)")
         run_story(lambda pipelines: Chariots(pipelines, path=path))
-    print(f"\nDone in {time.perf_counter() - started:.1f} s.")
+    print(f"\nDone: the four steps took {time.perf_counter() - started:.1f} s.")
     return 0
 
 

@@ -56,8 +56,12 @@ class _SerializedModel:
         return (_SerializedModel, (self.data,))
 
 
-class MLOpDefinitionError(ChariotsError, TypeError):
-    """A machine-learning op class is declared wrongly (no model class, bad class attribute)."""
+class MLOpDefinitionError(ChariotsError, TypeError, ValueError):
+    """A machine-learning op is declared or created wrongly (no model class, unknown mode...).
+
+    It is both a ``TypeError`` and a ``ValueError``: the mistake is a wrong kind of object
+    (``model_class`` is not a class) or a wrong value (``mode="train"``).
+    """
 
 
 class MLMode(enum.Enum):
@@ -73,7 +77,7 @@ class BaseMLOp(LoadableOp):
 
     :param mode: what the op does when run (an :class:`MLMode` or its value, ``"fit"``...).
     :param op_callbacks: callbacks run around each execution.
-    :raises ValueError: if ``mode`` is not an :class:`MLMode`.
+    :raises MLOpDefinitionError: (a ``ValueError``) if ``mode`` is not an :class:`MLMode`.
     """
 
     #: The subversion of ``op_version`` that each fit changes.
@@ -104,8 +108,11 @@ class BaseMLOp(LoadableOp):
         try:
             self._mode = MLMode(mode)
         except ValueError:
-            msg = f"'mode' must be an MLMode (FIT, PREDICT or FIT_PREDICT) (got {mode!r})"
-            raise ValueError(msg) from None
+            msg = (
+                f"'mode' of {type(self).__name__} must be an MLMode (MLMode.FIT, MLMode.PREDICT "
+                f"or MLMode.FIT_PREDICT) (got {mode!r})"
+            )
+            raise MLOpDefinitionError(msg) from None
         self._model: Any = None
         self._set_training(None, None)
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import iris_ops
 from iris_pipelines import make_pipelines
@@ -31,9 +31,6 @@ from iris_pipelines import make_pipelines
 from chariots_core import Chariots, Pipeline, VersionedFieldDict, VersionError, VersionType
 
 SAMPLE = [[1, 2, 3, 4]]
-
-AppFactory = Callable[[Sequence[Pipeline]], Chariots]
-
 
 def pca_after_code_change() -> type[iris_ops.IrisPCA]:
     """The PCA as it is after you edit its code: same op name, 3 components instead of 2."""
@@ -48,53 +45,53 @@ def _majors(versions: dict) -> str:
     return ", ".join(f"{name} (major {version.major[:7]})" for name, version in versions.items())
 
 
-def _expect_version_error(app: Chariots, pipeline: Pipeline, say: Callable[[str], None]) -> None:
+def _expect_version_error(app: Chariots, pipeline: Pipeline) -> None:
     try:
         app.load_pipeline(pipeline)
     except VersionError as exc:
-        say(f"   load_pipeline({pipeline.name}) raises VersionError:")
+        print(f"   load_pipeline({pipeline.name}) raises VersionError:")
         for line in str(exc).splitlines():
-            say(textwrap.fill(line, 100, initial_indent="     | ", subsequent_indent="     |     "))
+            print(textwrap.fill(line, 100, initial_indent="     | ", subsequent_indent="     |     "))
         return
     raise SystemExit(f"expected load_pipeline({pipeline.name}) to raise VersionError, it loaded")
 
 
-def _train_and_save(app: Chariots, pipeline: Pipeline, say: Callable[[str], None], what: str) -> None:
+def _train_and_save(app: Chariots, pipeline: Pipeline, what: str) -> None:
     app.call_pipeline(pipeline)
     app.save_pipeline(pipeline)
-    say(f"   call_pipeline({pipeline.name}) + save_pipeline({pipeline.name}): {what}")
+    print(f"   call_pipeline({pipeline.name}) + save_pipeline({pipeline.name}): {what}")
 
 
-def _load_and_predict(app: Chariots, pipeline: Pipeline, say: Callable[[str], None]) -> None:
+def _load_and_predict(app: Chariots, pipeline: Pipeline) -> None:
     loaded = app.load_pipeline(pipeline)
-    say(f"   load_pipeline({pipeline.name}) loads {_majors(loaded)}")
+    print(f"   load_pipeline({pipeline.name}) loads {_majors(loaded)}")
     value = app.call_pipeline(pipeline, SAMPLE).value
-    say(f"   call_pipeline({pipeline.name}, {SAMPLE}) -> predicted class {value}")
+    print(f"   call_pipeline({pipeline.name}, {SAMPLE}) -> predicted class {value}")
 
 
-def run_story(open_app: AppFactory, say: Callable[[str], None] = print) -> None:
-    """Tell the whole story; ``open_app(pipelines)`` opens an app on the same store each time."""
+def run_story(path: str) -> None:
+    """Tell the whole story with apps on the store at ``path`` (an LMDB op store and files)."""
     train_iris, train_pca, pred_iris = make_pipelines(iris_ops.IrisPCA)
-    with open_app([train_iris, train_pca, pred_iris]) as app:
-        say("\n1. Train both models, save them, load the prediction pipeline, predict")
-        _train_and_save(app, train_iris, say, "PCA and forest fitted, saved with the link PCA -> forest")
-        _load_and_predict(app, pred_iris, say)
+    with Chariots([train_iris, train_pca, pred_iris], path=path) as app:
+        print("\n1. Train both models, save them, load the prediction pipeline, predict")
+        _train_and_save(app, train_iris, "PCA and forest fitted, saved with the link PCA -> forest")
+        _load_and_predict(app, pred_iris)
 
-        say("\n2. Retrain only the PCA (IrisPCA.training_update_version is MAJOR)")
-        _train_and_save(app, train_pca, say, "a new PCA, with a new major version, is saved")
-        _expect_version_error(app, pred_iris, say)
+        print("\n2. Retrain only the PCA (IrisPCA.training_update_version is MAJOR)")
+        _train_and_save(app, train_pca, "a new PCA, with a new major version, is saved")
+        _expect_version_error(app, pred_iris)
         value = app.call_pipeline(pred_iris, SAMPLE).value
-        say(f"   pred_iris keeps serving the models it had loaded: {SAMPLE} -> class {value}")
+        print(f"   pred_iris keeps serving the models it had loaded: {SAMPLE} -> class {value}")
 
     train_iris, train_pca, pred_iris = make_pipelines(pca_after_code_change())
-    with open_app([train_iris, train_pca, pred_iris]) as app:
-        say("\n3. Edit IrisPCA (n_components 2 -> 3, a MAJOR field), restart the app on the same store")
-        _train_and_save(app, train_pca, say, "the new PCA code is trained and saved")
-        _expect_version_error(app, pred_iris, say)
+    with Chariots([train_iris, train_pca, pred_iris], path=path) as app:
+        print("\n3. Edit IrisPCA (n_components 2 -> 3, a MAJOR field), restart the app on the same store")
+        _train_and_save(app, train_pca, "the new PCA code is trained and saved")
+        _expect_version_error(app, pred_iris)
 
-        say("\n4. Retrain everything, save, load, predict")
-        _train_and_save(app, train_iris, say, "PCA and forest retrained together, link recorded")
-        _load_and_predict(app, pred_iris, say)
+        print("\n4. Retrain everything, save, load, predict")
+        _train_and_save(app, train_iris, "PCA and forest retrained together, link recorded")
+        _load_and_predict(app, pred_iris)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="chariots-iris-") as scratch:
         path = args.path or scratch
         print(f"Chariots iris quickstart -- store: {path} (LMDB op store + model files)")
-        run_story(lambda pipelines: Chariots(pipelines, path=path))
+        run_story(path)
     print(f"\nDone: the four steps took {time.perf_counter() - started:.1f} s.")
     return 0
 

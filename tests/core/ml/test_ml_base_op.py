@@ -48,8 +48,9 @@ def test_fit_predict_mode_fits_then_predicts_on_its_first_input():
 
 def test_mode_accepts_the_enum_value_and_rejects_anything_else():
     assert MeanOp("predict").mode is MLMode.PREDICT
-    with pytest.raises(ValueError, match="'mode' must be an MLMode.*'train'"):
+    with pytest.raises(MLOpDefinitionError, match="'mode' of MeanOp must be an MLMode.*'train'") as caught:
         MeanOp("train")
+    assert isinstance(caught.value, ValueError)
 
 
 def test_predict_before_fit_or_load_names_the_op_and_the_fix():

@@ -8,6 +8,7 @@ against the in-memory store and saver, and against LMDB + files when those backe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 
@@ -27,6 +28,7 @@ from chariots_core import (
 )
 from chariots_core.errors import ChariotsError, NotSavedError
 from chariots_core.ml import BaseMLOp, MLMode
+from chariots_core.store import LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 DATA = [1.0, 2.0, 3.0, 6.0]
@@ -709,3 +711,50 @@ def test_a_predict_only_op_whose_code_changed_must_be_retrained(make_app):
     message = str(caught.value)
     assert "op 'centerop' cannot be loaded: every saved version was made by other code" in message
     assert "run and save pipeline 'train_pca'" in message  # the pipeline that trained it
+
+
+# -- a search that must backtrack ------------------------------------------------------------
+def craft(store, saver, op, links=()):
+    """Fit ``op`` and commit it as a saved version built on ``links`` ((upstream op, version) pairs).
+
+    The op takes one input per link (one if it has none), as the pipelines below wire it.
+    """
+    op.execute(*[list(DATA)] * max(1, len(links)))
+    data, version = op.serialize(), str(op.op_version)
+    digest = hashlib.sha256(data).hexdigest()
+    saver.save(f"ops/{op.name}/{digest}", data)
+    record = OpVersionRecord(op.name, version, str(type(op).__version__), "crafted", 0.0, f"ops/{op.name}/{digest}", digest, len(data))
+    link_records = tuple(LinkRecord(up, up_version, op.name, version) for up, up_version in links)
+    store.commit_save(SaveRecord((record,), link_records, SnapshotRecord("crafted", 0.0, {})))
+    return version
+
+
+def test_latest_compatible_backtracks_where_pruning_cannot_tell(make_app):
+    """A triangle a -> b -> d, a -> d where every pair of ops fits but few triples do."""
+    a_op, b_op = type("AOp", (CenterOp,), {}), type("BOp", (CenterOp,), {})
+    pred = Pipeline(
+        [
+            Node(a_op(MLMode.PREDICT), input_nodes=[IN], output_nodes="a"),
+            Node(b_op(MLMode.PREDICT), input_nodes=["a"], output_nodes="b"),
+            Node(ComboOp(MLMode.PREDICT), input_nodes=["a", "b"], output_nodes=OUT),
+        ],
+        "pred",
+    )
+    app = make_app([pred])
+    store, saver = app.op_store, app.saver
+    a1, a2 = craft(store, saver, a_op(MLMode.FIT)), craft(store, saver, a_op(MLMode.FIT))
+    b1 = craft(store, saver, b_op(MLMode.FIT), [("aop", a2)])
+    b2 = craft(store, saver, b_op(MLMode.FIT), [("aop", a1)])
+    d1 = craft(store, saver, ComboOp(MLMode.FIT), [("aop", a1), ("bop", b1)])
+    craft(store, saver, ComboOp(MLMode.FIT), [("aop", a2), ("bop", b2)])
+    # Newest first, a2 then b1 (the only b built on a2) leave no d: a1/b2 neither.
+    with pytest.raises(VersionError, match="no combination of its saved versions"):
+        app.load_pipeline(pred, strategy="latest_compatible")
+    d0 = craft(store, saver, ComboOp(MLMode.FIT), [("aop", a1), ("bop", b2)])
+    picked = app.load_pipeline(pred, strategy="latest_compatible")
+    assert {name: str(version).split("_")[:3] for name, version in picked.items()} == {
+        "aop": a1.split("_")[:3],
+        "bop": b2.split("_")[:3],
+        "comboop": d0.split("_")[:3],
+    }
+    assert d1 != d0

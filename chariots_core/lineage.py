@@ -422,7 +422,8 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
 
     Each is a shallow twin of the node's op whose ``load`` then assigns the saved state, so
     the ops the pipeline serves now are never touched and a load that fails half-way changes
-    nothing (``load`` must set its state by assignment, as every Chariots op does).
+    nothing (``load`` must set its state by assignment, as every Chariots op does). An op that
+    already serves the chosen trained version is kept as it is, so reloading is cheap.
 
     :raises IntegrityError: if stored bytes are missing or do not match their sha256.
     :raises SerializationError: if an op cannot load its bytes.
@@ -430,7 +431,7 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
     loaded: dict[str, Any] = {}
     for node in pipeline.loadable_nodes():
         record = chosen.get(node.name)
-        if record is None:
+        if record is None or _serves(node, record):
             continue
         where = f"op {record.op_name!r} version {_show(record.version)} (blob {record.blob_path!r} in {saver!r})"
         try:
@@ -458,6 +459,16 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
             raise SerializationError(msg) from exc
         loaded[node.name] = op
     return loaded
+
+
+def _serves(node: Node, record: OpVersionRecord) -> bool:
+    """Whether the node's op already holds the trained state ``record`` names.
+
+    Only a version that names its state (differs from the class version) says so: a plain
+    LoadableOp keeps its class version whatever its state, so it is always loaded.
+    """
+    version = node.node_version
+    return version != type(node.op).__version__ and _digests(version) == _digests(record.version)
 
 
 def _twin(op: Any) -> Any:

@@ -26,7 +26,7 @@ from chariots_core import (
     VersionError,
     VersionType,
 )
-from chariots_core.errors import ChariotsError, NotSavedError
+from chariots_core.errors import ChariotsError, IntegrityError, NotSavedError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.store import LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
 
@@ -758,3 +758,17 @@ def test_latest_compatible_backtracks_where_pruning_cannot_tell(make_app):
         "comboop": d0.split("_")[:3],
     }
     assert d1 != d0
+
+
+def test_reloading_keeps_ops_that_already_serve_the_chosen_version(make_app):
+    train_pca, train_logistic, pred = tutorial()
+    app = make_app([train_pca, train_logistic, pred])
+    train_all(app, train_pca, train_logistic)
+    first = app.load_pipeline(pred)
+    for record in (app.op_store.op_versions(name)[-1] for name in ("centerop", "thresholdop")):
+        app.saver.delete(record.blob_path)  # a reload must not need the bytes again
+    assert app.load_pipeline(pred) == first
+    assert app.call_pipeline(pred, [10.0]).versions == first
+    restarted = make_app([tutorial()[2]])  # another app does not serve them: it needs the bytes
+    with pytest.raises(IntegrityError, match="'centerop'.*the bytes are missing"):
+        restarted.load_pipeline("pred")

@@ -38,7 +38,9 @@ class SharedEnvironment:
     dbs: dict[str, Any]
     # One thread at a time: growing the map needs every transaction of the process finished.
     lock: threading.Lock = attrs.field(factory=threading.Lock)
-    users: int = 0
+    # Ids of the stores using it: acquiring twice for one store (two threads racing to open
+    # it) still needs one release.
+    users: set[int] = attrs.field(factory=set)
 
 
 _open_environments: dict[tuple[int, str], SharedEnvironment] = {}
@@ -89,15 +91,15 @@ def _open(path: str, map_size: int) -> SharedEnvironment:
     return SharedEnvironment(path=path, env=env, dbs=dbs)
 
 
-def acquire(path: str, map_size: int) -> SharedEnvironment:
-    """The environment of ``path`` for this process, opened on first use."""
+def acquire(path: str, map_size: int, user: object) -> SharedEnvironment:
+    """The environment of ``path`` for this process, opened on first use, held for ``user``."""
     key = (os.getpid(), os.path.realpath(path))
     with _cache_lock:
         shared = _open_environments.get(key)
         if shared is None:
             _close_inherited(key)
             shared = _open_environments[key] = _open(path, map_size)
-        shared.users += 1
+        shared.users.add(id(user))
         return shared
 
 
@@ -112,12 +114,12 @@ def _close_inherited(key: tuple[int, str]) -> None:
         _open_environments.pop(inherited).env.close()
 
 
-def release(shared: SharedEnvironment) -> None:
-    """Give back an environment from :func:`acquire`; the last user of this process closes it."""
+def release(shared: SharedEnvironment, user: object) -> None:
+    """Give back ``user``'s hold on an environment; the last user in this process closes it."""
     key = (os.getpid(), os.path.realpath(shared.path))
     with _cache_lock:
-        shared.users -= 1
-        if shared.users <= 0 and _open_environments.get(key) is shared:
+        shared.users.discard(id(user))
+        if not shared.users and _open_environments.get(key) is shared:
             del _open_environments[key]
             with shared.lock:
                 shared.env.close()

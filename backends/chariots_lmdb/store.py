@@ -187,7 +187,7 @@ class LMDBOpStore:
         handle, self._handle = self._handle, None
         # An environment inherited through fork() belongs to the parent: leave it alone.
         if handle is not None and handle[0] == os.getpid():
-            environments.release(handle[1])
+            environments.release(handle[1], self)
 
     # -- pickling: worker processes reopen the directory -------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -204,7 +204,7 @@ class LMDBOpStore:
         handle = self._handle
         pid = os.getpid()
         if handle is None or handle[0] != pid:
-            handle = (pid, environments.acquire(self.path, self.map_size))
+            handle = (pid, environments.acquire(self.path, self.map_size, self))
             self._handle = handle
         return handle[1]
 

@@ -75,6 +75,28 @@ def test_a_store_grown_by_one_handle_is_read_by_another(tmp_path: Path):
         reopened.close()
 
 
+def _grow_the_map(path: str) -> None:
+    store = LMDBOpStore(path, map_size=64 * 1024)
+    for index in range(100):
+        store.commit_save(save("grown", f"v{index}", blob_path="p" * 3000))
+    store.close()
+
+
+def test_a_map_grown_by_another_process_is_adopted_by_an_open_store(tmp_path: Path):
+    store = LMDBOpStore(tmp_path / "store", map_size=64 * 1024)
+    store.commit_save(save("pca", "before"))
+    child = multiprocessing.get_context("fork").Process(target=_grow_the_map, args=(str(tmp_path / "store"),))
+
+    child.start()
+    child.join(timeout=60)
+
+    assert child.exitcode == 0
+    assert len(store.op_versions("grown")) == 100
+    store.commit_save(save("pca", "after"))
+    assert [r.version for r in store.op_versions("pca")] == ["before", "after"]
+    store.close()
+
+
 def test_two_stores_on_one_directory_in_one_process_work_side_by_side(tmp_path: Path):
     first, second = LMDBOpStore(tmp_path / "store"), LMDBOpStore(tmp_path / "store")
     first.commit_save(save("pca", "v1"))

@@ -6,7 +6,10 @@
    batch hook, so one job per input) and on a Dask ``LocalCluster`` of 2 single-threaded
    worker processes (chunked batches). Reported: median wall time, speed-up over serial, and
    the per-input overhead of each pool, measured by mapping a no-op pipeline over as many
-   inputs (wall time / inputs). With two free cores a pool approaches 2x.
+   inputs (wall time / inputs). The floor is the same op mapped by a bare
+   ``multiprocessing.Pool(2)`` (no Chariots): "vs floor" is a pool's share of what two
+   processes achieve right now. The contenders take turns within each repeat. With two free
+   cores a pool approaches 2x; on a shared machine the load average printed says how free.
 2. Save + load of one op through ``Chariots(path="s3://bucket/app")`` (ObjectOpStore and
    FsspecSaver on s3fs, against a local moto server) versus raw s3fs ``pipe`` + ``cat`` of
    the same bytes. Target: at most 1.5x the raw time for a model of 1 MB and more.
@@ -18,7 +21,9 @@ Every figure is the median of ``--repeats`` runs. Run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
 import os
 import socket
 import statistics
@@ -92,17 +97,18 @@ def pipelines(iterations: int) -> list[Pipeline]:
     ]
 
 
-def median_seconds(action: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 # -- 1. map_pipeline ------------------------------------------------------------------------
+def _timed(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
 def bench_map(calls: int, repeats: int) -> None:
+    import distributed
+
+    from chariots_dask import DaskWorkerPool
+
     iterations = calibrate()
     app = Chariots(pipelines(iterations), op_store="memory", saver="memory")
     inputs = list(range(calls))
@@ -111,41 +117,49 @@ def bench_map(calls: int, repeats: int) -> None:
     def run(pipeline: str, pool: Any) -> Callable[[], Any]:
         def action() -> None:
             values = app.map_pipeline(pipeline, inputs, worker_pool=pool, progress=False)
-            assert values[:3] == expected if pipeline == "burn" else values[:3] == inputs[:3]
+            assert values[:3] == (expected if pipeline == "burn" else inputs[:3])
 
         return action
 
-    one_call = median_seconds(lambda: app.call_pipeline("burn", 0), 21)
-    print(f"map_pipeline of {calls} calls, ~{one_call * 1e3:.1f} ms each (median of {repeats})")
-    serial = median_seconds(run("burn", None), repeats)
-    serial_noop = median_seconds(run("noop", None), repeats)
-    rows = [("serial, in process", serial, serial_noop)]
-
-    try:
-        from chariots_multiprocess import MultiprocessWorkerPool
-    except ImportError:
-        print("  (chariots_multiprocess is not installed: no multiprocess row)")
-    else:
-        with MultiprocessWorkerPool(2) as pool:
-            run("noop", pool)()  # warm-up: workers started, pipeline sent
-            rows.append(("multiprocess, 2 workers", median_seconds(run("burn", pool), repeats), median_seconds(run("noop", pool), repeats)))
-
-    import distributed
-
-    from chariots_dask import DaskWorkerPool
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
-    ) as cluster, distributed.Client(cluster) as client:
-        pool = DaskWorkerPool(client)
-        run("noop", pool)()  # warm-up
-        rows.append(("dask LocalCluster, 2 workers", median_seconds(run("burn", pool), repeats), median_seconds(run("noop", pool), repeats)))
-        pool.close()
-
-    print(f"  {'where':<30} {'wall':>8} {'speed-up':>9} {'overhead/input':>15}")
-    for name, wall, noop in rows:
-        print(f"  {name:<30} {wall:>7.2f}s {serial / wall:>8.2f}x {noop / calls * 1e3:>12.3f} ms")
+    one_call = statistics.median(_timed(lambda: app.call_pipeline("burn", 0)) for _ in range(21))
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"map_pipeline of {calls} calls, ~{one_call * 1e3:.1f} ms each (median of {repeats}; load average {load})")
+    contenders: list[tuple[str, Any]] = [("serial, in process", None)]
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(multiprocessing.get_context("spawn").Pool(2))
+        burner, chunk = Burn(iterations), max(1, calls // 16)
+        try:
+            from chariots_multiprocess import MultiprocessWorkerPool
+        except ImportError:
+            print("  (chariots_multiprocess is not installed: no multiprocess row)")
+        else:
+            contenders.append(("multiprocess, 2 workers", stack.enter_context(MultiprocessWorkerPool(2))))
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        cluster = stack.enter_context(
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
+        )
+        dask_pool = DaskWorkerPool(stack.enter_context(distributed.Client(cluster)))
+        stack.callback(dask_pool.close)
+        contenders.append(("dask LocalCluster, 2 workers", dask_pool))
+        actions = {name: (run("burn", pool), run("noop", pool)) for name, pool in contenders}
+        # The floor: the same op's execute mapped by a bare multiprocessing pool (no Chariots).
+        floor = "raw multiprocessing.Pool(2)"
+        actions[floor] = (lambda: raw.map(burner.execute, inputs, chunk), lambda: raw.map(abs, inputs, chunk))
+        for burn_action, noop_action in actions.values():
+            noop_action()  # warm-up: workers started, pipeline sent
+        # The contenders take turns within each repeat, so a busy moment hits them all.
+        burn: dict[str, list[float]] = {name: [] for name in actions}
+        noop: dict[str, list[float]] = {name: [] for name in actions}
+        for _ in range(repeats):
+            for name, (burn_action, noop_action) in actions.items():
+                burn[name].append(_timed(burn_action))
+                noop[name].append(_timed(noop_action))
+    serial = statistics.median(burn[contenders[0][0]])
+    best = statistics.median(burn[floor])
+    print(f"  {'where':<30} {'wall':>8} {'speed-up':>9} {'vs floor':>9} {'overhead/input':>15}")
+    for name in actions:
+        wall, overhead = statistics.median(burn[name]), statistics.median(noop[name]) / calls
+        print(f"  {name:<30} {wall:>7.2f}s {serial / wall:>8.2f}x {best / wall:>8.2f}x {overhead * 1e3:>12.3f} ms")
 
 
 # -- 2. S3 object store ---------------------------------------------------------------------

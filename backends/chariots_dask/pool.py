@@ -58,6 +58,8 @@ __all__ = ["DaskWorkerPool"]
 
 logger = logging.getLogger(__name__)
 
+_CANCEL_GRACE = 10.0  # seconds a cancelled task gets to call back before the pool records it
+
 
 @attrs.define(eq=False)
 class _Task:
@@ -156,13 +158,19 @@ class DaskWorkerPool(BaseWorkerPool):
         task = _Task(new_job(app.op_store, pipeline.name), app, pipeline)
         job_id = task.job.job_id
         with self._lock:
-            self._outstanding[job_id] = task
+            refused = self._closed
+            if not refused:
+                self._outstanding[job_id] = task
+        if refused:  # closed while this job was being recorded
+            self._record_failure(task, _cancelled(task.job, "the pool was closed before the job could be submitted"))
+            raise WorkerError("this worker pool is closed; create a new one to run jobs")
         try:
             task.future = self._client.submit(
                 _remote.run_job, job_id, self._topic, payload, input_bytes, key=f"chariots-job-{job_id}", pure=False
             )
         except Exception as exc:
-            self._writer.submit(self._record_failure, task, failure_details(exc)).result()
+            self._record_failure(task, failure_details(exc))
+            self._forget(task)
             raise WorkerError(f"job {job_id!r} could not be submitted to the Dask cluster: {exc}") from exc
         task.future.add_done_callback(lambda future: self._writer.submit(self._settle, task))
         return job_id
@@ -197,11 +205,15 @@ class DaskWorkerPool(BaseWorkerPool):
         deadline = None if timeout is None else time.monotonic() + timeout
         for task in tasks:
             task.settled.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-        unfinished = [task.future for task in tasks if not task.settled.is_set() and task.future is not None]
+        unfinished = [task for task in tasks if not task.settled.is_set()]
         if unfinished:
-            self._client.cancel(unfinished)  # each cancellation is recorded as a failure
-            for task in tasks:
-                task.settled.wait()
+            # Each cancellation reaches _settle, which records the job failed; a client that
+            # lost its scheduler may never call back, so the pool then records it itself.
+            self._client.cancel([task.future for task in unfinished if task.future is not None])
+            for task in unfinished:
+                if not task.settled.wait(_CANCEL_GRACE):
+                    self._record_failure(task, _cancelled(task.job, "the pool was closed before the job finished"))
+                    self._forget(task)
         try:
             self._client.unsubscribe_topic(self._topic)
         except ValueError:
@@ -219,7 +231,8 @@ class DaskWorkerPool(BaseWorkerPool):
         self, function: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:
         """Run ``function(shared, item)`` for each item on the cluster; yield ``(index, result)``
-        as each finishes. ``shared`` is pickled once; a lost worker's items are retried by Dask.
+        as each finishes. ``shared`` is pickled once and sent with each task (batches make few
+        tasks); the items of a lost worker are retried by Dask.
 
         :raises SerializationError: if ``shared`` cannot be pickled.
         """
@@ -266,18 +279,12 @@ class DaskWorkerPool(BaseWorkerPool):
     def _settle(self, task: _Task) -> None:
         """Record the outcome of a finished, failed or cancelled Dask task; never raises."""
         future, job = task.future, task.job
+        if future is None:
+            return  # already recorded (by close, after the cluster failed to call back in time)
         try:
             if future.cancelled():
-                self._record_failure(
-                    task,
-                    {
-                        "type": "CancelledError",
-                        "message": f"job {job.job_id!r} of pipeline {job.pipeline_name!r} was cancelled on the "
-                        "Dask cluster before it finished (the pool was closed, or the client lost its "
-                        "scheduler); run it again",
-                        "node": "",
-                    },
-                )
+                why = "the task was cancelled on the Dask cluster (the pool was closed, or the client lost its scheduler)"
+                self._record_failure(task, _cancelled(job, why))
             elif future.status == "error":
                 self._record_failure(task, _infrastructure_failure(job, future.exception()))
             else:
@@ -287,10 +294,14 @@ class DaskWorkerPool(BaseWorkerPool):
             details["message"] = f"the job ran but its outcome could not be recorded: {details['message']}"
             self._record_failure(task, details)
         finally:
-            with self._lock:
-                self._outstanding.pop(job.job_id, None)
-            task.future = None  # lets Dask release the result
-            task.settled.set()
+            self._forget(task)
+
+    def _forget(self, task: _Task) -> None:
+        """The job's outcome is recorded: drop it from the pool and wake its waiters."""
+        with self._lock:
+            self._outstanding.pop(task.job.job_id, None)
+        task.future = None  # lets Dask release the result
+        task.settled.set()
 
     def _record_outcome(self, task: _Task, outcome: tuple) -> None:
         app = task.app
@@ -313,6 +324,14 @@ class DaskWorkerPool(BaseWorkerPool):
             )
         except Exception:
             logger.exception("could not record job %s as failed: %s", task.job.job_id, error.get("message"))
+
+
+def _cancelled(job: JobRecord, why: str) -> dict[str, str]:
+    return {
+        "type": "CancelledError",
+        "message": f"job {job.job_id!r} of pipeline {job.pipeline_name!r} did not run to the end: {why}; run it again",
+        "node": "",
+    }
 
 
 def _infrastructure_failure(job: JobRecord, exc: BaseException | None) -> dict[str, str]:

@@ -165,6 +165,18 @@ def test_an_unreachable_scheduler_is_a_worker_error():
         DaskWorkerPool(f"tcp://127.0.0.1:{port}", timeout=1)
 
 
+def test_closing_with_a_timeout_cancels_unfinished_jobs_and_records_them_failed(dask_client):
+    closing = DaskWorkerPool(dask_client)
+    app = Chariots(ops.simple_pipelines(), op_store="memory", saver="memory", worker_pool=closing)
+    job_id = app.call_pipeline("sleep", 3.0, use_worker=True).job_id
+    closing.close(timeout=0.2)
+    failed = app.fetch_job(job_id)
+    assert failed.job_status is JobStatus.failed
+    assert failed.error["type"] == "CancelledError"
+    assert "did not run to the end" in failed.error["message"]
+    assert dask_client.status == "running"  # a client the pool was given stays open
+
+
 # -- map_pipeline on the cluster ------------------------------------------------------------
 def test_map_pipeline_runs_chunks_on_the_cluster_in_input_order(pool, app, capsys):
     assert app.map_pipeline("square_plus_one", range(200), worker_pool=pool) == [n * n + 1 for n in range(200)]

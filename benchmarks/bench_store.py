@@ -170,7 +170,9 @@ def records() -> list[list[OpVersionRecord]]:
     """``VERSIONS`` batches (one per save) of one new version of each of ``OPS`` ops."""
     return [
         [
-            OpVersionRecord(f"op{op:03d}", f"{version:040x}", "c" * 40, "train", 1.0, f"ops/op{op}/{version}", "s" * 64, 1000)
+            OpVersionRecord(
+                f"op{op:03d}", f"{version:040x}", "c" * 40, "train", 1.0, f"ops/op{op}/{version}", "s" * 64, 1000
+            )
             for op in range(OPS)
         ]
         for version in range(VERSIONS)
@@ -271,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
 
     X, y = make_classification(n_samples=1000, n_features=20, random_state=0)
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
-    print(f"10-tree random forest, {len(dill.dumps(model)) / 1024:.0f} KiB as dill; medians of {args.repeats} interleaved repeats")
+    size = len(dill.dumps(model)) / 1024
+    print(f"10-tree random forest, {size:.0f} KiB as dill; medians of {args.repeats} interleaved repeats")
 
     contenders: dict[str, Contender] = {
         "floor (dill+write+fsync)": (lambda directory: directory, floor_round_trip(model)),
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  mlflow: not installed, skipped (pip install 'chariots[bench]')")
     else:
         # Seconds per call: fewer repeats, run on their own.
-        default = interleaved_ms({"mlflow": mlflow_round_trip(model, infer_requirements=True)}, min(args.repeats, 3))["mlflow"]
+        slow = {"mlflow": mlflow_round_trip(model, infer_requirements=True)}
+        default = interleaved_ms(slow, min(args.repeats, 3))["mlflow"]
         lean = times["mlflow, requirements given"]
         print(ratio_line("mlflow log+load_model", default, floor, "floor"))
         print(

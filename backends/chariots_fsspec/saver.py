@@ -171,7 +171,8 @@ def _make_local_root(root: str, url: str) -> None:
 def _write_local(target: str, data: bytes) -> None:
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    name = os.path.basename(target)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     with os.fdopen(descriptor, "wb") as file:
         try:
             file.write(data)

@@ -73,7 +73,9 @@ def _open(path: str, map_size: int) -> SharedEnvironment:
     try:
         # metasync=False: one fsync per commit instead of two. LMDB keeps every commit atomic
         # and the store consistent; only an OS crash or power cut may undo the last commit.
-        env = lmdb.open(path, map_size=map_size, max_dbs=len(SUBDATABASES), subdir=True, create=True, metasync=False)
+        env = lmdb.open(
+            path, map_size=map_size, max_dbs=len(SUBDATABASES), subdir=True, create=True, metasync=False
+        )
     except lmdb.Error as exc:
         msg = (
             f"cannot open the LMDB op store at {path!r}: {exc}. The directory must be writable "

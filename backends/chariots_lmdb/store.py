@@ -132,8 +132,12 @@ class LMDBOpStore:
 
     def op_versions(self, op_name: str) -> list[OpVersionRecord]:
         """Every saved version of ``op_name``, oldest first (a re-saved version moves last)."""
-        stored = self._scan("versions", _prefix(op_name), lambda key, value: self._decode("versions", key, value, _StoredVersion))
-        return [item.record for item in sorted(stored, key=lambda item: item.seq)]
+
+        def decode(key: bytes, value: bytes) -> tuple[int, OpVersionRecord]:
+            stored = self._decode("versions", key, value, _StoredVersion)
+            return stored.seq, stored.record
+
+        return self._scan("versions", _prefix(op_name), decode)
 
     def links(self, downstream_op: str) -> list[LinkRecord]:
         """Every link whose downstream is ``downstream_op``, in the order first recorded."""
@@ -142,7 +146,7 @@ class LMDBOpStore:
             down, up, up_version, down_version = self._decode("links", key, key, tuple[str, str, str, str])
             return self._decode("links", key, value, int), LinkRecord(up, up_version, down, down_version)
 
-        return [link for _, link in sorted(self._scan("links", _prefix(downstream_op), decode), key=lambda item: item[0])]
+        return self._scan("links", _prefix(downstream_op), decode)
 
     def snapshots(self, pipeline_name: str) -> list[SnapshotRecord]:
         """Every snapshot saved for ``pipeline_name``, oldest first."""
@@ -151,8 +155,7 @@ class LMDBOpStore:
             _, seq = self._decode("snapshots", key, key, tuple[str, int])
             return seq, self._decode("snapshots", key, value, SnapshotRecord)
 
-        found = self._scan("snapshots", _prefix(pipeline_name), decode)
-        return [snapshot for _, snapshot in sorted(found, key=lambda item: item[0])]
+        return self._scan("snapshots", _prefix(pipeline_name), decode)
 
     def put_job(self, job: JobRecord) -> None:
         """Create or replace the record of ``job.job_id``."""
@@ -179,8 +182,12 @@ class LMDBOpStore:
 
     def jobs(self) -> list[JobRecord]:
         """Every job record, oldest submission first."""
-        stored = self._scan("jobs", b"", lambda key, value: self._decode("jobs", key, value, _StoredJob))
-        return [item.record for item in sorted(stored, key=lambda item: (item.record.submitted_at, item.seq))]
+
+        def decode(key: bytes, value: bytes) -> tuple[tuple[float, int], JobRecord]:
+            stored = self._decode("jobs", key, value, _StoredJob)
+            return (stored.record.submitted_at, stored.seq), stored.record
+
+        return self._scan("jobs", b"", decode)
 
     def close(self) -> None:
         """Release this store's hold on the LMDB environment (it reopens if used again)."""
@@ -211,11 +218,16 @@ class LMDBOpStore:
     def _transaction(self, work: Callable[[lmdb.Transaction], _Record], write: bool = False) -> _Record:
         return environments.transaction(self._shared(), work, write=write)
 
-    def _scan(self, db_name: str, prefix: bytes, decode: Callable[[bytes, bytes], _Record]) -> list[_Record]:
-        def read(txn: lmdb.Transaction) -> list[_Record]:
-            return [decode(key, value) for key, value in _range(txn.cursor(db=self._shared().dbs[db_name]), prefix)]
+    def _scan(
+        self, db_name: str, prefix: bytes, decode: Callable[[bytes, bytes], tuple[Any, _Record]]
+    ) -> list[_Record]:
+        """The records under ``prefix``, decoded as (sort key, record), in sort-key order."""
 
-        return self._transaction(read)
+        def read(txn: lmdb.Transaction) -> list[tuple[Any, _Record]]:
+            cursor = txn.cursor(db=self._shared().dbs[db_name])
+            return [decode(key, value) for key, value in _range(cursor, prefix)]
+
+        return [record for _, record in sorted(self._transaction(read), key=lambda item: item[0])]
 
     def _read_seq(self, txn: lmdb.Transaction) -> int:
         value = txn.get(_SEQ_KEY, db=self._shared().dbs["meta"])

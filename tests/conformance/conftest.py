@@ -127,7 +127,8 @@ def make_read_only() -> Iterator[Callable[[Path], None]]:
             except FileNotFoundError:
                 pytest.skip("running as root without chattr: no directory can be made read-only for root")
             if result.returncode != 0:
-                pytest.skip(f"running as root and chattr +i fails here ({result.stderr.strip()}): no read-only directory for root")
+                reason = result.stderr.strip()
+                pytest.skip(f"running as root and chattr +i fails here ({reason}): no read-only directory for root")
         frozen.append(path)
         probe = path / "probe"
         try:

@@ -29,7 +29,9 @@ def record(op: str, version: str, saved_at: float = 1.0, pipeline: str = "train"
     )
 
 
-def save(*ops: OpVersionRecord, links: tuple[LinkRecord, ...] = (), pipeline: str = "train", at: float = 1.0) -> SaveRecord:
+def save(
+    *ops: OpVersionRecord, links: tuple[LinkRecord, ...] = (), pipeline: str = "train", at: float = 1.0
+) -> SaveRecord:
     snapshot = SnapshotRecord(pipeline, at, {op.op_name: op.version for op in ops})
     return SaveRecord(tuple(ops), links, snapshot)
 
@@ -134,7 +136,8 @@ def test_jobs_are_created_replaced_and_listed_by_submission_time(op_store):
 
 
 def test_a_job_keeps_its_error_details(op_store):
-    failed = job("j1", 1.0, status="failed", error={"type": "ValueError", "message": "bad", "node": "pca"}, worker="pid 1")
+    error = {"type": "ValueError", "message": "bad", "node": "pca"}
+    failed = job("j1", 1.0, status="failed", error=error, worker="pid 1")
     op_store.put_job(failed)
 
     assert op_store.get_job("j1") == failed
@@ -209,9 +212,13 @@ def test_a_long_random_history_matches_the_memory_reference(op_store_backend, op
     ops, versions, pipelines = ["pca", "model", "scaler"], ["v1", "v2", "v3", "v4"], ["train", "retrain"]
 
     def random_save() -> SaveRecord:
-        chosen = [record(rng.choice(ops), rng.choice(versions), rng.choice([1.0, 2.0]), rng.choice(pipelines)) for _ in range(rng.randint(0, 3))]
+        chosen = [
+            record(rng.choice(ops), rng.choice(versions), rng.choice([1.0, 2.0]), rng.choice(pipelines))
+            for _ in range(rng.randint(0, 3))
+        ]
         links = tuple(
-            LinkRecord(rng.choice(ops), rng.choice(versions), rng.choice(ops), rng.choice(versions)) for _ in range(rng.randint(0, 3))
+            LinkRecord(rng.choice(ops), rng.choice(versions), rng.choice(ops), rng.choice(versions))
+            for _ in range(rng.randint(0, 3))
         )
         return save(*chosen, links=links, pipeline=rng.choice(pipelines), at=rng.choice([1.0, 2.0]))
 

@@ -225,9 +225,12 @@ def test_four_processes_saving_and_loading_one_store_lose_no_version(tmp_path: P
     assert [child.exitcode for child in children] == [0, 0, 0, 0]
     saved_seeds = {seed for per_worker in results for seed, _ in per_worker}
     assert len(saved_seeds) == 24
-    store = LMDBOpStore(tmp_path / "store")
+    store, recorded = LMDBOpStore(tmp_path / "store"), set()
     try:
-        recorded = {json.loads(FsspecSaver(tmp_path / "blobs").load(r.blob_path).partition(b"\n")[0])["seed"] for r in store.op_versions("weights")}
+        saver, restored = FsspecSaver(tmp_path / "blobs"), Weights()
+        for record in store.op_versions("weights"):
+            restored.load(saver.load(record.blob_path))
+            recorded.add(restored.seed)
         assert recorded == saved_seeds
         assert len(store.op_versions("head")) == 24
         assert len(store.snapshots("train")) == 24

@@ -146,8 +146,8 @@ def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.Abstr
     except ImportError as exc:
         protocol = url.partition("://")[0]
         extra = _EXTRAS.get(protocol)
-        fix = f"pip install 'chariots[{extra}]'" if extra else f"install the package fsspec asks for ({exc})"
-        msg = f"FsspecSaver({url!r}) needs the {protocol!r} filesystem, which is not installed; {fix}"
+        fix = f"pip install 'chariots[{extra}]'" if extra else "install the package fsspec names"
+        msg = f"FsspecSaver({url!r}) needs the {protocol!r} filesystem, which is not installed ({exc}); {fix}"
         raise BackendError(msg) from exc
     except ValueError as exc:
         msg = (

@@ -38,7 +38,14 @@ from typing import Any
 
 import attrs
 
-from .errors import ChariotsError, ConfigError, IntegrityError, NotSavedError, SerializationError, VersionError
+from .errors import (
+    ChariotsError,
+    ConfigError,
+    IntegrityError,
+    NotSavedError,
+    SerializationError,
+    VersionError,
+)
 from .nodes import Node
 from .pipeline import Pipeline
 from .savers import BaseSaver
@@ -195,7 +202,10 @@ class _Edge:
 
     @wanted.default
     def _wanted(self) -> dict[tuple[str, str, str], frozenset[tuple[str, ...]]]:
-        return {down: frozenset(_digests(up)[: self.compared] for up in ups) for down, ups in self.built_on.items()}
+        return {
+            down: frozenset(_digests(up)[: self.compared] for up in ups)
+            for down, ups in self.built_on.items()
+        }
 
     def key(self, up_candidate: Candidate) -> tuple[str, ...]:
         """What the policy compares of the upstream version that would run."""
@@ -203,7 +213,9 @@ class _Edge:
 
     def wants(self, down_candidate: Candidate) -> frozenset[tuple[str, ...]] | None:
         """The upstream keys the downstream candidate accepts (``None``: any)."""
-        if down_candidate is None or _digests(down_candidate.version) == _digests(down_candidate.code_version):
+        if down_candidate is None:
+            return None
+        if _digests(down_candidate.version) == _digests(down_candidate.code_version):
             return None  # no trained state (a plain LoadableOp): what feeds it cannot make it stale
         return self.wanted.get(_digests(down_candidate.version))
 
@@ -395,10 +407,11 @@ def _report(
         assert down_record is not None  # an edge with no downstream record accepts anything
         built_on = edge.built_on[_digests(down_record.version)][-1]
         running = _running_version(edge.up, chosen.get(up) if edge.up.is_loadable else None)
+        cause = _cause(edge.up, built_on, running, saved)
         lines.append(
             f"  - edge {up!r} -> {down!r}: {down!r} {_show(down_record.version)} was built on "
             f"{up!r} {_show(built_on)}, but {up!r} is now {_show(running)} (its "
-            f"{_changed_parts(built_on, running)} version changed: {_cause(edge.up, built_on, running, saved)}). "
+            f"{_changed_parts(built_on, running)} version changed: {cause}). "
             f"Retrain {down!r} on it: run and save pipeline {down_record.pipeline_name!r}"
         )
     lines.append(hint)
@@ -433,7 +446,10 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
         record = chosen.get(node.name)
         if record is None or _serves(node, record):
             continue
-        where = f"op {record.op_name!r} version {_show(record.version)} (blob {record.blob_path!r} in {saver!r})"
+        where = (
+            f"op {record.op_name!r} version {_show(record.version)} "
+            f"(blob {record.blob_path!r} in {saver!r})"
+        )
         try:
             data = saver.load(record.blob_path)
         except FileNotFoundError as exc:

@@ -134,7 +134,9 @@ class Chariots:
 
         ``strategy="latest"`` loads each op's latest saved version and refuses the load if
         any edge is incompatible; ``"latest_compatible"`` picks the newest versions that are
-        compatible along every edge.
+        compatible along every edge. Only models that will not retrain when the pipeline runs
+        are checked against what feeds them (the rule is in :mod:`chariots_core.lineage`), and
+        ops that already serve the chosen version are kept as they are.
 
         :raises VersionError: naming each incompatible edge; the previous ops keep serving.
         :raises NotSavedError: if none of the pipeline's ops were ever saved.

@@ -47,6 +47,7 @@ __all__ = [
     "ChariotsError",
     "VersionError",
     "BackendError",
+    "ChariotsConfig",
 ]
 
 

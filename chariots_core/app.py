@@ -108,7 +108,7 @@ class Chariots:
         :raises NodeExecutionError: if an op fails (synchronous calls), naming the node.
         :raises WorkerError: if asynchronous execution is asked for and no pool is configured.
         """
-        serving = self._serving(pipeline)
+        serving = self.serving_pipeline(pipeline)
         if wants_worker(self.use_worker, serving.use_worker, use_worker):
             if self.worker_pool is None:
                 msg = (
@@ -127,7 +127,7 @@ class Chariots:
         Usually called after a training pipeline ran, so that prediction pipelines can load
         the trained ops.
         """
-        save_pipeline(self._serving(pipeline), self.op_store, self.saver)
+        save_pipeline(self.serving_pipeline(pipeline), self.op_store, self.saver)
 
     def load_pipeline(self, pipeline: PipelineRef, strategy: str = "latest") -> dict[str, Version]:
         """Load the saved versions of the pipeline's ops and return the versions picked.
@@ -147,7 +147,7 @@ class Chariots:
         # Swaps are serialized so that no load or install_ops is overwritten by another one
         # that started from the same pipeline; calls never wait for the lock.
         with self._swap_lock:
-            serving = self._serving(pipeline)
+            serving = self.serving_pipeline(pipeline)
             chosen = resolve_versions(serving, self.op_store, self.compatibility, strategy)
             loaded_ops = load_ops(serving, chosen, self.saver)
             self._pipelines[serving.name] = serving.replace_ops(loaded_ops) if loaded_ops else serving
@@ -156,11 +156,11 @@ class Chariots:
 
     def pipeline_versions(self, pipeline: PipelineRef) -> dict[str, Version]:
         """The version of each op node of the pipeline as the app serves it now."""
-        return _versions(self._serving(pipeline))
+        return _versions(self.serving_pipeline(pipeline))
 
     def is_pipeline_loaded(self, pipeline: PipelineRef) -> bool:
         """Whether :meth:`load_pipeline` succeeded for this pipeline."""
-        return self._serving(pipeline).name in self._loaded
+        return self.serving_pipeline(pipeline).name in self._loaded
 
     def fetch_job(self, job_id: str, pipeline: PipelineRef | None = None) -> PipelineResponse:
         """The current state of an asynchronous call (and its value once done).
@@ -176,7 +176,7 @@ class Chariots:
         :meth:`save_pipeline` saves what the worker trained.
         """
         with self._swap_lock:
-            serving = self._serving(pipeline)
+            serving = self.serving_pipeline(pipeline)
             self._pipelines[serving.name] = serving.replace_ops(ops_by_node_name)
 
     def map_pipeline(
@@ -223,7 +223,13 @@ class Chariots:
     def __repr__(self) -> str:
         return f"<Chariots serving {', '.join(self._pipelines) or 'nothing'}>"
 
-    def _serving(self, pipeline: PipelineRef) -> Pipeline:
+    def serving_pipeline(self, pipeline: PipelineRef) -> Pipeline:
+        """The pipeline object the app runs now for ``pipeline`` (a name or a pipeline).
+
+        Loads swap in a new object, so this may differ from the pipeline the app was built with.
+
+        :raises UnknownPipelineError: if the app has no such pipeline.
+        """
         name = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
         try:
             return self._pipelines[name]

@@ -91,7 +91,7 @@ def map_pipeline(
     :raises NodeExecutionError: for the first input that fails, naming its index and the node.
     :raises WorkerError: if the pool could not run part of the batch (e.g. its workers died).
     """
-    serving = app._serving(pipeline)
+    serving = app.serving_pipeline(pipeline)
     items = list(inputs)
     pool = worker_pool if worker_pool is not None else app.worker_pool
     if not items:

@@ -124,7 +124,7 @@ class _Session:
         if not held:
             return
         ops, kept = {}, {}
-        for node in _serving(self.app, pipeline_name).loadable_nodes():
+        for node in self.app.serving_pipeline(pipeline_name).loadable_nodes():
             entry = held.get(node.name)
             if entry is None:
                 continue
@@ -162,7 +162,7 @@ class _Session:
         """Hold the ops whose version changed since ``before`` (they were trained by a call)."""
         held = self.held(pipeline_name)
         changed = False
-        for node in _serving(self.app, pipeline_name).loadable_nodes():
+        for node in self.app.serving_pipeline(pipeline_name).loadable_nodes():
             if str(node.node_version) == str(before.get(node.name)):
                 continue
             data = node.op.serialize()
@@ -178,18 +178,12 @@ class _Session:
     def keep_loaded(self, pipeline_name: str, chosen: dict[str, Version]) -> None:
         """Hold the versions a load chose: the store's own bytes."""
         held = self.held(pipeline_name)
-        nodes = {node.name: node for node in _serving(self.app, pipeline_name).loadable_nodes()}
+        nodes = {node.name: node for node in self.app.serving_pipeline(pipeline_name).loadable_nodes()}
         for name, version in chosen.items():
             records = {record.version: record for record in self.app.op_store.op_versions(name)}
             record = records[str(version)]
             held[name] = {"path": record.blob_path, "sha256": record.sha256, "code": _code_version(nodes[name].op)}
         self._write(pipeline_name, held)
-
-
-def _serving(app: Any, pipeline_name: str) -> Any:
-    # The pipeline as the app serves it now (after loads and installs); Chariots has no public
-    # accessor for it yet.
-    return app._serving(pipeline_name)
 
 
 def _code_version(op: Any) -> str:

@@ -291,7 +291,7 @@ def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
         import yaml
     except ImportError as exc:
         msg = (
-            f"reading {path} needs PyYAML, which is not installed; pip install pyyaml "
+            f"reading {path} needs PyYAML, which is not installed; pip install 'chariots[yaml]' "
             "(or write the same settings in chariots.toml)"
         )
         raise BackendError(msg) from exc

@@ -233,6 +233,9 @@ def _running_version(node: Node, candidate: Candidate) -> Version | str:
     return candidate.version if candidate is not None else node.node_version
 
 
+_CONCURRENT_SAVE_ATTEMPTS = 3
+
+
 def resolve_versions(
     pipeline: Pipeline, op_store: OpStore, policy: str = "major", strategy: str = "latest"
 ) -> dict[str, Candidate]:
@@ -249,7 +252,29 @@ def resolve_versions(
     check_choice("compatibility", policy, POLICIES)
     check_choice("strategy", strategy, STRATEGIES)
     loadable = pipeline.loadable_nodes()
-    saved = {node.name: op_store.op_versions(node.name) for node in loadable}
+    attempts_left = _CONCURRENT_SAVE_ATTEMPTS
+    while True:
+        saved = {node.name: op_store.op_versions(node.name) for node in loadable}
+        try:
+            return _resolve(pipeline, op_store, policy, strategy, loadable, saved)
+        except VersionError:
+            # Each op's versions are read separately, so a save committed by another process
+            # between two reads can make a pair saved together look stale: refuse the load
+            # only if what was read stood still.
+            attempts_left -= 1
+            if not attempts_left or saved == {name: op_store.op_versions(name) for name in saved}:
+                raise
+
+
+def _resolve(
+    pipeline: Pipeline,
+    op_store: OpStore,
+    policy: str,
+    strategy: str,
+    loadable: list[Node],
+    saved: dict[str, list[OpVersionRecord]],
+) -> dict[str, Candidate]:
+    """:func:`resolve_versions` on one reading of the saved versions."""
     if loadable and not any(saved.values()):
         names = ", ".join(repr(node.name) for node in loadable)
         msg = (

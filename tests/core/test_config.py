@@ -323,7 +323,7 @@ def test_yaml_without_pyyaml_says_what_to_install(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stderr
-    assert "pip install pyyaml" in result.stdout
+    assert "pip install 'chariots[yaml]'" in result.stdout
     assert "chariots.yaml" in result.stdout
 
 

@@ -199,9 +199,9 @@ def _save_and_load(root: str, worker: int, reports) -> None:
     for index in range(6):
         seed = worker * 100 + index
         retrain(app, seed=seed, head=seed + 1)
-        # "latest_compatible": lineage reads each op's versions in its own store call, so with
-        # "latest" a save committed between two of those reads can look like a stale model.
-        app.load_pipeline("pred", strategy="latest_compatible")
+        # The default strategy: a save committed by another process between two of the
+        # loader's reads must not make this process's own fresh pair look stale.
+        app.load_pipeline("pred")
         results.append((seed, app.call_pipeline("pred", 1).value))
     app.close()
     reports.send(results)

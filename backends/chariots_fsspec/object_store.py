@@ -157,6 +157,33 @@ class _LocalIndex:
         self._env.close()
 
 
+# LMDB must not open one environment twice in a process, nor use one across fork(): stores
+# share one index per (process, directory), and a forked child opens its own.
+_indexes: dict[tuple[int, str], list[Any]] = {}  # key -> [index, number of stores using it]
+_indexes_lock = threading.Lock()
+
+
+def _acquire_index(path: str) -> _LocalIndex:
+    key = (os.getpid(), os.path.realpath(path))
+    with _indexes_lock:
+        entry = _indexes.get(key)
+        if entry is None:
+            entry = _indexes[key] = [_LocalIndex(path), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_index(path: str) -> None:
+    key = (os.getpid(), os.path.realpath(path))
+    with _indexes_lock:
+        entry = _indexes.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _indexes[key]
+                entry[0].close()
+
+
 class ObjectOpStore:
     """An op store whose records are immutable objects in an fsspec filesystem.
 
@@ -173,6 +200,7 @@ class ObjectOpStore:
 
     def __init__(self, url: str, cache_dir: str | os.PathLike | None = None, **storage_options: Any) -> None:
         self.url = str(url).rstrip("/")
+        self._options = dict(storage_options)  # as given: what a pickled copy reopens with
         scheme, sep, rest = self.url.partition("://")
         fs_url = f"{_SCHEME_ALIASES.get(scheme, scheme)}{sep}{rest}"
         # Listings must never come from fsspec's own cache: "latest" is whatever the bucket holds now.
@@ -190,9 +218,10 @@ class ObjectOpStore:
             msg = f"{self.url!r} is not a URL fsspec knows ({exc}); use s3://bucket/prefix, gs://bucket/prefix or memory://prefix"
             raise StoreError(msg) from exc
         self._meta = f"{root.rstrip('/')}/meta"
-        self._index = _LocalIndex(os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir(self.url))
-        self._closed = False
+        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir(self.url)
         self._lock = threading.Lock()
+        # (pid, index) this store acquired; opened now, so that a bad cache_dir fails here.
+        self._held: tuple[int, _LocalIndex] | None = (os.getpid(), _acquire_index(self.cache_dir))
 
     # -- writes --------------------------------------------------------------------------
     def commit_save(self, save: SaveRecord) -> None:
@@ -259,14 +288,31 @@ class ObjectOpStore:
         return sorted(records, key=lambda job: job.submitted_at)
 
     def close(self) -> None:
-        """Close the local index. Idempotent."""
+        """Release the local index (the store reopens it if used again). Idempotent."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._index.close()
+            held, self._held = self._held, None
+        # An index inherited through fork() belongs to the parent: leave it alone.
+        if held is not None and held[0] == os.getpid():
+            _release_index(self.cache_dir)
+
+    # -- pickling: another process reopens the same bucket with its own index -----------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "cache_dir": self.cache_dir, "storage_options": self._options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["cache_dir"], **state["storage_options"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<ObjectOpStore at {self.url!r}>"
+
+    @property
+    def _index(self) -> _LocalIndex:
+        """This process's handle on the local index, opened on first use."""
+        pid = os.getpid()
+        with self._lock:
+            if self._held is None or self._held[0] != pid:
+                self._held = (pid, _acquire_index(self.cache_dir))
+            return self._held[1]
 
     # -- helpers -------------------------------------------------------------------------
     def _dir(self, kind: str, name: str | None) -> str:

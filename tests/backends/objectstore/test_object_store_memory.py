@@ -217,3 +217,17 @@ def test_chariots_on_a_memory_url_keeps_records_beside_the_blobs(memory_url, lin
     with Chariots(lineage_app.pipelines(), path=memory_url) as again:
         again.load_pipeline("predict")
         assert again.call_pipeline("predict", lineage_app.DATA).value == [False, False, False, True]
+
+
+def test_stores_sharing_a_cache_dir_share_one_index_and_reopen_after_close(memory_url, tmp_path):
+    first = ObjectOpStore(memory_url, cache_dir=tmp_path / "shared")
+    second = ObjectOpStore(memory_url, cache_dir=tmp_path / "shared")
+    first.commit_save(_save("model", "v1"))
+    first.close()
+    first.close()
+    assert [r.version for r in second.op_versions("model")] == ["v1"]
+    # A closed store reopens its index when used again.
+    assert [r.version for r in first.op_versions("model")] == ["v1"]
+    first.close()
+    second.close()
+

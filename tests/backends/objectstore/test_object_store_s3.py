@@ -87,3 +87,26 @@ def test_a_missing_bucket_is_a_store_error_that_says_what_to_check(s3_endpoint, 
             store.put_job(JobRecord("j", "p", "queued", 1.0, 1.0))
     finally:
         store.close()
+
+
+
+def test_a_pickled_store_reopens_the_bucket_in_another_process(bucket, s3_endpoint, tmp_path):
+    import pickle
+
+    from chariots_core.store import OpVersionRecord, SaveRecord, SnapshotRecord
+
+    store = ObjectOpStore(f"s3://{bucket}/pickled", cache_dir=tmp_path / "parent", endpoint_url=s3_endpoint)
+    record = OpVersionRecord("model", "v1", "code", "train", 1.0, "ops/model/v1", "0" * 64, 1)
+    store.commit_save(SaveRecord((record,), (), SnapshotRecord("train", 1.0, {"model": "v1"})))
+    copy = pickle.loads(pickle.dumps(store))
+    assert (copy.url, copy.cache_dir) == (store.url, store.cache_dir)
+    assert [r.version for r in copy.op_versions("model")] == ["v1"]
+    copy.close()
+    store.close()
+
+    pickled = tmp_path / "store.pickle"
+    pickled.write_bytes(pickle.dumps(store))
+    script = "import pickle, sys; store = pickle.load(open(sys.argv[1], 'rb')); print([r.version for r in store.op_versions('model')])"
+    done = subprocess.run([sys.executable, "-c", script, str(pickled)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['v1']"

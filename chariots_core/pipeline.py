@@ -2,10 +2,9 @@
 
 Building a pipeline checks the wiring (every input produced once, no cycle, reserved names
 used correctly) and reports every problem at once. It then sorts the nodes topologically and
-compiles an :class:`ExecutionPlan`: a tuple of steps that read and write numbered slots, where
-a slot is reused (so its value is dropped) as soon as the last node that needs it has run.
-Nothing here recurses over the chain of nodes, so pipelines of any length work; only nested
-pipelines are handled one nesting level at a time.
+hands them to :mod:`chariots_core.plan`, which compiles the plan runners execute. Nothing here
+recurses over the chain of nodes, so pipelines of any length work; only nested pipelines are
+handled one nesting level at a time.
 """
 
 from __future__ import annotations
@@ -17,54 +16,20 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import attrs
-
 from .callbacks import PipelineCallback
 from .errors import PipelineDefinitionError
 from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import BaseOp
+from .plan import Wiring, compile_plan
 from .versioning import Version
 
-__all__ = ["Pipeline", "ExecutionPlan", "StepKind"]
+__all__ = ["Pipeline"]
 
 PIPELINE_INPUT = ReservedNodes.pipeline_input.value
 PIPELINE_OUTPUT = ReservedNodes.pipeline_output.value
 _RESERVED_LOOKING = re.compile(r"^__.*__$")
 # Pipeline names become URL path segments and file names: keep them to a safe alphabet.
 _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-_DISCARD = -1  # slot of an output that no node consumes
-
-
-class StepKind:
-    """How a runner should execute a step (plain ints: compared on the hot path)."""
-
-    SIMPLE = 0  # one input, one kept output, nothing to release: out = call(in)
-    GENERAL = 1  # any number of inputs/outputs, releases slots afterwards
-    NESTED = 2  # a pipeline used as a node: run it with the same runner
-    CHAIN = 3  # consecutive SIMPLE steps, each the only reader of the previous one's output
-
-
-@attrs.frozen
-class ExecutionPlan:
-    """A pipeline compiled for execution.
-
-    ``steps`` holds one tuple per node, in topological order:
-    ``(kind, call, input_slots, output_slots, release_slots, node)``. For ``SIMPLE`` steps
-    ``input_slots`` and ``output_slots`` are single ints. Slot 0 holds the pipeline input;
-    ``output_slot`` is where ``__pipeline_output__`` lands (``None`` if nothing produces it).
-
-    ``fused_steps`` are the same steps with each run of ``SIMPLE`` steps, where a step's output
-    is read only by the next step, fused into one ``CHAIN`` step
-    ``(CHAIN, ((call, node), ...), input_slot, output_slot, (), first_node)``: the values
-    inside the run never touch a slot. A runner that calls no per-node hook can run these.
-    """
-
-    steps: tuple[tuple, ...]
-    n_slots: int
-    output_slot: int | None
-    fused_steps: tuple[tuple, ...]
-
 
 class Pipeline:
     """A named DAG of nodes that can be run, saved, loaded and served.
@@ -113,7 +78,7 @@ class Pipeline:
         self.pipeline_callbacks: list[PipelineCallback] = callbacks
         self.use_worker = use_worker
         self._ordered, self._wiring = _validate_and_sort(self._nodes, name, problems)
-        self.plan = _compile(self._ordered, self._wiring)
+        self.plan = compile_plan(self._ordered, self._wiring)
 
     # -- description ---------------------------------------------------------------------
     @property
@@ -222,12 +187,9 @@ class Pipeline:
 
 
 # -- validation ----------------------------------------------------------------------------
-_Wiring = dict[int, tuple[list[str], list[str]]]
-
-
 def _validate_and_sort(
     nodes: list[Any], pipeline_name: str, problems: list[str]
-) -> tuple[list[BaseNode], _Wiring]:
+) -> tuple[list[BaseNode], Wiring]:
     """Check the wiring and sort the nodes topologically.
 
     :param problems: problems already found (name, options); raised together with these.
@@ -247,11 +209,11 @@ def _validate_and_sort(
 
 def _wire(
     nodes: list[Any], where: str, problems: list[str]
-) -> tuple[list[BaseNode], dict[int, int], _Wiring]:
+) -> tuple[list[BaseNode], dict[int, int], Wiring]:
     """Resolve each node's input and output names; skip (and report) what cannot be wired."""
     listed: list[BaseNode] = []
     positions: dict[int, int] = {}
-    wiring: _Wiring = {}
+    wiring: Wiring = {}
     for position, node in enumerate(nodes):
         if not isinstance(node, BaseNode):
             problems.append(
@@ -275,7 +237,7 @@ def _wire(
     return listed, positions, wiring
 
 
-def _producers(listed: list[BaseNode], wiring: _Wiring, problems: list[str]) -> dict[str, BaseNode]:
+def _producers(listed: list[BaseNode], wiring: Wiring, problems: list[str]) -> dict[str, BaseNode]:
     """Map each value name to the node producing it; report reserved-name misuse and duplicates."""
     producer: dict[str, BaseNode] = {}
     for node in listed:
@@ -311,7 +273,7 @@ def _producers(listed: list[BaseNode], wiring: _Wiring, problems: list[str]) -> 
 
 def _check_inputs(
     listed: list[BaseNode],
-    wiring: _Wiring,
+    wiring: Wiring,
     producer: dict[str, BaseNode],
     where: str,
     problems: list[str],
@@ -362,7 +324,7 @@ def _problem_report(where: str, problems: list[str]) -> str:
 
 def _topological_order(
     nodes: list[BaseNode],
-    wiring: _Wiring,
+    wiring: Wiring,
     producer: dict[str, BaseNode],
     positions: dict[int, int],
 ) -> tuple[list[BaseNode], list[BaseNode] | None]:
@@ -420,7 +382,7 @@ def _find_cycle(
 
 def _describe_cycle(
     cycle: list[BaseNode],
-    wiring: _Wiring,
+    wiring: Wiring,
     producer: dict[str, BaseNode],
     positions: dict[int, int],
     listed: list[BaseNode],
@@ -447,79 +409,3 @@ def _describe_cycle(
         f"its nodes form a cycle: {' '.join(parts)}. A node cannot depend on its own output: "
         f"take one of {', '.join(values)} from outside the cycle (rename that input or output)"
     )
-
-
-# -- compilation ---------------------------------------------------------------------------
-def _compile(ordered: list[BaseNode], wiring: _Wiring) -> ExecutionPlan:
-    last_use: dict[str, int] = {}
-    for index, node in enumerate(ordered):
-        for name in wiring[id(node)][0]:
-            last_use[name] = index
-    slot_of = {PIPELINE_INPUT: 0}
-    free: list[int] = []
-    n_slots = 1
-    if PIPELINE_INPUT not in last_use:
-        free.append(0)  # nobody reads the input: its slot is free from the start
-    steps = []
-    readers = Counter(name for node in ordered for name in set(wiring[id(node)][0]))
-    # Per step: whether its output is read by the next step and by no other.
-    chains_on: list[bool] = []
-    for index, node in enumerate(ordered):
-        inputs, outputs = wiring[id(node)]
-        input_slots = tuple(slot_of[name] for name in inputs)
-        freed = [slot_of[name] for name in dict.fromkeys(inputs) if last_use[name] == index]
-        free.extend(freed)
-        output_slots = []
-        for name in outputs:
-            if name in last_use or name == PIPELINE_OUTPUT:
-                if free:
-                    slot = free.pop()
-                else:
-                    slot, n_slots = n_slots, n_slots + 1
-                slot_of[name] = slot
-                output_slots.append(slot)
-            else:
-                output_slots.append(_DISCARD)
-        releases = tuple(slot for slot in freed if slot not in output_slots)
-        nested = isinstance(node, Node) and node.requires_runner
-        call: Any = node.op if nested else node.executor()
-        if nested:
-            kind = StepKind.NESTED
-        elif len(input_slots) == len(output_slots) == 1 and output_slots[0] != _DISCARD and not releases:
-            kind = StepKind.SIMPLE
-        else:
-            kind = StepKind.GENERAL
-        if kind == StepKind.SIMPLE:
-            steps.append((kind, call, input_slots[0], output_slots[0], releases, node))
-            chains_on.append(readers[outputs[0]] == 1 and last_use.get(outputs[0]) == index + 1)
-        else:
-            steps.append((kind, call, input_slots, tuple(output_slots), releases, node))
-            chains_on.append(False)
-    fused = _fuse_chains(steps, chains_on)
-    return ExecutionPlan(tuple(steps), n_slots, slot_of.get(PIPELINE_OUTPUT), fused)
-
-
-def _fuse_chains(steps: list[tuple], chains_on: list[bool]) -> tuple[tuple, ...]:
-    """Fuse each run of SIMPLE steps that feed only the next SIMPLE step into a CHAIN step."""
-    fused: list[tuple] = []
-    run: list[tuple] = []
-    for step, continues in zip(steps, chains_on):
-        if step[0] == StepKind.SIMPLE:
-            run.append(step)
-            if continues:
-                continue
-        if run:
-            fused.append(_chain(run))
-            run = []
-        if step[0] != StepKind.SIMPLE:
-            fused.append(step)
-    if run:
-        fused.append(_chain(run))
-    return tuple(fused)
-
-
-def _chain(run: list[tuple]) -> tuple:
-    if len(run) == 1:
-        return run[0]
-    pairs = tuple((step[1], step[5]) for step in run)
-    return (StepKind.CHAIN, pairs, run[0][2], run[-1][3], (), run[0][5])

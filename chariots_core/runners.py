@@ -15,7 +15,8 @@ from typing import Any
 
 from .callbacks import PipelineCallback, overrides
 from .errors import NodeExecutionError, NotAPipelineError
-from .pipeline import ExecutionPlan, Pipeline, StepKind
+from .pipeline import Pipeline
+from .plan import ExecutionPlan, StepKind
 
 __all__ = ["BaseRunner", "SequentialRunner"]
 

@@ -4,7 +4,6 @@ missing filesystem packages, the gs:// code path on a local fake, and pickling."
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 import resource
 import signal
@@ -17,7 +16,7 @@ import pytest
 
 fsspec = pytest.importorskip("fsspec")
 
-from chariots_core import BackendError, Chariots, ChariotsError, MemoryOpStore  # noqa: E402
+from chariots_core import Chariots, ChariotsError, MemoryOpStore  # noqa: E402
 from chariots_core.errors import ConfigError, StoreError  # noqa: E402
 from chariots_core.registry import get_backend  # noqa: E402
 from chariots_fsspec import FsspecSaver  # noqa: E402

@@ -17,13 +17,19 @@ The hierarchy::
     │                                   no pipeline of that name in the app
     ├── NotSavedError (LookupError)     nothing was ever saved for what is being loaded
     ├── NotFittedError (RuntimeError)   a model op predicted before it was fitted or loaded
+    ├── MLOpDefinitionError (TypeError, ValueError)
+    │                                   an ML op is declared or created wrongly
     ├── StoreError (OSError)            the op store or saver cannot be used
     │   └── IntegrityError              stored bytes do not match their recorded sha256
     ├── SerializationError (ValueError) bytes cannot be turned back into an object
+    │   └── WrongTypeError (TypeError)  a serializer was given an object its format cannot hold
     ├── WorkerError (RuntimeError)      async execution was asked for but cannot happen
     │   └── JobNotFoundError (LookupError)
     │                                   no job with that id
     └── ConfigError (ValueError)        a configuration file or value is wrong
+
+The HTTP layer adds three of its own in ``chariots_waitress.errors`` (server unreachable,
+server cannot start, request refused); everything else crosses HTTP as the class above.
 
 Each leaf also subclasses the builtin it refines, so ``except TypeError`` still catches a
 ``VersionError`` as it did in chariots 0.2.
@@ -42,9 +48,11 @@ __all__ = [
     "UnknownPipelineError",
     "NotSavedError",
     "NotFittedError",
+    "MLOpDefinitionError",
     "StoreError",
     "IntegrityError",
     "SerializationError",
+    "WrongTypeError",
     "WorkerError",
     "JobNotFoundError",
     "ConfigError",
@@ -95,6 +103,14 @@ class NotFittedError(ChariotsError, RuntimeError):
     """A machine-learning op was asked to predict before being fitted or loaded."""
 
 
+class MLOpDefinitionError(ChariotsError, TypeError, ValueError):
+    """A machine-learning op is declared or created wrongly (no model class, unknown mode...).
+
+    It is both a ``TypeError`` and a ``ValueError``: the mistake is a wrong kind of object
+    (``model_class`` is not a class) or a wrong value (``mode="train"``).
+    """
+
+
 class StoreError(ChariotsError, OSError):
     """The op store or the saver cannot read or write."""
 
@@ -105,6 +121,10 @@ class IntegrityError(StoreError):
 
 class SerializationError(ChariotsError, ValueError):
     """Bytes could not be deserialized (or an object could not be serialized)."""
+
+
+class WrongTypeError(SerializationError, TypeError):
+    """A serializer was given an object its format cannot hold."""
 
 
 class WorkerError(ChariotsError, RuntimeError):

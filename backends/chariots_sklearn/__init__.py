@@ -27,7 +27,7 @@ from typing import Any
 
 from chariots_core.callbacks import OpCallBack
 from chariots_core.ml import BaseMLOp, MLMode
-from chariots_core.ml.ops import MLOpDefinitionError
+from chariots_core.errors import MLOpDefinitionError
 from chariots_core.errors import BackendError
 from chariots_core.versioning import VersionedFieldDict, VersionType
 

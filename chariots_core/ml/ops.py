@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..callbacks import OpCallBack
-from ..errors import ChariotsError, NotFittedError, SerializationError
+from ..errors import MLOpDefinitionError, NotFittedError, SerializationError
 from ..ops import LoadableOp
 from ..versioning import Version, VersionType
 from .serializers import BaseSerializer, DillSerializer
@@ -54,14 +54,6 @@ class _SerializedModel:
 
     def __reduce__(self) -> tuple:
         return (_SerializedModel, (self.data,))
-
-
-class MLOpDefinitionError(ChariotsError, TypeError, ValueError):
-    """A machine-learning op is declared or created wrongly (no model class, unknown mode...).
-
-    It is both a ``TypeError`` and a ``ValueError``: the mistake is a wrong kind of object
-    (``model_class`` is not a class) or a wrong value (``mode="train"``).
-    """
 
 
 class MLMode(enum.Enum):

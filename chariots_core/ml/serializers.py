@@ -20,13 +20,9 @@ from typing import Any
 
 import dill
 
-from ..errors import BackendError, SerializationError
+from ..errors import BackendError, SerializationError, WrongTypeError
 
 __all__ = ["BaseSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer", "WrongTypeError"]
-
-
-class WrongTypeError(SerializationError, TypeError):
-    """A serializer was given an object its format cannot hold."""
 
 
 class BaseSerializer(abc.ABC):

@@ -134,9 +134,9 @@ def _chunked(
                 _raise_failure(pipeline, items, outcome.failure)
                 results[index] = outcome
                 meter.advance(len(outcome.values))
-        except (NodeExecutionError, WorkerError):
+        except NodeExecutionError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # the pool's own WorkerError too: only here are the inputs known
             missing = ", ".join(
                 f"#{start}-#{start + len(chunk) - 1}" for (start, chunk), done in zip(chunks, results) if done is None
             )

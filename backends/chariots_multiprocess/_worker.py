@@ -1,19 +1,23 @@
 """The worker-process side of :class:`~chariots_multiprocess.MultiprocessWorkerPool`.
 
-A worker is a loop over two one-way pipes: it receives jobs on ``tasks`` and answers each on
-``results``, one job at a time, until ``tasks`` is closed. It never touches the op store or the
+A worker is a loop over two one-way pipes: it receives work on ``tasks`` and answers each piece
+on ``results``, one at a time, until ``tasks`` is closed. It never touches the op store or the
 saver: the parent records every state, so any store works and a dead worker cannot leave a
 half-written record behind.
 
-Messages are dill bytes (so lambdas and locally defined ops travel by value):
+A piece of work is a pipeline job (``JOB``) or one call of a batch function (``CALL``, from
+:meth:`~chariots_multiprocess.MultiprocessWorkerPool.map_unordered`). Messages are dill bytes
+(so lambdas and locally defined ops travel by value):
 
-- parent -> worker: ``(job_id, token, payload or None, input_bytes)``, where ``payload`` is the
-  dill of ``(pipeline, runner)`` and ``token`` names it. The parent sends the payload only when
-  this worker's cache does not hold ``token``; both sides keep the same :class:`TokenLRU`, so
-  they always agree on what the worker has.
-- worker -> parent: ``("done", job_id, value_bytes, versions, trained_bytes or None)`` or
-  ``("failed", job_id, error, versions)``. ``trained_bytes`` is the dill of
-  ``{node name: op}`` for the loadable ops the run changed (a fit), which the parent installs.
+- parent -> worker: ``(kind, key, token, payload or None, argument_bytes)``. ``payload`` is the
+  dill of what every piece of that kind shares: ``(pipeline, runner)`` for a job, ``(function,
+  shared)`` for a call; ``token`` names it. The parent sends the payload only when this
+  worker's cache does not hold ``token``; both sides keep the same :class:`TokenLRU`, so they
+  always agree on what the worker has. ``argument_bytes`` is the job's input or the call's item.
+- worker -> parent, for a job: ``("done", key, value_bytes, versions, trained_bytes or None)``
+  or ``("failed", key, error, versions)``. ``trained_bytes`` is the dill of ``{node name: op}``
+  for the loadable ops the run changed (a fit), which the parent installs.
+- worker -> parent, for a call: ``("done", key, result_bytes)`` or ``("failed", key, error)``.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from chariots_core.workers import failure_details, op_versions
 if TYPE_CHECKING:
     from multiprocess.connection import Connection
 
-__all__ = ["TokenLRU", "serve", "DONE", "FAILED"]
+__all__ = ["TokenLRU", "serve", "DONE", "FAILED", "JOB", "CALL"]
 
-DONE = "done"
-FAILED = "failed"
+DONE, FAILED = "done", "failed"  # outcomes
+JOB, CALL = "job", "call"  # kinds of work
 
 
 class TokenLRU:
@@ -81,7 +85,7 @@ class _Cached:
 
 
 def serve(tasks: Connection, results: Connection, cache_size: int) -> None:
-    """The worker's main loop: run jobs from ``tasks`` until the parent closes it."""
+    """The worker's main loop: run work from ``tasks`` until the parent closes it."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers
     # stop (by closing ``tasks``), so an interrupt never cuts a job short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -96,10 +100,11 @@ def serve(tasks: Connection, results: Connection, cache_size: int) -> None:
             message = tasks.recv_bytes()
         except (EOFError, OSError):
             return
-        job_id, token, payload, input_bytes = dill.loads(message)
+        kind, key, token, payload, argument_bytes = dill.loads(message)
         if payload is not None:
             cache.put(token, _Cached(payload))
-        results.send_bytes(dill.dumps(_run(job_id, cache.get(token), input_bytes)))
+        run = _run if kind == JOB else _call
+        results.send_bytes(dill.dumps(run(key, cache.get(token), argument_bytes)))
 
 
 def _exit_with(parent_sentinel: int) -> None:
@@ -138,3 +143,13 @@ def _run(job_id: str, cached: _Cached, input_bytes: bytes) -> tuple:
         # were submitted, so rebuild them from the bytes.
         cached.objects = None
     return (DONE, job_id, value_bytes, op_versions(pipeline), trained_bytes)
+
+
+def _call(key: str, cached: _Cached, item_bytes: bytes) -> tuple:
+    """One call of a batch function; the shared objects stay cached for the batch's next items."""
+    try:
+        function, shared = cached.take()
+        return (DONE, key, dill.dumps(function(shared, dill.loads(item_bytes))))
+    except Exception as exc:  # reported to the batch instead of killing the worker
+        cached.objects = None  # a call that failed half-way may have changed the shared objects
+        return (FAILED, key, failure_details(exc))

@@ -18,6 +18,11 @@ A job carries the pipeline object as the app served it when the job was submitte
 runner, serialized once per pipeline object and op versions and sent once per worker; a job
 whose run fitted models sends the fitted ops back, and the parent installs them in the app
 (:meth:`~chariots_core.Chariots.install_ops`) before recording the job ``done``.
+
+A batch (:meth:`MultiprocessWorkerPool.map_unordered`, which ``Chariots.map_pipeline`` uses)
+goes through the same workers, queue and supervisor without job records: its items queue as
+calls, its shared objects (the pipeline) cross once per worker, and a call whose worker dies
+runs once more on another worker before the batch fails.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import signal
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dill
@@ -63,32 +70,141 @@ _START_METHODS = ("forkserver", "spawn")
 _STOP_GRACE = 5.0  # seconds a worker gets to exit once its job pipe is closed, then SIGKILL
 
 
-class _Task:
-    """One submitted job on its way through the pool."""
+class _Unit:
+    """One piece of work on its way through the pool: a job (:class:`_Task`) or one call of
+    a batch (:class:`_Call`). The pool queues, sends and supervises units alike; a unit says
+    what its start, outcome and loss mean."""
 
-    __slots__ = ("job", "app", "versions", "token", "payload", "input_bytes")
+    kind: str  # _worker.JOB or _worker.CALL
+    noun: str  # what a user re-runs when it is lost: "job" or "batch"
+    __slots__ = ("key", "token", "payload", "argument")
+
+    def __init__(self, key: str, token: str, payload: bytes, argument: bytes) -> None:
+        self.key, self.token, self.payload, self.argument = key, token, payload, argument
+
+    def describe(self) -> str:
+        """What the unit is, for error messages."""
+        raise NotImplementedError
+
+    def start(self, worker_name: str) -> None:
+        """Called with the pool's lock held just before the unit is sent to a worker."""
+
+    def unsent(self) -> None:
+        """Its worker died before receiving it: it goes back to the queue. Lock held."""
+
+    def retry(self) -> bool:
+        """Its worker died while running it: whether to run it again. Lock held."""
+        return False
+
+    def settle(self, reply: tuple) -> None:
+        """Record the worker's reply; never raises."""
+        raise NotImplementedError
+
+    def fail(self, message: str, error_type: str) -> None:
+        """Record that the unit will not finish; never raises."""
+        raise NotImplementedError
+
+
+class _Task(_Unit):
+    """One submitted job: its record is written at every step."""
+
+    kind, noun = _worker.JOB, "job"
+    __slots__ = ("job", "app", "versions")
 
     def __init__(
-        self,
-        job: JobRecord,
-        app: Chariots,
-        versions: dict[str, str],
-        token: str,
-        payload: bytes,
-        input_bytes: bytes,
+        self, job: JobRecord, app: Chariots, versions: dict[str, str], token: str, payload: bytes, input_bytes: bytes
     ) -> None:
+        super().__init__(job.job_id, token, payload, input_bytes)
         self.job, self.app, self.versions = job, app, versions
-        self.token, self.payload, self.input_bytes = token, payload, input_bytes
+
+    def describe(self) -> str:
+        return f"job {self.job.job_id!r} of pipeline {self.job.pipeline_name!r}"
+
+    def start(self, worker_name: str) -> None:
+        # "running" is recorded before the job is sent, so the outcome, recorded later by the
+        # supervisor, can never be overwritten by it.
+        self.job = mark_job(self.app.op_store, self.job, JobStatus.running, worker=worker_name)
+
+    def unsent(self) -> None:
+        self.job = mark_job(self.app.op_store, self.job, JobStatus.queued, worker=None)
+
+    def settle(self, reply: tuple) -> None:
+        app = self.app
+        try:
+            if reply[0] == _worker.DONE:
+                _, _, value_bytes, versions, trained_bytes = reply
+                if trained_bytes is not None:
+                    # Before "done": whoever sees the job done can save what it trained.
+                    app.install_ops(self.job.pipeline_name, dill.loads(trained_bytes))
+                finish_job(app.op_store, app.saver, self.job, value_bytes, versions)
+            else:
+                _, _, error, versions = reply
+                versions = versions or self.versions  # empty when the worker could not load the job
+                mark_job(app.op_store, self.job, JobStatus.failed, versions=versions, error=error)
+        except Exception as exc:
+            details = failure_details(exc)
+            self.fail(f"the job ran but its outcome could not be recorded: {details['message']}", details["type"])
+
+    def fail(self, message: str, error_type: str) -> None:
+        """Record the job failed; a store that refuses even that is logged, not raised."""
+        error = {"type": error_type, "message": message, "node": ""}
+        versions = self.job.versions or self.versions
+        try:
+            self.job = mark_job(self.app.op_store, self.job, JobStatus.failed, versions=versions, error=error)
+        except Exception:
+            logger.exception("could not record job %s as failed: %s", self.job.job_id, message)
+
+
+class _Batch:
+    """The calls of one :meth:`MultiprocessWorkerPool.map_unordered`: their replies, in the
+    order they come, for the caller's thread."""
+
+    __slots__ = ("name", "replies", "cancelled")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.replies: queue.SimpleQueue[tuple[int, tuple]] = queue.SimpleQueue()
+        self.cancelled = False
+
+
+class _Call(_Unit):
+    """One item of a batch: no record, its reply goes to the batch."""
+
+    kind, noun = _worker.CALL, "batch"
+    __slots__ = ("batch", "index", "retried")
+
+    def __init__(self, batch: _Batch, index: int, token: str, payload: bytes, item_bytes: bytes) -> None:
+        super().__init__(f"{batch.name}#{index}", token, payload, item_bytes)
+        self.batch, self.index, self.retried = batch, index, False
+
+    def describe(self) -> str:
+        again = " (its second try: a worker had already died running it)" if self.retried else ""
+        return f"item #{self.index} of batch {self.batch.name!r}{again}"
+
+    def retry(self) -> bool:
+        # Once: a worker killed from outside (OOM killer, an operator) should not sink the batch,
+        # but an item that kills every worker it touches must not take the pool down with it.
+        if self.retried or self.batch.cancelled:
+            return False
+        self.retried = True
+        return True
+
+    def settle(self, reply: tuple) -> None:
+        self.batch.replies.put((self.index, reply))
+
+    def fail(self, message: str, error_type: str) -> None:
+        error = {"type": error_type, "message": message, "node": ""}
+        self.batch.replies.put((self.index, (_worker.FAILED, self.key, error)))
 
 
 class _Worker:
     """The parent's handle on one worker process."""
 
-    __slots__ = ("process", "tasks", "results", "task", "tokens", "eof")
+    __slots__ = ("process", "tasks", "results", "unit", "tokens", "eof")
 
     def __init__(self, process: Any, tasks: Any, results: Any, cache_size: int) -> None:
         self.process, self.tasks, self.results = process, tasks, results
-        self.task: _Task | None = None
+        self.unit: _Unit | None = None
         self.tokens = _worker.TokenLRU(cache_size)  # mirrors the worker's pipeline cache
         self.eof = False
 
@@ -134,8 +250,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._settled = threading.Condition(self._lock)  # notified whenever a job settles
         self._workers: list[_Worker] = []
         self._idle: collections.deque[_Worker] = collections.deque()
-        self._pending: collections.deque[_Task] = collections.deque()
-        self._outstanding: dict[str, _Task] = {}  # submitted, not yet settled
+        self._pending: collections.deque[_Unit] = collections.deque()
+        self._outstanding: dict[str, _Unit] = {}  # submitted, not yet settled, by key
         self._payloads: weakref.WeakKeyDictionary[Pipeline, tuple[tuple, BaseRunner, str, bytes]] = (
             weakref.WeakKeyDictionary()
         )
@@ -242,19 +358,19 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         """
         with self._lock:
             task = self._outstanding.get(job_id)
-            if task is not None:
+            if isinstance(task, _Task):
                 if not self._settled.wait_for(lambda: job_id not in self._outstanding, timeout):
                     msg = f"job {job_id!r} has not finished after {timeout} s; wait longer or fetch it later"
                     raise WorkerError(msg)
-        if task is not None:
+        if isinstance(task, _Task):
             return job_response(task.app.op_store, task.app.saver, job_id)
         return super().wait(job_id, timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new jobs, let queued and running jobs finish, then stop every worker.
+        """Refuse new jobs and batches, let queued and running ones finish, then stop every worker.
 
-        Idempotent. Jobs still unfinished after ``timeout`` seconds are recorded ``failed``
-        and their workers are killed.
+        Idempotent. Jobs still unfinished after ``timeout`` seconds are recorded ``failed``,
+        batches still running fail with a :class:`WorkerError`, and their workers are killed.
         """
         with self._lock:
             already_closed, self._closed = self._closed, True
@@ -273,9 +389,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._wake()
         self._supervisor.join()
         _stop(workers)
-        for task in unfinished:
-            reason = f"the pool was closed before the job finished (timeout {timeout} s)"
-            _record_failure(task, reason, "WorkerError")
+        for unit in unfinished:
+            unit.fail(f"the pool was closed before the {unit.noun} finished (timeout {timeout} s)", "WorkerError")
         wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
         os.close(wake_r)
         os.close(wake_w)
@@ -283,7 +398,69 @@ class MultiprocessWorkerPool(BaseWorkerPool):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.n_workers} workers"
-        return f"<MultiprocessWorkerPool {state}, {len(self._outstanding)} jobs in flight>"
+        return f"<MultiprocessWorkerPool {state}, {len(self._outstanding)} jobs and batch items in flight>"
+
+    # -- batches (chariots_core.batch) ----------------------------------------------------------
+    def map_unordered(
+        self, function: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        """Run ``function(shared, item)`` for every item in the workers; yield ``(index of the
+        item, result)`` as each finishes. No job record is written.
+
+        ``shared`` crosses to each worker once per batch, whatever the number of items (send
+        few, large items: ``map_pipeline`` sends chunks of inputs). An item whose worker dies
+        runs once more on another worker; closing the iterator early drops the items that
+        have not started.
+
+        :raises SerializationError: at once, if ``function``, ``shared`` or an item cannot be
+            sent to a worker process.
+        :raises WorkerError: at once if the pool is closed; while iterating, if ``function``
+            raised on an item, or an item's workers died twice.
+        """
+        if self._closed:
+            raise WorkerError("this worker pool is closed; create a new one to run batches")
+        name = f"{getattr(function, '__qualname__', 'function')}-{uuid.uuid4().hex[:8]}"
+        payload = _dumps((function, shared), f"the shared objects of batch {name!r}")
+        token = uuid.uuid4().hex  # one per batch: each worker loads the pipeline once for it
+        batch = _Batch(name)
+        calls = [
+            _Call(batch, index, token, payload, _dumps(item, f"item #{index} of batch {name!r}"))
+            for index, item in enumerate(items)
+        ]
+        return self._completions(batch, calls)
+
+    def _completions(self, batch: _Batch, calls: list[_Call]) -> Iterator[tuple[int, Any]]:
+        """Queue ``calls`` and yield their results as they come; cancel the rest on exit."""
+        try:
+            with self._lock:
+                if self._closed:
+                    raise WorkerError("this worker pool was closed before the batch could start")
+                for call in calls:
+                    self._outstanding[call.key] = call
+                    self._queue(call)
+            for _ in calls:
+                index, reply = batch.replies.get()
+                if reply[0] == _worker.FAILED:
+                    error = reply[2]
+                    msg = (
+                        f"item #{index} of batch {batch.name!r} did not finish in a worker process: "
+                        f"{error.get('type', 'Error')}: {error.get('message', '')}"
+                    )
+                    raise WorkerError(msg)
+                yield index, dill.loads(reply[2])
+        finally:
+            self._cancel(batch, calls)
+
+    def _cancel(self, batch: _Batch, calls: list[_Call]) -> None:
+        """Drop the batch's calls that have not started; those running finish unread."""
+        with self._lock:
+            batch.cancelled = True
+            keys = {call.key for call in calls}
+            for unit in self._pending:
+                if unit.key in keys:
+                    self._outstanding.pop(unit.key)
+            self._pending = collections.deque(unit for unit in self._pending if unit.key not in keys)
+            self._settled.notify_all()
 
     # -- submission -----------------------------------------------------------------------------
     def _payload(self, pipeline: Pipeline, runner: BaseRunner) -> tuple[tuple, str, bytes]:
@@ -300,44 +477,49 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._payloads[pipeline] = (versions, runner, token, payload)
         return versions, token, payload
 
-    def _dispatch(self, worker: _Worker, task: _Task) -> bool:
-        """Start a queued ``task`` on the idle ``worker``; ``False`` if the store refused.
+    def _queue(self, unit: _Unit) -> None:
+        """Start ``unit`` on an idle worker, or queue it. Called with the lock held."""
+        if not self._idle:
+            self._pending.append(unit)
+            return
+        worker = self._idle.popleft()
+        if not self._dispatch(worker, unit):
+            self._idle.appendleft(worker)
 
-        Called with the lock held. "running" is recorded before the job is sent, so the
-        outcome, recorded later by the supervisor, can never be overwritten by it.
-        """
+    def _dispatch(self, worker: _Worker, unit: _Unit) -> bool:
+        """Start a queued ``unit`` on the idle ``worker``; ``False`` if it could not start
+        (e.g. the store refused to record a job running), in which case it is settled failed.
+        Called with the lock held."""
         try:
-            worker_name = f"pid {worker.process.pid}"
-            task.job = mark_job(task.app.op_store, task.job, JobStatus.running, worker=worker_name)
+            unit.start(f"pid {worker.process.pid}")
         except Exception as exc:
-            reason = f"the job could not be started: {type(exc).__name__}: {exc}"
-            _record_failure(task, reason, type(exc).__name__)
-            self._outstanding.pop(task.job.job_id, None)
+            unit.fail(f"the {unit.noun} could not be started: {type(exc).__name__}: {exc}", type(exc).__name__)
+            self._outstanding.pop(unit.key, None)
             self._settled.notify_all()
             return False
-        self._send(worker, task)
+        self._send(worker, unit)
         return True
 
-    def _send(self, worker: _Worker, task: _Task) -> None:
-        """Send a job recorded running to ``worker``. Called with the lock held."""
-        if task.token in worker.tokens:
-            worker.tokens.get(task.token)
+    def _send(self, worker: _Worker, unit: _Unit) -> None:
+        """Send a started ``unit`` to ``worker``. Called with the lock held."""
+        if unit.token in worker.tokens:
+            worker.tokens.get(unit.token)
             payload = None
         else:
-            worker.tokens.put(task.token, True)
-            payload = task.payload
+            worker.tokens.put(unit.token, True)
+            payload = unit.payload
         try:
-            worker.tasks.send_bytes(dill.dumps((task.job.job_id, task.token, payload, task.input_bytes)))
+            worker.tasks.send_bytes(dill.dumps((unit.kind, unit.key, unit.token, payload, unit.argument)))
         except OSError:
-            # The worker died before it could receive the job: the job never started, so it
-            # waits for the replacement the supervisor starts when it sees the death.
-            task.job = mark_job(task.app.op_store, task.job, JobStatus.queued, worker=None)
-            self._pending.appendleft(task)
+            # The worker died before it could receive the unit: it never started, so it waits
+            # for the replacement the supervisor starts when it sees the death.
+            unit.unsent()
+            self._pending.appendleft(unit)
             return
-        worker.task = task
+        worker.unit = unit
 
     def _give_work(self, worker: _Worker) -> None:
-        """Hand the next queued job to ``worker``, or mark it idle. Called with the lock held."""
+        """Hand the next queued unit to ``worker``, or mark it idle. Called with the lock held."""
         while self._pending:
             if self._dispatch(worker, self._pending.popleft()):
                 return
@@ -381,36 +563,23 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             worker.eof = True  # the worker died; its sentinel will tell
             return
         with self._lock:
-            task, worker.task = worker.task, None
+            unit, worker.unit = worker.unit, None
             if not self._stopping:
                 self._give_work(worker)
-        if task is not None:
-            self._settle(task, message)
+        if unit is not None:
+            unit.settle(message)
+            self._forget([unit])
 
-    def _settle(self, task: _Task, message: tuple) -> None:
-        """Record a job's outcome as the worker reported it; never raises."""
-        app = task.app
-        try:
-            if message[0] == _worker.DONE:
-                _, _, value_bytes, versions, trained_bytes = message
-                if trained_bytes is not None:
-                    # Before "done": whoever sees the job done can save what it trained.
-                    app.install_ops(task.job.pipeline_name, dill.loads(trained_bytes))
-                finish_job(app.op_store, app.saver, task.job, value_bytes, versions)
-            else:
-                _, _, error, versions = message
-                versions = versions or task.versions  # empty when the worker could not load the job
-                mark_job(app.op_store, task.job, JobStatus.failed, versions=versions, error=error)
-        except Exception as exc:
-            details = failure_details(exc)
-            reason = f"the job ran but its outcome could not be recorded: {details['message']}"
-            _record_failure(task, reason, details["type"])
+    def _forget(self, units: list[_Unit]) -> None:
+        """``units`` are settled: drop them and wake whoever waits for them."""
         with self._lock:
-            self._outstanding.pop(task.job.job_id, None)
+            for unit in units:
+                self._outstanding.pop(unit.key, None)
             self._settled.notify_all()
 
     def _bury(self, worker: _Worker) -> None:
-        """A worker process ended: settle what it sent, fail its job, start a replacement."""
+        """A worker process ended: settle what it sent, retry or fail the unit it was running,
+        start a replacement."""
         while not worker.eof and worker.results.poll():
             self._receive(worker)
         worker.process.join()
@@ -418,44 +587,47 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._workers.remove(worker)
             if worker in self._idle:
                 self._idle.remove(worker)
-            task, worker.task = worker.task, None
+            unit, worker.unit = worker.unit, None
             replace = not self._stopping
+            if unit is not None and replace and unit.retry():
+                logger.warning("%s; running it again", _death_reason(worker, unit))
+                self._pending.appendleft(unit)  # first in line for the replacement
+                unit = None
         worker.tasks.close()
         worker.results.close()
-        if replace:  # first, so that whoever sees the job failed finds the pool whole again
+        if replace:  # first, so that whoever sees the unit failed finds the pool whole again
             try:
                 self.spawn_worker()
             except WorkerError:
                 logger.exception("could not replace dead worker process %s", worker.process.pid)
                 self._fail_stranded()
-        if task is not None:
-            _record_failure(task, _death_reason(worker, task), "WorkerError")
-            with self._lock:
-                self._outstanding.pop(task.job.job_id, None)
-                self._settled.notify_all()
+        if unit is not None:
+            unit.fail(
+                f"{_death_reason(worker, unit)}; the pool started a replacement. Run the {unit.noun} "
+                "again; if it dies again, the pipeline may be running out of memory (the kernel's "
+                "OOM killer sends SIGKILL) or crashing the interpreter",
+                "WorkerError",
+            )
+            self._forget([unit])
 
     def _fail_stranded(self) -> None:
-        """With no worker left, queued jobs would wait forever: fail them instead."""
+        """With no worker left, queued units would wait forever: fail them instead."""
         with self._lock:
             if self._workers:
                 return
             stranded = list(self._pending)
             self._pending.clear()
-        for task in stranded:
-            reason = "no worker process is left to run the job (could not start one)"
-            _record_failure(task, reason, "WorkerError")
-        with self._lock:
-            for task in stranded:
-                self._outstanding.pop(task.job.job_id, None)
-            self._settled.notify_all()
+        for unit in stranded:
+            unit.fail(f"no worker process is left to run the {unit.noun} (could not start one)", "WorkerError")
+        self._forget(stranded)
 
 
 def _stop(workers: list[_Worker]) -> None:
     """Stop worker processes: idle ones exit on end-of-file, busy ones are killed."""
     for worker in workers:
         worker.tasks.close()  # end-of-file: an idle worker's loop returns
-        if worker.task is not None:
-            worker.process.kill()  # its job outlived close()'s timeout and is recorded failed
+        if worker.unit is not None:
+            worker.process.kill()  # its job or batch item outlived close()'s timeout and is recorded failed
     for worker in workers:
         worker.process.join(_STOP_GRACE)
         if worker.process.is_alive():
@@ -485,25 +657,10 @@ def _drain(fd: int) -> bool:
         return False
 
 
-def _death_reason(worker: _Worker, task: _Task) -> str:
+def _death_reason(worker: _Worker, unit: _Unit) -> str:
     code = worker.process.exitcode
     if code is not None and code < 0:
         how = f"was killed by signal {signal.Signals(-code).name}"
     else:
         how = f"exited with code {code}"
-    return (
-        f"worker process {worker.process.pid} {how} while running job {task.job.job_id!r} of "
-        f"pipeline {task.job.pipeline_name!r}; the pool started a replacement. Run the job again; "
-        "if it dies again, the pipeline may be running out of memory (the kernel's OOM killer "
-        "sends SIGKILL) or crashing the interpreter"
-    )
-
-
-def _record_failure(task: _Task, message: str, error_type: str) -> None:
-    """Record ``task``'s job as failed; a store that refuses even that is logged, not raised."""
-    error = {"type": error_type, "message": message, "node": ""}
-    versions = task.job.versions or task.versions
-    try:
-        task.job = mark_job(task.app.op_store, task.job, JobStatus.failed, versions=versions, error=error)
-    except Exception:
-        logger.exception("could not record job %s as failed: %s", task.job.job_id, message)
+    return f"worker process {worker.process.pid} {how} while running {unit.describe()}"

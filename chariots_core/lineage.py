@@ -135,8 +135,9 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         data = _serialize(node)
         digest = hashlib.sha256(data).hexdigest()
         blob_path = f"ops/{node.name}/{digest}"
-        if not saver.exists(blob_path):  # identical bytes are stored once (and healed if lost)
-            saver.save(blob_path, data)
+        # Content-addressed: writing identical bytes again is harmless (and heals a lost blob),
+        # and on object stores cheaper than first asking whether they are there.
+        saver.save(blob_path, data)
         if stored is not None and stored.sha256 == digest and stored.blob_path == blob_path:
             saved_as[id(node)] = stored.version
             continue

@@ -41,14 +41,13 @@ import attrs
 from .errors import (
     ChariotsError,
     ConfigError,
-    IntegrityError,
     NotSavedError,
     SerializationError,
     VersionError,
 )
 from .nodes import Node
 from .pipeline import Pipeline
-from .savers import BaseSaver
+from .savers import BaseSaver, read_verified
 from .store import LinkRecord, OpStore, OpVersionRecord, SaveRecord, SnapshotRecord
 from .versioning import Version
 
@@ -472,25 +471,9 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
         record = chosen.get(node.name)
         if record is None or _serves(node, record):
             continue
-        where = (
-            f"op {record.op_name!r} version {_show(record.version)} "
-            f"(blob {record.blob_path!r} in {saver!r})"
-        )
-        try:
-            data = saver.load(record.blob_path)
-        except FileNotFoundError as exc:
-            msg = (
-                f"{where}: the bytes are missing; the saver was changed or cleaned. Re-run and "
-                f"save pipeline {record.pipeline_name!r}"
-            )
-            raise IntegrityError(msg) from exc
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != record.sha256:
-            msg = (
-                f"{where}: the bytes are corrupt (sha256 {digest[:12]}..., recorded "
-                f"{record.sha256[:12]}...). Re-run and save pipeline {record.pipeline_name!r}"
-            )
-            raise IntegrityError(msg)
+        where = f"op {record.op_name!r} version {_show(record.version)}"
+        fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
+        data = read_verified(saver, record.blob_path, record.sha256, where, fix)
         op = _twin(node.op)
         try:
             op.load(data)

@@ -8,12 +8,13 @@ them back. The op store (metadata) decides the paths and checks what comes back.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Protocol, runtime_checkable
 
-from .errors import StoreError
+from .errors import IntegrityError, StoreError
 
-__all__ = ["BaseSaver", "MemorySaver", "check_relative_path"]
+__all__ = ["BaseSaver", "MemorySaver", "check_relative_path", "read_verified"]
 
 
 @runtime_checkable
@@ -48,6 +49,28 @@ def check_relative_path(path: str) -> str:
         )
         raise StoreError(msg)
     return path
+
+
+def read_verified(saver: BaseSaver, path: str, sha256: str, what: str, fix: str) -> bytes:
+    """Read the bytes at ``path`` and check them against the sha256 recorded when they were saved.
+
+    :param what: names what the bytes are, to start the error messages with.
+    :param fix: tells the user how to get sound bytes back, to end them with.
+    :raises IntegrityError: if the bytes are missing or do not match ``sha256``.
+    """
+    try:
+        data = saver.load(path)
+    except FileNotFoundError as exc:
+        msg = f"{what} (blob {path!r} in {saver!r}): the bytes are missing; {fix}"
+        raise IntegrityError(msg) from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        msg = (
+            f"{what} (blob {path!r} in {saver!r}): the bytes are corrupt (sha256 "
+            f"{digest[:12]}..., recorded {sha256[:12]}...); {fix}"
+        )
+        raise IntegrityError(msg)
+    return data
 
 
 class MemorySaver:

@@ -29,15 +29,13 @@ import attrs
 import dill
 
 from .errors import (
-    IntegrityError,
     JobNotFoundError,
     NodeExecutionError,
     SerializationError,
-    StoreError,
     WorkerError,
 )
 from .jsonsafe import to_jsonable
-from .savers import BaseSaver
+from .savers import BaseSaver, read_verified
 from .store import JobRecord, OpStore
 from .versioning import Version
 
@@ -215,17 +213,13 @@ def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineRe
         raise JobNotFoundError(msg)
     value = None
     if job.status == JobStatus.done.value and job.result_path is not None:
-        try:
-            data = saver.load(job.result_path)
-        except FileNotFoundError as exc:
-            msg = (
-                f"job {job_id!r} is done but its result is missing at {job.result_path!r} in "
-                f"{saver!r} (an in-memory saver does not survive a restart); run the job again"
-            )
-            raise StoreError(msg) from exc
-        if hashlib.sha256(data).hexdigest() != job.result_sha256:
-            msg = f"the result of job {job_id!r} at {job.result_path!r} is corrupt (sha256 mismatch)"
-            raise IntegrityError(msg)
+        data = read_verified(
+            saver,
+            job.result_path,
+            job.result_sha256 or "",
+            f"the result of job {job_id!r}",
+            "run the job again (an in-memory saver does not survive a restart)",
+        )
         try:
             value = dill.loads(data)
         except Exception as exc:  # e.g. the value's class is not importable in this process

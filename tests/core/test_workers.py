@@ -204,7 +204,7 @@ def test_corrupt_or_missing_result_is_a_clear_error(pool):
     with pytest.raises(IntegrityError, match="corrupt"):
         app.fetch_job(job_id)
     app.saver.delete(path)
-    with pytest.raises(StoreError, match="result is missing"):
+    with pytest.raises(StoreError, match="the result of job .* the bytes are missing"):
         app.fetch_job(job_id)
 
 

@@ -20,8 +20,13 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import attrs
+
+from .callbacks import overrides
 from .errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
 from .lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
+from .nodes import DataSavingNode, Node
+from .ops import BaseOp
 from .pipeline import Pipeline
 from .registry import backend_for_url, get_backend, known_backends, url_scheme
 from .runners import BaseRunner, SequentialRunner
@@ -45,7 +50,9 @@ class Chariots:
     :param op_store: an :class:`~chariots_core.OpStore`, a backend name (``"memory"``,
         ``"lmdb"``) or an object-storage URL.
     :param saver: a saver, a backend name (``"memory"``), or a URL or local directory
-        (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``).
+        (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``). The app's data nodes
+        (:class:`~chariots_core.nodes.DataLoadingNode`...) that have no saver of their own
+        read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
     :param worker_pool: runs asynchronous calls (see ``use_worker``).
@@ -87,6 +94,7 @@ class Chariots:
             if op_store is None or isinstance(op_store, str):  # only close what the app opened
                 self.op_store.close()
             raise
+        self._bind_data_nodes()
         self.runner = runner if runner is not None else SequentialRunner()
         self.worker_pool = worker_pool
         if worker_pool is not None:
@@ -94,6 +102,8 @@ class Chariots:
         self.use_worker = use_worker
         self._loaded: frozenset[str] = frozenset()
         self._swap_lock = threading.Lock()
+        # By pipeline name: the versions computed for the pipeline object served then.
+        self._versions: dict[str, _VersionCache] = {}
 
     # -- the client API ------------------------------------------------------------------
     def call_pipeline(
@@ -119,7 +129,7 @@ class Chariots:
             job_id = self.worker_pool.execute_pipeline_async(serving, pipeline_input, self)
             return PipelineResponse(job_id=job_id, job_status=JobStatus.queued)
         value = self.runner.run(serving, pipeline_input)
-        return PipelineResponse(value=value, versions=_versions(serving))
+        return PipelineResponse(value=value, versions=self._versions_of(serving))
 
     def save_pipeline(self, pipeline: PipelineRef) -> None:
         """Save the state of the pipeline's loadable ops, their versions and links.
@@ -156,7 +166,7 @@ class Chariots:
 
     def pipeline_versions(self, pipeline: PipelineRef) -> dict[str, Version]:
         """The version of each op node of the pipeline as the app serves it now."""
-        return _versions(self.serving_pipeline(pipeline))
+        return self._versions_of(self.serving_pipeline(pipeline))
 
     def is_pipeline_loaded(self, pipeline: PipelineRef) -> bool:
         """Whether :meth:`load_pipeline` succeeded for this pipeline."""
@@ -223,6 +233,32 @@ class Chariots:
     def __repr__(self) -> str:
         return f"<Chariots serving {', '.join(self._pipelines) or 'nothing'}>"
 
+    def _bind_data_nodes(self) -> None:
+        """Give the app's saver to the data nodes of its pipelines (as new pipeline objects).
+
+        Each node that loads a dataset also learns which pipelines of the app write it, so
+        that a missing dataset's error says what to run.
+        """
+        writers: dict[str, list[str]] = {}
+        for pipeline in self._pipelines.values():
+            for node in pipeline.saver_nodes():
+                if isinstance(node, DataSavingNode):
+                    writers.setdefault(node.path, []).append(f"pipeline {pipeline.name!r} (node {node.name!r})")
+        for name, pipeline in self._pipelines.items():
+            self._pipelines[name] = pipeline.bind_saver(self.saver, writers)
+
+    def _versions_of(self, serving: Pipeline) -> dict[str, Version]:
+        """The versions of ``serving``'s op nodes, computed once per pipeline object.
+
+        A load or an install swaps in a new pipeline object, which the identity check sees;
+        a fit changes only ops whose class computes its version, which are asked every time.
+        """
+        cache = self._versions.get(serving.name)
+        if cache is None or cache.pipeline is not serving:
+            # Racing calls may both compute it: the result is the same, so no lock is needed.
+            cache = self._versions[serving.name] = _VersionCache.of(serving)
+        return cache.versions()
+
     def serving_pipeline(self, pipeline: PipelineRef) -> Pipeline:
         """The pipeline object the app runs now for ``pipeline`` (a name or a pipeline).
 
@@ -239,8 +275,34 @@ class Chariots:
             raise UnknownPipelineError(msg) from None
 
 
-def _versions(pipeline: Pipeline) -> dict[str, Version]:
-    return {node.name: node.node_version for node in pipeline.op_nodes()}
+@attrs.frozen
+class _VersionCache:
+    """The versions of one pipeline object's op nodes, split by whether they can change.
+
+    An op's version can only change if its class computes ``op_version`` itself (an ML op
+    adds each fit's identity); every other op reports its class version, fixed when the
+    class was created. Only the first kind is asked again on each call.
+    """
+
+    pipeline: Pipeline
+    fixed: dict[str, Version]  # every op node's name, in order; values of the fixed ones
+    changing: tuple[Node, ...]  # the nodes whose version is asked on each call
+
+    @classmethod
+    def of(cls, pipeline: Pipeline) -> _VersionCache:
+        """Compute the cache for ``pipeline``."""
+        last: dict[str, Node] = {}
+        for node in pipeline.op_nodes():
+            last[node.name] = node  # a name used twice reports its last node, as it always did
+        changing = tuple(node for node in last.values() if overrides(node.op, BaseOp, "op_version"))
+        return cls(pipeline, {name: node.node_version for name, node in last.items()}, changing)
+
+    def versions(self) -> dict[str, Version]:
+        """A new dict of the current versions (callers may keep or change it)."""
+        versions = dict(self.fixed)
+        for node in self.changing:
+            versions[node.name] = node.node_version
+        return versions
 
 
 def _check_op_names(pipelines: Iterable[Pipeline]) -> None:

@@ -7,24 +7,52 @@ pipeline) and ``"__pipeline_output__"`` (what the pipeline returns)::
 
     Node(AddOneOp(), input_nodes=["__pipeline_input__"], output_nodes="added")
     Node(IsOddOp(), input_nodes=["added"], output_nodes="__pipeline_output__")
+
+Data nodes run no op: a :class:`DataLoadingNode` reads a dataset from a saver and a
+:class:`DataSavingNode` writes one, each through a serializer::
+
+    DataLoadingNode(CSVSerializer(), "iris.csv", output_nodes="raw")
+    DataSavingNode(JSONSerializer(), "clean.json", input_nodes=["clean"])
+
+Their saver is the app's: :class:`~chariots_core.Chariots` binds it when it is given the
+pipeline (or pass ``saver=`` to the node to run it elsewhere). Datasets live under
+:data:`DATA_PREFIX` in the saver, apart from the app's op blobs and job results.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import enum
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import PipelineDefinitionError
+from .errors import (
+    ChariotsError,
+    ConfigError,
+    NotSavedError,
+    PipelineDefinitionError,
+    SerializationError,
+)
+from .ml.serializers import BaseSerializer
 from .ops import BaseOp, LoadableOp
-from .versioning import Version
+from .savers import BaseSaver, check_relative_path
+from .versioning import Version, VersionedField, VersionType
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["ReservedNodes", "BaseNode", "Node", "NodeReference", "is_implicit_output"]
+__all__ = [
+    "ReservedNodes",
+    "BaseNode",
+    "Node",
+    "DataLoadingNode",
+    "DataSavingNode",
+    "NodeReference",
+    "DATA_PREFIX",
+    "is_implicit_output",
+]
 
 
 class ReservedNodes(enum.Enum):
@@ -95,6 +123,23 @@ class BaseNode(abc.ABC):
     def requires_runner(self) -> bool:
         """Whether the node needs a runner to execute (a nested pipeline does)."""
         return False
+
+    @property
+    def require_saver(self) -> bool:
+        """Whether the node reads or writes through a saver when it runs (data nodes do)."""
+        return False
+
+    def bind_saver(
+        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+    ) -> BaseNode:
+        """This node, set to run with ``saver``; the app calls it on nodes that require one.
+
+        Returns a new node and leaves this one as it is; a node that needs no saver, or
+        already has its own, returns itself.
+
+        :param writers: for each dataset path, who in the app writes it (for error messages).
+        """
+        return self
 
     @property
     def input_references(self) -> list[str]:
@@ -223,3 +268,233 @@ class Node(BaseNode):
         twin = Node(op, self._input_nodes, self._declared_outputs, name=self.name)
         twin._implicit_output = self._implicit_output
         return twin
+
+
+# -- data nodes --------------------------------------------------------------------------
+DATA_PREFIX = "data/"
+"""Where datasets live in a saver: apart from op blobs (``ops/``) and job results (``jobs/``)."""
+
+
+class _DataNode(BaseNode):
+    """What both data nodes share: a serializer, a dataset path, and a saver bound late.
+
+    The version is that of a class with two MAJOR fields, ``path`` and ``serializer`` (the
+    serializer class's dotted name): another dataset or another format is another version.
+    """
+
+    _verb = ""  # "load" or "save": names the node by default and phrases its errors
+
+    def __init__(
+        self,
+        serializer: BaseSerializer | type[BaseSerializer],
+        path: str,
+        input_nodes: Sequence[NodeReference] | None,
+        output_nodes: Sequence[NodeReference] | NodeReference | None,
+        name: str | None,
+        saver: BaseSaver | None,
+    ) -> None:
+        super().__init__(input_nodes, output_nodes)
+        kind = type(self).__name__
+        if name is not None and (not isinstance(name, str) or not name):
+            msg = f"'name' of a {kind} must be a non-empty string (got {name!r})"
+            raise PipelineDefinitionError(msg)
+        if not isinstance(path, str):
+            msg = f"'path' of {kind} must be a string such as 'iris.csv' (got {path!r})"
+            raise PipelineDefinitionError(msg)
+        try:
+            check_relative_path(path)
+        except ChariotsError as exc:
+            msg = f"{kind} {name or path!r}: the dataset path is invalid: {exc}"
+            raise PipelineDefinitionError(msg) from exc
+        if isinstance(serializer, type) and issubclass(serializer, BaseSerializer):
+            serializer = serializer()
+        if not isinstance(serializer, BaseSerializer):
+            msg = (
+                f"'serializer' of {kind} {path!r} must be a serializer such as CSVSerializer() "
+                f"from chariots_core.ml (got {serializer!r} that is a {type(serializer).__name__})"
+            )
+            raise PipelineDefinitionError(msg)
+        if saver is not None and not isinstance(saver, BaseSaver):
+            msg = (
+                f"'saver' of {kind} {path!r} must be a saver (save, load, exists, delete) such "
+                f"as MemorySaver() or FsspecSaver(url) (got a {type(saver).__name__})"
+            )
+            raise PipelineDefinitionError(msg)
+        self._serializer = serializer
+        self._path = path
+        self._name = name if name is not None else f"{self._verb}:{path}"
+        self._saver = saver
+        serializer_class = type(serializer)
+        self._version = (
+            Version()
+            + VersionedField(path, VersionType.MAJOR).version
+            + VersionedField(f"{serializer_class.__module__}.{serializer_class.__qualname__}", VersionType.MAJOR).version
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def node_version(self) -> Version:
+        return self._version
+
+    @property
+    def path(self) -> str:
+        """The dataset's path as given (relative to :data:`DATA_PREFIX` in the saver)."""
+        return self._path
+
+    @property
+    def saver_path(self) -> str:
+        """Where the dataset's bytes are in the saver."""
+        return DATA_PREFIX + self._path
+
+    @property
+    def serializer(self) -> BaseSerializer:
+        """Turns the dataset into bytes and back."""
+        return self._serializer
+
+    @property
+    def saver(self) -> BaseSaver | None:
+        """The saver the node reads or writes through (``None`` until an app binds one)."""
+        return self._saver
+
+    @property
+    def require_saver(self) -> bool:
+        return True
+
+    def bind_saver(
+        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+    ) -> BaseNode:
+        if self._saver is not None:  # a saver given to the node itself wins over the app's
+            return self
+        twin = copy.copy(self)  # keeps the wiring, and the generated output name other nodes use
+        twin._saver = saver
+        return twin
+
+    def _bound_saver(self) -> BaseSaver:
+        if self._saver is None:
+            msg = (
+                f"data node {self._name!r} has no saver to {self._verb} dataset {self._path!r} "
+                "with: add its pipeline to a Chariots app and run it with app.call_pipeline (the "
+                f"app binds its saver), or pass saver=... to {type(self).__name__}"
+            )
+            raise ConfigError(msg)
+        return self._saver
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name!r} path={self._path!r}>"
+
+
+class DataLoadingNode(_DataNode):
+    """A node that reads a dataset from the saver; it takes no input.
+
+    The dataset is read on every run, so a pipeline sees what was saved last::
+
+        DataLoadingNode(CSVSerializer(), "iris.csv", output_nodes="raw")
+
+    :param serializer: reads the bytes back (a serializer instance or class).
+    :param path: the dataset's relative path; it is stored at ``data/<path>`` in the saver,
+        e.g. ``<app path>/blobs/data/iris.csv`` for an app on local files.
+    :param output_nodes: the name of the loaded value.
+    :param name: the node's name (default ``"load:<path>"``).
+    :param saver: a saver to read from instead of the app's (to run the pipeline without an app).
+    :raises PipelineDefinitionError: if the path is not a safe relative path or the
+        serializer/saver is of the wrong kind.
+    """
+
+    _verb = "load"
+
+    def __init__(
+        self,
+        serializer: BaseSerializer | type[BaseSerializer],
+        path: str,
+        output_nodes: Sequence[NodeReference] | NodeReference | None = None,
+        name: str | None = None,
+        saver: BaseSaver | None = None,
+    ) -> None:
+        super().__init__(serializer, path, None, output_nodes, name, saver)
+        self._writers: tuple[str, ...] = ()
+
+    def bind_saver(
+        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+    ) -> BaseNode:
+        twin = super().bind_saver(saver, writers)
+        if twin is not self and writers:
+            twin._writers = tuple(writers.get(self._path, ()))  # type: ignore[attr-defined]
+        return twin
+
+    def execute(self) -> Any:
+        """Read the dataset and deserialize it.
+
+        :raises NotSavedError: if nothing is saved at the path, naming who should write it.
+        :raises SerializationError: if the serializer cannot read the bytes.
+        :raises ConfigError: if no saver is bound.
+        """
+        saver = self._bound_saver()
+        try:
+            data = saver.load(self.saver_path)
+        except FileNotFoundError as exc:
+            raise NotSavedError(self._missing(saver)) from exc
+        try:
+            return self._serializer.deserialize_object(data)
+        except SerializationError as exc:
+            msg = f"dataset {self._path!r} (at {self.saver_path!r} in {saver!r}) cannot be read: {exc}"
+            raise SerializationError(msg) from exc
+
+    def _missing(self, saver: BaseSaver) -> str:
+        where = f"no dataset is saved at {self.saver_path!r} in {saver!r} (read by node {self._name!r})"
+        if self._writers:
+            return f"{where}; run {' or '.join(self._writers)} first, which writes it"
+        return (
+            f"{where}; run a pipeline with a DataSavingNode(..., {self._path!r}) first, or put "
+            f"the file at {self.saver_path!r} in the saver"
+        )
+
+
+class DataSavingNode(_DataNode):
+    """A node that writes its single input to the saver, and passes it on to its output.
+
+    ::
+
+        DataSavingNode(JSONSerializer(), "clean.json", input_nodes=["clean"])
+
+    :param serializer: turns the value into bytes (a serializer instance or class).
+    :param path: the dataset's relative path; it is stored at ``data/<path>`` in the saver
+        and replaced by each run.
+    :param input_nodes: the one value to save.
+    :param output_nodes: where to pass the value on to (optional).
+    :param name: the node's name (default ``"save:<path>"``).
+    :param saver: a saver to write to instead of the app's (to run the pipeline without an app).
+    :raises PipelineDefinitionError: if there is not exactly one input, the path is not a safe
+        relative path, or the serializer/saver is of the wrong kind.
+    """
+
+    _verb = "save"
+
+    def __init__(
+        self,
+        serializer: BaseSerializer | type[BaseSerializer],
+        path: str,
+        input_nodes: Sequence[NodeReference] | NodeReference | None = None,
+        output_nodes: Sequence[NodeReference] | NodeReference | None = None,
+        name: str | None = None,
+        saver: BaseSaver | None = None,
+    ) -> None:
+        super().__init__(serializer, path, input_nodes, output_nodes, name, saver)
+        if len(self._input_nodes) != 1:
+            msg = (
+                f"DataSavingNode {self._name!r} saves one value, so it takes exactly one input "
+                f"(got {len(self._input_nodes)}); pass input_nodes=['<the value to save>']"
+            )
+            raise PipelineDefinitionError(msg)
+
+    def execute(self, value: Any) -> Any:
+        """Serialize ``value``, write it to the saver and return it.
+
+        :raises WrongTypeError: if the serializer cannot hold the value.
+        :raises ConfigError: if no saver is bound.
+        """
+        saver = self._bound_saver()
+        saver.save(self.saver_path, self._serializer.serialize_object(value))
+        return value

@@ -13,7 +13,7 @@ import difflib
 import heapq
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .callbacks import PipelineCallback
@@ -21,6 +21,7 @@ from .errors import PipelineDefinitionError
 from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import BaseOp
 from .plan import Wiring, compile_plan
+from .savers import BaseSaver
 from .versioning import Version
 
 __all__ = ["Pipeline"]
@@ -172,18 +173,59 @@ class Pipeline:
         return sources.get(PIPELINE_OUTPUT, [])
 
     def replace_ops(self, ops_by_node_name: Mapping[str, BaseOp]) -> Pipeline:
-        """A new pipeline, wired the same, where the named op nodes run the given ops.
+        """A pipeline wired the same, where the named op nodes run the given ops.
 
         Nested pipelines are rebuilt as needed. Used to swap freshly loaded ops in at once.
+        Returns this pipeline itself if no node has one of the names.
+        """
+
+        def swap(node: BaseNode) -> BaseNode:
+            if isinstance(node, Node) and node.name in ops_by_node_name:
+                return node.with_op(ops_by_node_name[node.name])
+            return node
+
+        return self.replace_nodes(swap)
+
+    def bind_saver(
+        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+    ) -> Pipeline:
+        """A pipeline wired the same, where the nodes that require a saver run with ``saver``.
+
+        Nodes that already have a saver keep theirs (see :meth:`BaseNode.bind_saver`); returns
+        this pipeline itself if no node changed.
+
+        :param writers: for each dataset path, who in the app writes it (for error messages).
+        """
+        return self.replace_nodes(
+            lambda node: node.bind_saver(saver, writers) if node.require_saver else node
+        )
+
+    def replace_nodes(self, replace: Callable[[BaseNode], BaseNode]) -> Pipeline:
+        """A pipeline wired the same, where each node is ``replace(node)``; nodes stay untouched.
+
+        ``replace`` is called on every node except those that nest a pipeline, which are
+        rebuilt around the nested pipeline's own replacement. A replacement must produce the
+        same outputs, as other nodes may name it by the node object they were built with.
+        Returns this pipeline itself when ``replace`` changed nothing.
         """
         nodes: list[BaseNode] = []
         for node in self._nodes:
             if isinstance(node, Node) and isinstance(node.op, Pipeline):
-                node = node.with_op(node.op.replace_ops(ops_by_node_name))
-            elif isinstance(node, Node) and node.name in ops_by_node_name:
-                node = node.with_op(ops_by_node_name[node.name])
-            nodes.append(node)
+                inner = node.op.replace_nodes(replace)
+                nodes.append(node if inner is node.op else node.with_op(inner))
+            else:
+                nodes.append(replace(node))
+        if all(new is old for new, old in zip(nodes, self._nodes)):
+            return self
         return Pipeline(nodes, self._name, self.pipeline_callbacks, self.use_worker)
+
+    def saver_nodes(self) -> Iterator[BaseNode]:
+        """Every node that reads or writes through a saver (data nodes), nested pipelines included."""
+        for node in self._ordered:
+            if isinstance(node, Node) and isinstance(node.op, Pipeline):
+                yield from node.op.saver_nodes()
+            elif node.require_saver:
+                yield node
 
 
 # -- validation ----------------------------------------------------------------------------

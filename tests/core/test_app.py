@@ -370,3 +370,66 @@ def test_ops_that_cannot_serialize_or_load():
     with pytest.raises(ChariotsError, match=r"op 'brokenop' version .*: BrokenOp.load\(\) failed \(ValueError: cannot read that\)"):
         app.load_pipeline(wrong)
     assert app.call_pipeline(wrong, [1]).value == [2]
+
+
+# -- the versions calls report -------------------------------------------------------------
+def test_versions_reported_after_each_fit_are_the_new_training(app_for):
+    train, pred = mean_pipelines()
+    app = app_for([train, pred])
+    untrained = app.call_pipeline(train, [1.0, 2.0]).versions["meanop"]
+    assert untrained != MeanOp.__version__  # the call reports the version after its fit
+    first = app.pipeline_versions(train)["meanop"]
+    assert first == untrained
+    second = app.call_pipeline(train, [1.0, 2.0]).versions["meanop"]
+    assert second != first  # same data, another training: another version
+    assert app.pipeline_versions(train)["meanop"] == second
+    app.save_pipeline(train)
+    assert app.op_store.op_versions("meanop")[-1].version == str(second)
+
+
+def test_versions_follow_loads_and_installs(app_for):
+    app, train, pred = trained_app(app_for)
+    assert app.pipeline_versions(pred)["meanop"] == MeanOp.__version__
+    app.load_pipeline(pred)  # swaps in a new pipeline object
+    trained = app.pipeline_versions(train)["meanop"]
+    assert app.call_pipeline(pred, [2.0]).versions["meanop"] == trained
+    fitted = MeanOp(MLMode.FIT)
+    fitted.execute([5.0])
+    refit = MeanOp(MLMode.PREDICT)
+    refit.load(fitted.serialize())
+    app.install_ops(pred, {"meanop": refit})
+    response = app.call_pipeline(pred, [5.0])
+    assert response.value == [1.0]
+    assert response.versions["meanop"] == fitted.op_version != trained
+    assert response.versions["addoneop"] == AddOneOp.__version__
+
+
+class CountingVersionOp(BaseOp):
+    """An op that computes its own version: a new one after each run."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+
+    def execute(self, xs):
+        self.runs += 1
+        return xs
+
+    @property
+    def op_version(self):
+        return Version().update_minor(str(self.runs).encode())
+
+
+def test_ops_that_compute_their_version_are_asked_on_every_call():
+    inner = Pipeline([Node(CountingVersionOp(), input_nodes=[IN], output_nodes=OUT)], "inner")
+    outer = Pipeline(
+        [Node(inner, input_nodes=[IN], output_nodes="same"), Node(AddOneOp(), input_nodes=["same"], output_nodes=OUT)],
+        "outer",
+    )
+    app = Chariots([outer], op_store="memory", saver="memory")
+    first, second = app.call_pipeline(outer, [1]), app.call_pipeline(outer, [1])
+    assert first.versions["countingversionop"] == Version().update_minor(b"1")
+    assert second.versions["countingversionop"] == Version().update_minor(b"2")
+    assert list(second.versions) == ["countingversionop", "addoneop"]
+    second.versions.clear()  # a response's dict is the caller's own
+    assert app.pipeline_versions(outer)["addoneop"] == AddOneOp.__version__

@@ -197,3 +197,32 @@ def test_base_node_must_define_its_abstract_members():
 
     with pytest.raises(TypeError, match="abstract"):
         Incomplete()
+
+
+# -- savers and rebuilding -----------------------------------------------------------------
+def test_op_nodes_need_no_saver_and_binding_one_changes_nothing():
+    from chariots_core import MemorySaver
+
+    node = Node(AddOneOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")
+    assert node.require_saver is False
+    assert node.bind_saver(MemorySaver()) is node
+    pipeline = Pipeline([node], "plain")
+    assert pipeline.bind_saver(MemorySaver()) is pipeline
+    assert list(pipeline.saver_nodes()) == []
+
+
+def test_replace_nodes_rebuilds_around_node_objects_used_as_inputs():
+    first = Node(AddOneOp(), input_nodes=["__pipeline_input__"])  # unnamed output, used by object
+    last = Node(IsOddOp(), input_nodes=[first], output_nodes="__pipeline_output__")
+    inner = Pipeline([first, last], "inner")
+    outer = Pipeline([Node(inner, input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "outer")
+    assert outer.replace_nodes(lambda node: node) is outer
+
+    def swap(node):
+        return node.with_op(IsOddOp()) if node is first else node
+
+    swapped = outer.replace_nodes(swap)
+    assert swapped is not outer and swapped.name == "outer"
+    assert SequentialRunner().run(swapped, 4) is False  # 4 is even, and so is False (0)
+    assert SequentialRunner().run(outer, 4) is True and isinstance(first.op, AddOneOp)
+    assert [node.name for node in swapped.op_nodes()] == ["addoneop", "isoddop"]  # the name is kept

@@ -1,0 +1,287 @@
+"""Data nodes through the app: datasets saved by one pipeline and loaded by another."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chariots_core import (
+    BaseOp,
+    Chariots,
+    InProcessWorkerPool,
+    MemorySaver,
+    Node,
+    Pipeline,
+    SequentialRunner,
+    Version,
+    VersionableMeta,
+    VersionedField,
+    VersionType,
+)
+from chariots_core.errors import (
+    ChariotsError,
+    ConfigError,
+    NodeExecutionError,
+    NotSavedError,
+    PipelineDefinitionError,
+    SerializationError,
+)
+from chariots_core.ml import CSVSerializer, DillSerializer, JSONSerializer
+from chariots_core.ml.serializers import WrongTypeError
+from chariots_core.nodes import DataLoadingNode, DataSavingNode
+
+IN, OUT = "__pipeline_input__", "__pipeline_output__"
+
+
+class SumOp(BaseOp):
+    def execute(self, numbers):
+        return sum(numbers)
+
+
+class DoubleOp(BaseOp):
+    def execute(self, numbers):
+        return [2 * number for number in numbers]
+
+
+def prepare_pipeline(path="numbers.json", serializer=JSONSerializer, name="prepare"):
+    """Doubles its input, saves it as a dataset and returns it."""
+    return Pipeline(
+        [
+            Node(DoubleOp(), input_nodes=[IN], output_nodes="doubled"),
+            DataSavingNode(serializer(), path, input_nodes=["doubled"], output_nodes=OUT),
+        ],
+        name,
+    )
+
+
+def total_pipeline(path="numbers.json", serializer=JSONSerializer, name="total"):
+    """Loads the dataset and sums it; takes no input."""
+    return Pipeline(
+        [
+            DataLoadingNode(serializer(), path, output_nodes="numbers"),
+            Node(SumOp(), input_nodes=["numbers"], output_nodes=OUT),
+        ],
+        name,
+    )
+
+
+@pytest.fixture(params=["memory", "files"])
+def make_app(request, tmp_path):
+    """Apps on a memory saver, or on the default local store and files under tmp_path."""
+    apps = []
+
+    def make(pipelines, **kwargs):
+        if request.param == "memory":
+            kwargs.setdefault("op_store", "memory")
+            kwargs.setdefault("saver", "memory")
+        else:
+            pytest.importorskip("chariots_lmdb")
+            pytest.importorskip("chariots_fsspec")
+            kwargs.setdefault("path", tmp_path / "app")
+        apps.append(Chariots(pipelines, **kwargs))
+        return apps[-1]
+
+    make.kind = request.param
+    yield make
+    for app in apps:
+        app.close()
+
+
+# -- the happy path ----------------------------------------------------------------------
+def test_one_pipeline_saves_a_dataset_another_loads_it(make_app):
+    app = make_app([prepare_pipeline(), total_pipeline()])
+    assert app.call_pipeline("prepare", [1, 2, 3]).value == [2, 4, 6]
+    assert app.call_pipeline("total").value == 12
+    # Every run reads the dataset again: a new save is seen at once.
+    app.call_pipeline("prepare", [10])
+    assert app.call_pipeline("total").value == 20
+    assert json.loads(app.saver.load("data/numbers.json")) == [20]
+
+
+def test_datasets_are_files_under_the_app_path_and_survive_a_restart(tmp_path):
+    pytest.importorskip("chariots_lmdb")
+    pytest.importorskip("chariots_fsspec")
+    with Chariots([prepare_pipeline()], path=tmp_path) as app:
+        app.call_pipeline("prepare", [1, 2])
+    dataset = tmp_path / "blobs" / "data" / "numbers.json"
+    assert json.loads(dataset.read_text()) == [2, 4]
+    with Chariots([total_pipeline()], path=tmp_path) as again:
+        assert again.call_pipeline("total").value == 6
+        # A file put there by hand is a dataset too.
+        dataset.write_text("[100, 1]")
+        assert again.call_pipeline("total").value == 101
+
+
+def test_datasets_live_under_data_apart_from_ops_and_jobs():
+    saver = MemorySaver()
+    nodes = [
+        DataSavingNode(JSONSerializer(), "ops/first.json", input_nodes=[IN], output_nodes="kept"),
+        DataSavingNode(JSONSerializer(), "jobs/second.json", input_nodes=["kept"], output_nodes=OUT),
+    ]
+    app = Chariots([Pipeline(nodes, "paths")], op_store="memory", saver=saver)
+    assert app.call_pipeline("paths", {"a": 1}).value == {"a": 1}
+    assert saver.exists("data/ops/first.json") and saver.exists("data/jobs/second.json")
+    assert not saver.exists("ops/first.json") and not saver.exists("jobs/second.json")
+
+
+def test_a_csv_dataset_round_trips_a_dataframe(make_app):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"sepal": [5.1, 4.9], "species": ["setosa", "virginica"]})
+    save = Pipeline([DataSavingNode(CSVSerializer(), "iris/train.csv", input_nodes=[IN])], "save_iris")
+    load = Pipeline([DataLoadingNode(CSVSerializer(), "iris/train.csv", output_nodes=OUT)], "load_iris")
+    app = make_app([save, load])
+    assert app.call_pipeline(save, frame).value is None  # nothing is routed to the output
+    pandas.testing.assert_frame_equal(app.call_pipeline(load).value, frame)
+    assert app.saver.load("data/iris/train.csv").decode().splitlines()[0] == "sepal,species"
+
+
+def test_node_objects_wire_data_nodes_and_nested_pipelines_are_bound():
+    loader = DataLoadingNode(DillSerializer, "numbers.pkl")  # a serializer class works too
+    inner = Pipeline([loader, Node(SumOp(), input_nodes=[loader], output_nodes=OUT)], "inner")
+    outer = Pipeline([Node(inner, output_nodes=OUT)], "outer")
+    saver = MemorySaver()
+    saver.save("data/numbers.pkl", DillSerializer().serialize_object((1, 2)))
+    app = Chariots([outer], op_store="memory", saver=saver)
+    assert app.call_pipeline("outer").value == 3
+    with pytest.raises(NodeExecutionError, match="has no saver"):
+        SequentialRunner().run(outer)
+
+
+def test_async_calls_run_bound_data_nodes():
+    with Chariots(
+        [prepare_pipeline(), total_pipeline()], op_store="memory", saver="memory", worker_pool=InProcessWorkerPool()
+    ) as app:
+        job = app.call_pipeline("prepare", [3], use_worker=True)
+        assert app.worker_pool.wait(job.job_id, timeout=30).value == [6]
+        assert app.call_pipeline("total").value == 6
+
+
+# -- binding -----------------------------------------------------------------------------
+def test_an_unbound_data_node_says_how_to_bind_it():
+    total = total_pipeline()
+    with pytest.raises(NodeExecutionError, match="node 'load:numbers.json' of pipeline 'total' failed") as caught:
+        SequentialRunner().run(total)
+    cause = caught.value.__cause__
+    assert isinstance(cause, ConfigError) and isinstance(cause, ChariotsError)
+    assert "has no saver to load dataset 'numbers.json'" in str(cause)
+    assert "add its pipeline to a Chariots app" in str(cause) and "pass saver=... to DataLoadingNode" in str(cause)
+    with pytest.raises(NodeExecutionError, match="has no saver to save dataset 'numbers.json'"):
+        SequentialRunner().run(prepare_pipeline(), [1])
+
+
+def test_the_app_binds_copies_and_leaves_the_users_nodes_alone():
+    total = total_pipeline()
+    loader = total.pipeline_nodes[0]
+    app = Chariots([total], op_store="memory", saver="memory")
+    app.saver.save("data/numbers.json", b"[1, 2]")
+    assert app.call_pipeline(total).value == 3
+    assert loader.saver is None  # the user's node was not changed...
+    with pytest.raises(NodeExecutionError, match="has no saver"):
+        SequentialRunner().run(total)  # ...so the pipeline object given to the app is still unbound
+    served = app.serving_pipeline(total)
+    assert served is not total and served.pipeline_nodes[0].saver is app.saver
+
+
+def test_a_saver_given_to_the_node_wins_over_the_apps():
+    own = MemorySaver()
+    prepare = Pipeline([DataSavingNode(JSONSerializer(), "numbers.json", input_nodes=[IN], saver=own)], "prepare")
+    SequentialRunner().run(prepare, [4])  # runs without an app
+    assert json.loads(own.load("data/numbers.json")) == [4]
+    app = Chariots([prepare, total_pipeline()], op_store="memory", saver="memory")
+    app.call_pipeline(prepare, [5])
+    assert json.loads(own.load("data/numbers.json")) == [5]
+    assert not app.saver.exists("data/numbers.json")
+    assert app.serving_pipeline(prepare) is prepare  # nothing needed binding
+
+
+def test_require_saver_and_versions_report_op_nodes_only():
+    loader = DataLoadingNode(JSONSerializer(), "numbers.json", output_nodes="numbers")
+    assert loader.require_saver and DataSavingNode(JSONSerializer(), "x", input_nodes=[IN]).require_saver
+    assert not Node(SumOp()).require_saver
+    app = Chariots([total_pipeline()], op_store="memory", saver="memory")
+    app.saver.save("data/numbers.json", b"[1]")
+    assert set(app.call_pipeline("total").versions) == {"sumop"}
+
+
+# -- versions ----------------------------------------------------------------------------
+def test_a_data_nodes_version_comes_from_its_path_and_serializer_class():
+    class Dataset(metaclass=VersionableMeta):
+        path = VersionedField("numbers.json", VersionType.MAJOR)
+        serializer = VersionedField("chariots_core.ml.serializers.JSONSerializer", VersionType.MAJOR)
+
+    version = DataLoadingNode(JSONSerializer(), "numbers.json").node_version
+    assert isinstance(version, Version)
+    assert version == Dataset.__version__
+    assert version == DataSavingNode(JSONSerializer, "numbers.json", input_nodes=[IN]).node_version
+    other_path = DataLoadingNode(JSONSerializer(), "other.json").node_version
+    other_format = DataLoadingNode(DillSerializer(), "numbers.json").node_version
+    for other in (other_path, other_format):
+        assert other.major != version.major
+        assert other.minor == version.minor and other.patch == version.patch
+
+
+# -- failures ----------------------------------------------------------------------------
+def test_a_missing_dataset_names_the_path_and_who_writes_it(make_app):
+    app = make_app([prepare_pipeline(), total_pipeline()])
+    with pytest.raises(NodeExecutionError) as caught:
+        app.call_pipeline("total")
+    cause = caught.value.__cause__
+    assert isinstance(cause, NotSavedError) and isinstance(cause, LookupError)
+    message = str(cause)
+    assert "no dataset is saved at 'data/numbers.json'" in message
+    assert "(read by node 'load:numbers.json')" in message
+    assert "run pipeline 'prepare' (node 'save:numbers.json') first" in message
+
+
+def test_a_missing_dataset_nobody_writes_says_how_to_provide_it(make_app):
+    app = make_app([total_pipeline()])
+    with pytest.raises(NodeExecutionError) as caught:
+        app.call_pipeline("total")
+    assert isinstance(caught.value.__cause__, NotSavedError)
+    assert "run a pipeline with a DataSavingNode(..., 'numbers.json') first, or put the file at 'data/numbers.json'" in str(
+        caught.value.__cause__
+    )
+
+
+def test_unreadable_and_unwritable_datasets(make_app):
+    app = make_app([prepare_pipeline(), total_pipeline()])
+    app.saver.save("data/numbers.json", b"\x00 not json")
+    with pytest.raises(NodeExecutionError) as caught:
+        app.call_pipeline("total")
+    assert isinstance(caught.value.__cause__, SerializationError)
+    assert "dataset 'numbers.json' (at 'data/numbers.json' in" in str(caught.value.__cause__)
+    assert "JSONSerializer cannot read these bytes" in str(caught.value.__cause__)
+    with pytest.raises(NodeExecutionError, match="node 'save:numbers.json' of pipeline 'prepare' failed: WrongTypeError") as caught:
+        app.call_pipeline("prepare", [float("nan")])
+    assert isinstance(caught.value.__cause__, WrongTypeError)
+    assert app.saver.load("data/numbers.json") == b"\x00 not json"  # a failed save writes nothing
+
+
+@pytest.mark.parametrize("path", ["../secret.csv", "/etc/passwd", "", "a//b.csv", "a/./b.csv", "a/.."])
+def test_unsafe_dataset_paths_are_refused(path):
+    with pytest.raises(PipelineDefinitionError, match="the dataset path is invalid: saver paths must be relative"):
+        DataLoadingNode(JSONSerializer(), path)
+    with pytest.raises(PipelineDefinitionError, match="the dataset path is invalid"):
+        DataSavingNode(JSONSerializer(), path, input_nodes=[IN])
+
+
+def test_wrong_arguments_are_definition_errors():
+    with pytest.raises(PipelineDefinitionError, match="'path' of DataLoadingNode must be a string"):
+        DataLoadingNode(JSONSerializer(), 3)
+    with pytest.raises(PipelineDefinitionError, match="'serializer' of DataLoadingNode 'x.json' must be a serializer"):
+        DataLoadingNode(json, "x.json")
+    with pytest.raises(PipelineDefinitionError, match="'saver' of DataSavingNode 'x.json' must be a saver"):
+        DataSavingNode(JSONSerializer(), "x.json", input_nodes=[IN], saver="memory")
+    with pytest.raises(PipelineDefinitionError, match="'name' of a DataLoadingNode must be a non-empty string"):
+        DataLoadingNode(JSONSerializer(), "x.json", name="")
+    for inputs in (None, ["a", "b"]):
+        with pytest.raises(PipelineDefinitionError, match="takes exactly one input"):
+            DataSavingNode(JSONSerializer(), "x.json", input_nodes=inputs)
+
+
+def test_names_and_repr():
+    loader = DataLoadingNode(JSONSerializer(), "sets/x.json", name="raw_x")
+    assert loader.name == "raw_x" and loader.path == "sets/x.json"
+    assert repr(loader) == "<DataLoadingNode 'raw_x' path='sets/x.json'>"
+    assert DataSavingNode(JSONSerializer(), "sets/x.json", input_nodes=[IN]).name == "save:sets/x.json"

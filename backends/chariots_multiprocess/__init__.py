@@ -6,6 +6,7 @@
         app = Chariots(pipelines, worker_pool=pool)
         job_id = app.call_pipeline("train", use_worker=True).job_id
         app.fetch_job(job_id).job_status
+        values = app.map_pipeline("predict", rows)  # in chunks, no job records
 
 Install with ``pip install 'chariots[workers]'``.
 """

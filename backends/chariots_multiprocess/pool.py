@@ -27,6 +27,7 @@ runs once more on another worker before the batch fails.
 
 from __future__ import annotations
 
+import abc
 import collections
 import logging
 import os
@@ -70,7 +71,7 @@ _START_METHODS = ("forkserver", "spawn")
 _STOP_GRACE = 5.0  # seconds a worker gets to exit once its job pipe is closed, then SIGKILL
 
 
-class _Unit:
+class _Unit(abc.ABC):
     """One piece of work on its way through the pool: a job (:class:`_Task`) or one call of
     a batch (:class:`_Call`). The pool queues, sends and supervises units alike; a unit says
     what its start, outcome and loss mean."""
@@ -82,27 +83,27 @@ class _Unit:
     def __init__(self, key: str, token: str, payload: bytes, argument: bytes) -> None:
         self.key, self.token, self.payload, self.argument = key, token, payload, argument
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """What the unit is, for error messages."""
-        raise NotImplementedError
 
-    def start(self, worker_name: str) -> None:
+    def start(self, worker_name: str) -> None:  # noqa: B027 - most units record nothing here
         """Called with the pool's lock held just before the unit is sent to a worker."""
 
-    def unsent(self) -> None:
+    def unsent(self) -> None:  # noqa: B027 - most units record nothing here
         """Its worker died before receiving it: it goes back to the queue. Lock held."""
 
     def retry(self) -> bool:
         """Its worker died while running it: whether to run it again. Lock held."""
         return False
 
+    @abc.abstractmethod
     def settle(self, reply: tuple) -> None:
         """Record the worker's reply; never raises."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fail(self, message: str, error_type: str) -> None:
         """Record that the unit will not finish; never raises."""
-        raise NotImplementedError
 
 
 class _Task(_Unit):
@@ -210,7 +211,8 @@ class _Worker:
 
 
 class MultiprocessWorkerPool(BaseWorkerPool):
-    """Runs pipeline jobs in worker processes; a killed worker fails its job and is replaced.
+    """Runs pipeline jobs and batches in worker processes; a killed worker is replaced, and
+    fails its job (a batch runs the worker's chunk once more before it fails).
 
     Use it as a context manager, or call :meth:`close`::
 
@@ -477,10 +479,14 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._payloads[pipeline] = (versions, runner, token, payload)
         return versions, token, payload
 
-    def _queue(self, unit: _Unit) -> None:
-        """Start ``unit`` on an idle worker, or queue it. Called with the lock held."""
+    def _queue(self, unit: _Unit, first: bool = False) -> None:
+        """Start ``unit`` on an idle worker, or queue it (at the head if ``first``). Called
+        with the lock held."""
         if not self._idle:
-            self._pending.append(unit)
+            if first:
+                self._pending.appendleft(unit)
+            else:
+                self._pending.append(unit)
             return
         worker = self._idle.popleft()
         if not self._dispatch(worker, unit):
@@ -591,7 +597,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             replace = not self._stopping
             if unit is not None and replace and unit.retry():
                 logger.warning("%s; running it again", _death_reason(worker, unit))
-                self._pending.appendleft(unit)  # first in line for the replacement
+                self._queue(unit, first=True)
                 unit = None
         worker.tasks.close()
         worker.results.close()

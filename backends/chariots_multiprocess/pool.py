@@ -595,8 +595,9 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                 self._idle.remove(worker)
             unit, worker.unit = worker.unit, None
             replace = not self._stopping
+            reason = "" if unit is None else _death_reason(worker, unit)  # before retry() counts the try
             if unit is not None and replace and unit.retry():
-                logger.warning("%s; running it again", _death_reason(worker, unit))
+                logger.warning("%s; running it again", reason)
                 self._queue(unit, first=True)
                 unit = None
         worker.tasks.close()
@@ -609,7 +610,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                 self._fail_stranded()
         if unit is not None:
             unit.fail(
-                f"{_death_reason(worker, unit)}; the pool started a replacement. Run the {unit.noun} "
+                f"{reason}; the pool started a replacement. Run the {unit.noun} "
                 "again; if it dies again, the pipeline may be running out of memory (the kernel's "
                 "OOM killer sends SIGKILL) or crashing the interpreter",
                 "WorkerError",

@@ -6,6 +6,7 @@ workers never import this module.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -185,15 +186,19 @@ def test_a_worker_killed_mid_batch_has_its_chunk_retried_on_the_replacement(pool
     assert outcome["values"] == [("gated" if n == 17 else n + 3) for n in range(40)]
 
 
-def test_an_input_that_dies_once_is_retried_and_the_batch_completes(pool, tmp_path):
+def test_an_input_that_dies_once_is_retried_and_the_batch_completes(pool, tmp_path, caplog):
     app = make_app()
     marker = str(tmp_path / "died")
     inputs: list = list(range(30))
     inputs[5] = ("die once", marker)
-    values = app.map_pipeline("add", inputs, worker_pool=pool, progress=False)
+    with caplog.at_level(logging.WARNING, logger="chariots_multiprocess"):
+        values = app.map_pipeline("add", inputs, worker_pool=pool, progress=False)
     assert values == [("survived" if n == 5 else n + 3) for n in range(30)]
     (victim,) = map(int, open(marker).read().split())
     assert victim not in pool.worker_pids and pool.n_workers == 2
+    (warning,) = [record.getMessage() for record in caplog.records if "running it again" in record.getMessage()]
+    assert f"worker process {victim} was killed by signal SIGKILL while running item #" in warning
+    assert "second try" not in warning
 
 
 def test_an_input_that_kills_every_worker_fails_the_batch_naming_the_missing_inputs(pool, tmp_path):

@@ -288,7 +288,7 @@ class _DataNode(BaseNode):
         self,
         serializer: BaseSerializer | type[BaseSerializer],
         path: str,
-        input_nodes: Sequence[NodeReference] | None,
+        input_nodes: Sequence[NodeReference] | NodeReference | None,
         output_nodes: Sequence[NodeReference] | NodeReference | None,
         name: str | None,
         saver: BaseSaver | None,
@@ -325,10 +325,11 @@ class _DataNode(BaseNode):
         self._name = name if name is not None else f"{self._verb}:{path}"
         self._saver = saver
         serializer_class = type(serializer)
+        serializer_name = f"{serializer_class.__module__}.{serializer_class.__qualname__}"
         self._version = (
             Version()
             + VersionedField(path, VersionType.MAJOR).version
-            + VersionedField(f"{serializer_class.__module__}.{serializer_class.__qualname__}", VersionType.MAJOR).version
+            + VersionedField(serializer_name, VersionType.MAJOR).version
         )
 
     @property

@@ -26,9 +26,9 @@ from chariots_core.errors import (
     NotSavedError,
     PipelineDefinitionError,
     SerializationError,
+    WrongTypeError,
 )
 from chariots_core.ml import CSVSerializer, DillSerializer, JSONSerializer
-from chariots_core.ml.serializers import WrongTypeError
 from chariots_core.nodes import DataLoadingNode, DataSavingNode
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
@@ -155,6 +155,23 @@ def test_async_calls_run_bound_data_nodes():
         job = app.call_pipeline("prepare", [3], use_worker=True)
         assert app.worker_pool.wait(job.job_id, timeout=30).value == [6]
         assert app.call_pipeline("total").value == 6
+
+
+def test_worker_processes_write_datasets_through_the_apps_saver(tmp_path):
+    pytest.importorskip("chariots_lmdb")
+    pytest.importorskip("chariots_fsspec")
+    multiprocess_pool = pytest.importorskip("chariots_multiprocess")
+    # Only library classes: the worker processes cannot import this test module.
+    save = Pipeline([DataSavingNode(JSONSerializer(), "numbers.json", input_nodes=[IN], output_nodes=OUT)], "save")
+    load = Pipeline([DataLoadingNode(JSONSerializer(), "numbers.json", output_nodes=OUT)], "load")
+    pool = multiprocess_pool.MultiprocessWorkerPool(n_workers=1)
+    with Chariots([save, load], path=tmp_path, worker_pool=pool) as app:
+        job = app.call_pipeline("save", [1, 4], use_worker=True)
+        assert app.worker_pool.wait(job.job_id, timeout=60).value == [1, 4]
+        assert json.loads((tmp_path / "blobs" / "data" / "numbers.json").read_text()) == [1, 4]
+        (tmp_path / "blobs" / "data" / "numbers.json").write_text("[5]")
+        job = app.call_pipeline("load", use_worker=True)
+        assert app.worker_pool.wait(job.job_id, timeout=60).value == [5]
 
 
 # -- binding -----------------------------------------------------------------------------

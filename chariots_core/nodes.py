@@ -16,7 +16,10 @@ Data nodes run no op: a :class:`DataLoadingNode` reads a dataset from a saver an
 
 Their saver is the app's: :class:`~chariots_core.Chariots` binds it when it is given the
 pipeline (or pass ``saver=`` to the node to run it elsewhere). Datasets live under
-:data:`DATA_PREFIX` in the saver, apart from the app's op blobs and job results.
+:data:`DATA_PREFIX` in the saver, apart from the app's op blobs and job results. Pipelines run
+by worker processes take their saver along, so there it must be shared storage (files, object
+storage): a data node refuses to run with a :class:`~chariots_core.MemorySaver` in another
+process than the one that bound it, where it would read and write a stale private copy.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import abc
 import copy
 import enum
 import itertools
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -37,7 +41,7 @@ from .errors import (
 )
 from .ml.serializers import BaseSerializer
 from .ops import BaseOp, LoadableOp
-from .savers import BaseSaver, check_relative_path
+from .savers import BaseSaver, MemorySaver, check_relative_path
 from .versioning import Version, VersionedField, VersionType
 
 if TYPE_CHECKING:
@@ -324,6 +328,7 @@ class _DataNode(BaseNode):
         self._path = path
         self._name = name if name is not None else f"{self._verb}:{path}"
         self._saver = saver
+        self._bound_in = os.getpid()
         serializer_class = type(serializer)
         serializer_name = f"{serializer_class.__module__}.{serializer_class.__qualname__}"
         self._version = (
@@ -371,6 +376,7 @@ class _DataNode(BaseNode):
             return self
         twin = copy.copy(self)  # keeps the wiring, and the generated output name other nodes use
         twin._saver = saver
+        twin._bound_in = os.getpid()
         return twin
 
     def _bound_saver(self) -> BaseSaver:
@@ -379,6 +385,14 @@ class _DataNode(BaseNode):
                 f"data node {self._name!r} has no saver to {self._verb} dataset {self._path!r} "
                 "with: add its pipeline to a Chariots app and run it with app.call_pipeline (the "
                 f"app binds its saver), or pass saver=... to {type(self).__name__}"
+            )
+            raise ConfigError(msg)
+        if isinstance(self._saver, MemorySaver) and os.getpid() != self._bound_in:
+            msg = (
+                f"data node {self._name!r} runs in process {os.getpid()} but its MemorySaver "
+                f"lives in process {self._bound_in}: it would {self._verb} dataset {self._path!r} "
+                "in a private copy. Give the app a saver other processes share (the default "
+                "files under its path, or object storage), or run without worker processes"
             )
             raise ConfigError(msg)
         return self._saver

@@ -174,6 +174,21 @@ def test_worker_processes_write_datasets_through_the_apps_saver(tmp_path):
         assert app.worker_pool.wait(job.job_id, timeout=60).value == [5]
 
 
+def test_worker_processes_refuse_a_memory_saver_they_would_only_copy():
+    multiprocess_pool = pytest.importorskip("chariots_multiprocess")
+    save = Pipeline([DataSavingNode(JSONSerializer(), "numbers.json", input_nodes=[IN], output_nodes=OUT)], "save")
+    pool = multiprocess_pool.MultiprocessWorkerPool(n_workers=1)
+    with Chariots([save], op_store="memory", saver="memory", worker_pool=pool) as app:
+        job = app.call_pipeline("save", [1], use_worker=True)
+        failed = app.worker_pool.wait(job.job_id, timeout=60)
+        assert failed.error["type"] == "ConfigError" and failed.error["node"] == "save:numbers.json"
+        assert "its MemorySaver lives in process" in failed.error["message"]
+        assert "Give the app a saver other processes share" in failed.error["message"]
+        assert not app.saver.exists("data/numbers.json")
+        assert app.call_pipeline("save", [1]).value == [1]  # in the app's own process it works
+        assert app.saver.exists("data/numbers.json")
+
+
 # -- binding -----------------------------------------------------------------------------
 def test_an_unbound_data_node_says_how_to_bind_it():
     total = total_pipeline()

@@ -2,9 +2,9 @@
 
 1. ``map_pipeline`` of a CPU-bound pipeline (~10 ms of pure-Python work per call, calibrated
    on CPU time at start-up) over ``--calls`` inputs (default 1,000), in the same run:
-   serially in process (the floor), on ``MultiprocessWorkerPool(2)`` (if installed; it has no
-   batch hook, so one job per input) and on a Dask ``LocalCluster`` of 2 single-threaded
-   worker processes (chunked batches). Reported: median wall time, speed-up over serial, and
+   serially in process, on ``MultiprocessWorkerPool(2)`` (if installed) and on a Dask
+   ``LocalCluster`` of 2 single-threaded worker processes; both pools run the batch in chunks
+   (``map_unordered``), without job records. Reported: median wall time, speed-up over serial, and
    the per-input overhead of each pool, measured by mapping a no-op pipeline over as many
    inputs (wall time / inputs). The floor is the same op mapped by a bare
    ``multiprocessing.Pool(2)`` (no Chariots): "vs floor" is a pool's share of what two

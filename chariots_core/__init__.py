@@ -10,7 +10,7 @@ Storage, worker pools and HTTP serving are optional backends (``chariots_lmdb``,
 from .app import Chariots
 from .callbacks import OpCallBack, PipelineCallback
 from .errors import BackendError, ChariotsError, VersionError
-from .nodes import BaseNode, Node, ReservedNodes
+from .nodes import BaseNode, DataLoadingNode, DataSavingNode, Node, ReservedNodes
 from .ops import BaseOp, LoadableOp
 from .pipeline import Pipeline
 from .runners import BaseRunner, SequentialRunner
@@ -24,6 +24,8 @@ __all__ = [
     "Node",
     "BaseNode",
     "ReservedNodes",
+    "DataLoadingNode",
+    "DataSavingNode",
     "BaseOp",
     "LoadableOp",
     "SequentialRunner",

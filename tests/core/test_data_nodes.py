@@ -9,6 +9,8 @@ import pytest
 from chariots_core import (
     BaseOp,
     Chariots,
+    DataLoadingNode,
+    DataSavingNode,
     InProcessWorkerPool,
     MemorySaver,
     Node,
@@ -29,7 +31,6 @@ from chariots_core.errors import (
     WrongTypeError,
 )
 from chariots_core.ml import CSVSerializer, DillSerializer, JSONSerializer
-from chariots_core.nodes import DataLoadingNode, DataSavingNode
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 

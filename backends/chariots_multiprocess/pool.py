@@ -27,11 +27,9 @@ runs once more on another worker before the batch fails.
 
 from __future__ import annotations
 
-import abc
 import collections
 import logging
 import os
-import queue
 import signal
 import threading
 import uuid
@@ -48,20 +46,17 @@ from chariots_core.workers import (
     BaseWorkerPool,
     JobStatus,
     PipelineResponse,
-    failure_details,
-    finish_job,
     job_response,
-    mark_job,
     new_job,
 )
 
 from . import _worker
+from ._units import Batch, Call, Task, Unit
 
 if TYPE_CHECKING:
     from chariots_core.app import Chariots
     from chariots_core.pipeline import Pipeline
     from chariots_core.runners import BaseRunner
-    from chariots_core.store import JobRecord
 
 __all__ = ["MultiprocessWorkerPool"]
 
@@ -71,133 +66,6 @@ _START_METHODS = ("forkserver", "spawn")
 _STOP_GRACE = 5.0  # seconds a worker gets to exit once its job pipe is closed, then SIGKILL
 
 
-class _Unit(abc.ABC):
-    """One piece of work on its way through the pool: a job (:class:`_Task`) or one call of
-    a batch (:class:`_Call`). The pool queues, sends and supervises units alike; a unit says
-    what its start, outcome and loss mean."""
-
-    kind: str  # _worker.JOB or _worker.CALL
-    noun: str  # what a user re-runs when it is lost: "job" or "batch"
-    __slots__ = ("key", "token", "payload", "argument")
-
-    def __init__(self, key: str, token: str, payload: bytes, argument: bytes) -> None:
-        self.key, self.token, self.payload, self.argument = key, token, payload, argument
-
-    @abc.abstractmethod
-    def describe(self) -> str:
-        """What the unit is, for error messages."""
-
-    def start(self, worker_name: str) -> None:  # noqa: B027 - most units record nothing here
-        """Called with the pool's lock held just before the unit is sent to a worker."""
-
-    def unsent(self) -> None:  # noqa: B027 - most units record nothing here
-        """Its worker died before receiving it: it goes back to the queue. Lock held."""
-
-    def retry(self) -> bool:
-        """Its worker died while running it: whether to run it again. Lock held."""
-        return False
-
-    @abc.abstractmethod
-    def settle(self, reply: tuple) -> None:
-        """Record the worker's reply; never raises."""
-
-    @abc.abstractmethod
-    def fail(self, message: str, error_type: str) -> None:
-        """Record that the unit will not finish; never raises."""
-
-
-class _Task(_Unit):
-    """One submitted job: its record is written at every step."""
-
-    kind, noun = _worker.JOB, "job"
-    __slots__ = ("job", "app", "versions")
-
-    def __init__(
-        self, job: JobRecord, app: Chariots, versions: dict[str, str], token: str, payload: bytes, input_bytes: bytes
-    ) -> None:
-        super().__init__(job.job_id, token, payload, input_bytes)
-        self.job, self.app, self.versions = job, app, versions
-
-    def describe(self) -> str:
-        return f"job {self.job.job_id!r} of pipeline {self.job.pipeline_name!r}"
-
-    def start(self, worker_name: str) -> None:
-        # "running" is recorded before the job is sent, so the outcome, recorded later by the
-        # supervisor, can never be overwritten by it.
-        self.job = mark_job(self.app.op_store, self.job, JobStatus.running, worker=worker_name)
-
-    def unsent(self) -> None:
-        self.job = mark_job(self.app.op_store, self.job, JobStatus.queued, worker=None)
-
-    def settle(self, reply: tuple) -> None:
-        app = self.app
-        try:
-            if reply[0] == _worker.DONE:
-                _, _, value_bytes, versions, trained_bytes = reply
-                if trained_bytes is not None:
-                    # Before "done": whoever sees the job done can save what it trained.
-                    app.install_ops(self.job.pipeline_name, dill.loads(trained_bytes))
-                finish_job(app.op_store, app.saver, self.job, value_bytes, versions)
-            else:
-                _, _, error, versions = reply
-                versions = versions or self.versions  # empty when the worker could not load the job
-                mark_job(app.op_store, self.job, JobStatus.failed, versions=versions, error=error)
-        except Exception as exc:
-            details = failure_details(exc)
-            self.fail(f"the job ran but its outcome could not be recorded: {details['message']}", details["type"])
-
-    def fail(self, message: str, error_type: str) -> None:
-        """Record the job failed; a store that refuses even that is logged, not raised."""
-        error = {"type": error_type, "message": message, "node": ""}
-        versions = self.job.versions or self.versions
-        try:
-            self.job = mark_job(self.app.op_store, self.job, JobStatus.failed, versions=versions, error=error)
-        except Exception:
-            logger.exception("could not record job %s as failed: %s", self.job.job_id, message)
-
-
-class _Batch:
-    """The calls of one :meth:`MultiprocessWorkerPool.map_unordered`: their replies, in the
-    order they come, for the caller's thread."""
-
-    __slots__ = ("name", "replies", "cancelled")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.replies: queue.SimpleQueue[tuple[int, tuple]] = queue.SimpleQueue()
-        self.cancelled = False
-
-
-class _Call(_Unit):
-    """One item of a batch: no record, its reply goes to the batch."""
-
-    kind, noun = _worker.CALL, "batch"
-    __slots__ = ("batch", "index", "retried")
-
-    def __init__(self, batch: _Batch, index: int, token: str, payload: bytes, item_bytes: bytes) -> None:
-        super().__init__(f"{batch.name}#{index}", token, payload, item_bytes)
-        self.batch, self.index, self.retried = batch, index, False
-
-    def describe(self) -> str:
-        again = " (its second try: a worker had already died running it)" if self.retried else ""
-        return f"item #{self.index} of batch {self.batch.name!r}{again}"
-
-    def retry(self) -> bool:
-        # Once: a worker killed from outside (OOM killer, an operator) should not sink the batch,
-        # but an item that kills every worker it touches must not take the pool down with it.
-        if self.retried or self.batch.cancelled:
-            return False
-        self.retried = True
-        return True
-
-    def settle(self, reply: tuple) -> None:
-        self.batch.replies.put((self.index, reply))
-
-    def fail(self, message: str, error_type: str) -> None:
-        error = {"type": error_type, "message": message, "node": ""}
-        self.batch.replies.put((self.index, (_worker.FAILED, self.key, error)))
-
-
 class _Worker:
     """The parent's handle on one worker process."""
 
@@ -205,7 +73,7 @@ class _Worker:
 
     def __init__(self, process: Any, tasks: Any, results: Any, cache_size: int) -> None:
         self.process, self.tasks, self.results = process, tasks, results
-        self.unit: _Unit | None = None
+        self.unit: Unit | None = None
         self.tokens = _worker.TokenLRU(cache_size)  # mirrors the worker's pipeline cache
         self.eof = False
 
@@ -252,8 +120,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._settled = threading.Condition(self._lock)  # notified whenever a job settles
         self._workers: list[_Worker] = []
         self._idle: collections.deque[_Worker] = collections.deque()
-        self._pending: collections.deque[_Unit] = collections.deque()
-        self._outstanding: dict[str, _Unit] = {}  # submitted, not yet settled, by key
+        self._pending: collections.deque[Unit] = collections.deque()
+        self._outstanding: dict[str, Unit] = {}  # submitted, not yet settled, by key
         self._payloads: weakref.WeakKeyDictionary[Pipeline, tuple[tuple, BaseRunner, str, bytes]] = (
             weakref.WeakKeyDictionary()
         )
@@ -344,7 +212,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                 if worker is not None:
                     self._idle.appendleft(worker)
                 raise
-            task = _Task(job, app, dict(versions), token, payload, input_bytes)
+            task = Task(job, app, dict(versions), token, payload, input_bytes)
             self._outstanding[job.job_id] = task
             if worker is None:
                 self._pending.append(task)
@@ -360,11 +228,11 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         """
         with self._lock:
             task = self._outstanding.get(job_id)
-            if isinstance(task, _Task):
+            if isinstance(task, Task):
                 if not self._settled.wait_for(lambda: job_id not in self._outstanding, timeout):
                     msg = f"job {job_id!r} has not finished after {timeout} s; wait longer or fetch it later"
                     raise WorkerError(msg)
-        if isinstance(task, _Task):
+        if isinstance(task, Task):
             return job_response(task.app.op_store, task.app.saver, job_id)
         return super().wait(job_id, timeout)
 
@@ -424,14 +292,14 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         name = f"{getattr(function, '__qualname__', 'function')}-{uuid.uuid4().hex[:8]}"
         payload = _dumps((function, shared), f"the shared objects of batch {name!r}")
         token = uuid.uuid4().hex  # one per batch: each worker loads the pipeline once for it
-        batch = _Batch(name)
+        batch = Batch(name)
         calls = [
-            _Call(batch, index, token, payload, _dumps(item, f"item #{index} of batch {name!r}"))
+            Call(batch, index, token, payload, _dumps(item, f"item #{index} of batch {name!r}"))
             for index, item in enumerate(items)
         ]
         return self._completions(batch, calls)
 
-    def _completions(self, batch: _Batch, calls: list[_Call]) -> Iterator[tuple[int, Any]]:
+    def _completions(self, batch: Batch, calls: list[Call]) -> Iterator[tuple[int, Any]]:
         """Queue ``calls`` and yield their results as they come; cancel the rest on exit."""
         try:
             with self._lock:
@@ -453,7 +321,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         finally:
             self._cancel(batch, calls)
 
-    def _cancel(self, batch: _Batch, calls: list[_Call]) -> None:
+    def _cancel(self, batch: Batch, calls: list[Call]) -> None:
         """Drop the batch's calls that have not started; those running finish unread."""
         with self._lock:
             batch.cancelled = True
@@ -479,7 +347,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._payloads[pipeline] = (versions, runner, token, payload)
         return versions, token, payload
 
-    def _queue(self, unit: _Unit, first: bool = False) -> None:
+    def _queue(self, unit: Unit, first: bool = False) -> None:
         """Start ``unit`` on an idle worker, or queue it (at the head if ``first``). Called
         with the lock held."""
         if not self._idle:
@@ -492,7 +360,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         if not self._dispatch(worker, unit):
             self._idle.appendleft(worker)
 
-    def _dispatch(self, worker: _Worker, unit: _Unit) -> bool:
+    def _dispatch(self, worker: _Worker, unit: Unit) -> bool:
         """Start a queued ``unit`` on the idle ``worker``; ``False`` if it could not start
         (e.g. the store refused to record a job running), in which case it is settled failed.
         Called with the lock held."""
@@ -506,7 +374,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._send(worker, unit)
         return True
 
-    def _send(self, worker: _Worker, unit: _Unit) -> None:
+    def _send(self, worker: _Worker, unit: Unit) -> None:
         """Send a started ``unit`` to ``worker``. Called with the lock held."""
         if unit.token in worker.tokens:
             worker.tokens.get(unit.token)
@@ -576,7 +444,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             unit.settle(message)
             self._forget([unit])
 
-    def _forget(self, units: list[_Unit]) -> None:
+    def _forget(self, units: list[Unit]) -> None:
         """``units`` are settled: drop them and wake whoever waits for them."""
         with self._lock:
             for unit in units:
@@ -664,7 +532,7 @@ def _drain(fd: int) -> bool:
         return False
 
 
-def _death_reason(worker: _Worker, unit: _Unit) -> str:
+def _death_reason(worker: _Worker, unit: Unit) -> str:
     code = worker.process.exitcode
     if code is not None and code < 0:
         how = f"was killed by signal {signal.Signals(-code).name}"

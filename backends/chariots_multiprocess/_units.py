@@ -28,9 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 class Unit(abc.ABC):
-    """One piece of work on its way through the pool: a job (:class:`Task`) or one call of
-    a batch (:class:`Call`). The pool queues, sends and supervises units alike; a unit says
-    what its start, outcome and loss mean."""
+    """One piece of work on its way through the pool, under ``key`` in its bookkeeping; the
+    worker gets ``payload`` (named ``token``) once and ``argument`` each time."""
 
     kind: str  # _worker.JOB or _worker.CALL
     noun: str  # what a user re-runs when it is lost: "job" or "batch"

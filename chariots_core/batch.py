@@ -5,8 +5,8 @@
 Where the calls run:
 
 - no pool: in this process, one after the other, with the app's runner;
-- a pool with a ``map_unordered`` method (:class:`BatchWorkerPool`, e.g.
-  ``chariots_dask.DaskWorkerPool``): the inputs are cut into a few chunks per worker and each
+- a pool with a ``map_unordered`` method (:class:`BatchWorkerPool`:
+  ``chariots_multiprocess.MultiprocessWorkerPool``, ``chariots_dask.DaskWorkerPool``): the inputs are cut into a few chunks per worker and each
   chunk runs as one task, so the per-input cost is close to a direct call;
 - any other :class:`~chariots_core.BaseWorkerPool`: one asynchronous job per input, through
   the pool's ordinary job records (correct everywhere, slower per input).

@@ -97,7 +97,12 @@ class ServerThread:
         if not self._thread.is_alive():
             return
         # asyncore objects belong to the loop's thread: close them from inside it.
-        self._server.trigger.pull_trigger(self._close_all)
+        try:
+            self._server.trigger.pull_trigger(self._close_all)
+        except OSError:
+            # The trigger's pipe is already closed: the loop is ending by itself, and there is
+            # nothing left to wake. Seen rarely (EBADF) when many servers start and stop.
+            pass
         self._thread.join(timeout)
         self._server.task_dispatcher.shutdown(timeout=timeout)
 

@@ -9,12 +9,13 @@ them back. The op store (metadata) decides the paths and checks what comes back.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from typing import Protocol, runtime_checkable
 
 from .errors import IntegrityError, StoreError
 
-__all__ = ["BaseSaver", "MemorySaver", "check_relative_path", "read_verified"]
+__all__ = ["BaseSaver", "MemorySaver", "check_relative_path", "ensure_directory", "read_verified"]
 
 
 @runtime_checkable
@@ -49,6 +50,21 @@ def check_relative_path(path: str) -> str:
         )
         raise StoreError(msg)
     return path
+
+
+def ensure_directory(path: str, what: str) -> None:
+    """Create the local directory ``path`` (and its parents) unless it exists.
+
+    :param what: names the directory in error messages (e.g. "the LMDB op store directory").
+    :raises StoreError: if ``path`` is a file, or cannot be created.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(f"{what} {path!r} exists and is not a directory; pass a directory path")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot create {what} {path!r}: {exc.strerror or exc}. Choose a directory this process can write to"
+        raise StoreError(msg) from exc
 
 
 def read_verified(saver: BaseSaver, path: str, sha256: str, what: str, fix: str) -> bytes:

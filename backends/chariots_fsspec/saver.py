@@ -20,7 +20,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from chariots_core.errors import BackendError, ConfigError, StoreError
-from chariots_core.savers import check_relative_path
+from chariots_core.savers import check_relative_path, ensure_directory
 
 __all__ = ["FsspecSaver"]
 
@@ -53,7 +53,7 @@ class FsspecSaver:
         protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
         self._whole_objects = not self._local and bool(_WHOLE_OBJECT_PROTOCOLS.intersection(protocols))
         if self._local:
-            _make_local_root(self._root, self.url)
+            ensure_directory(self._root, f"the FsspecSaver({self.url!r}) directory")
 
     def save(self, path: str, data: bytes) -> None:
         """Store ``data`` at ``path``, replacing what was there; flushed when this returns."""
@@ -155,17 +155,6 @@ def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.Abstr
             "another protocol listed in fsspec.available_protocols()"
         )
         raise ConfigError(msg) from exc
-
-
-def _make_local_root(root: str, url: str) -> None:
-    if os.path.exists(root) and not os.path.isdir(root):
-        msg = f"FsspecSaver({url!r}): {root!r} exists and is not a directory; pass a directory"
-        raise StoreError(msg)
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as exc:
-        msg = f"FsspecSaver({url!r}): cannot create the directory {root!r}: {exc.strerror or exc}"
-        raise StoreError(msg) from exc
 
 
 def _write_local(target: str, data: bytes) -> None:

@@ -22,6 +22,7 @@ import attrs
 import lmdb
 
 from chariots_core.errors import StoreError
+from chariots_core.savers import ensure_directory
 
 __all__ = ["SUBDATABASES", "SharedEnvironment", "acquire", "release", "transaction"]
 
@@ -59,17 +60,7 @@ os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def _open(path: str, map_size: int) -> SharedEnvironment:
-    if os.path.exists(path) and not os.path.isdir(path):
-        msg = f"the LMDB op store path {path!r} exists and is not a directory; pass a directory path"
-        raise StoreError(msg)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        msg = (
-            f"cannot create the LMDB op store directory {path!r}: {exc.strerror or exc}. "
-            "Choose a directory this process can write to"
-        )
-        raise StoreError(msg) from exc
+    ensure_directory(path, "the LMDB op store directory")
     try:
         # metasync=False: one fsync per commit instead of two. LMDB keeps every commit atomic
         # and the store consistent; only an OS crash or power cut may undo the last commit.

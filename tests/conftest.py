@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-_THREAD_STARTING_DIRS = ("tests/backends/keras/", "tests/backends/dask/")
+_THREAD_STARTING_PATHS = ("tests/backends/keras/", "tests/backends/dask/", "tests/test_public_api.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def starts_threads(item: pytest.Item) -> bool:
         path = item.path.as_posix()
-        return any(directory in path for directory in _THREAD_STARTING_DIRS)
+        return any(directory in path for directory in _THREAD_STARTING_PATHS)
 
     items.sort(key=starts_threads)  # stable: keeps each group's own order

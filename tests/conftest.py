@@ -15,6 +15,6 @@ _THREAD_STARTING_PATHS = ("tests/backends/keras/", "tests/backends/dask/", "test
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def starts_threads(item: pytest.Item) -> bool:
         path = item.path.as_posix()
-        return any(directory in path for directory in _THREAD_STARTING_PATHS)
+        return any(prefix in path for prefix in _THREAD_STARTING_PATHS)
 
     items.sort(key=starts_threads)  # stable: keeps each group's own order

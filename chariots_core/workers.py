@@ -6,6 +6,12 @@ store, so a job is never only in a pool's memory; results are written through th
 saver. :class:`InProcessWorkerPool` runs jobs on threads of the current process;
 ``chariots_multiprocess.MultiprocessWorkerPool`` runs them in worker processes.
 
+Job records and results must survive the app or a worker process being killed, but not an
+OS crash or power cut, which may lose the latest job states (the job can be run again).
+Stores and savers that can skip their fsync for them do: ``LMDBOpStore`` writes job records
+unsynced and ``FsspecSaver.save`` takes ``durable=False`` (see :func:`save_job_result`),
+which spares each job several disk flushes. Saved op versions keep their full durability.
+
 Whether a call runs in a worker follows chariots 0.2: the app, the pipeline and the request
 may each say ``use_worker``; an explicit ``False`` anywhere wins, else any ``True`` makes the
 call asynchronous (see :func:`wants_worker`).
@@ -16,6 +22,7 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
+import inspect
 import json
 import os
 import queue
@@ -54,6 +61,7 @@ __all__ = [
     "run_job",
     "mark_job",
     "finish_job",
+    "save_job_result",
     "failure_details",
     "op_versions",
     "job_response",
@@ -165,10 +173,12 @@ def finish_job(
 ) -> JobRecord:
     """Save a job's dill-serialized value through the saver, then record the job ``done``.
 
-    The bytes are written before the record, so a ``done`` record always has its value.
+    The bytes are written before the record, so a ``done`` record always has its value
+    (after an OS crash both may be lost, or the value alone: fetching it then raises
+    :class:`~chariots_core.errors.IntegrityError`, and running the job again fixes it).
     """
     path = f"jobs/{job.job_id}"
-    saver.save(path, value_data)
+    save_job_result(saver, path, value_data)
     return mark_job(
         op_store,
         job,
@@ -177,6 +187,23 @@ def finish_job(
         result_path=path,
         result_sha256=hashlib.sha256(value_data).hexdigest(),
     )
+
+
+def save_job_result(saver: BaseSaver, path: str, data: bytes) -> None:
+    """Save a job's result, without an fsync where the saver offers that.
+
+    A saver offers it by taking a ``durable`` keyword in ``save`` (as
+    ``chariots_fsspec.FsspecSaver`` does); any other saver is called with ``(path, data)``
+    alone, so :class:`BaseSaver` itself asks nothing more of savers.
+    """
+    try:
+        offers_fast_path = "durable" in inspect.signature(saver.save).parameters
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read
+        offers_fast_path = False
+    if offers_fast_path:
+        saver.save(path, data, durable=False)  # type: ignore[call-arg]
+    else:
+        saver.save(path, data)
 
 
 def run_job(

@@ -3,7 +3,8 @@
 Local directories (a plain path or ``file://``) are written with the operating system
 directly: bytes go to a temporary file beside the target, which is renamed into place once
 every byte is written (so no reader and no killed process leaves half a blob under the real
-name), then fsynced before ``save`` returns. Object stores
+name), then fsynced before ``save`` returns unless the caller passes ``durable=False`` (job
+results, which need only survive the writing process being killed). Object stores
 (``gs://``, ``s3://``, ``memory://``...) replace whole objects in one request, so they are
 written in place; other filesystems get a temporary name and a move.
 """
@@ -55,13 +56,20 @@ class FsspecSaver:
         if self._local:
             ensure_directory(self._root, f"the FsspecSaver({self.url!r}) directory")
 
-    def save(self, path: str, data: bytes) -> None:
-        """Store ``data`` at ``path``, replacing what was there; flushed when this returns."""
+    def save(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Store ``data`` at ``path``, replacing what was there; flushed when this returns.
+
+        :param durable: on a local directory, fsync the file before returning, so the bytes
+            survive an OS crash or power cut. With ``False`` they are handed to the kernel
+            (they survive this process being killed) but an OS crash may lose them; the
+            blob is still never seen half-written. Object stores ignore it: a request that
+            returns has stored the object.
+        """
         target = self._full(path)
         data = bytes(data)
         try:
             if self._local:
-                _write_local(target, data)
+                _write_local(target, data, durable)
             elif self._whole_objects:
                 self._fs.pipe_file(target, data)
             else:
@@ -157,7 +165,7 @@ def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[fsspec.Abstr
         raise ConfigError(msg) from exc
 
 
-def _write_local(target: str, data: bytes) -> None:
+def _write_local(target: str, data: bytes, durable: bool) -> None:
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     name = os.path.basename(target)
@@ -175,6 +183,8 @@ def _write_local(target: str, data: bytes) -> None:
             except FileNotFoundError:
                 pass
             raise
-        # One fsync after the rename: the renamed file's inode changed with the rename, so on
-        # journaling filesystems (ext4, xfs) this commits the bytes and the new name together.
-        os.fsync(file.fileno())
+        if durable:
+            # One fsync after the rename: the renamed file's inode changed with the rename, so
+            # on journaling filesystems (ext4, xfs) this commits the bytes and the new name
+            # together.
+            os.fsync(file.fileno())

@@ -9,6 +9,11 @@ and opens a fresh environment, and two stores on one directory in one process sh
 :func:`transaction` runs a function in a read or write transaction and hides LMDB's map
 management: a full map is grown and the write retried, and a map grown by another process
 is adopted.
+
+A store has two environments, each a :class:`Layout`: :data:`OPS` (op versions, links,
+snapshots) fsyncs every commit, :data:`JOBS` (job records, in the store's ``jobs``
+subdirectory) never does. LMDB fixes syncing per open environment and refuses to open one
+path twice in a process, hence two paths.
 """
 
 from __future__ import annotations
@@ -24,10 +29,32 @@ import lmdb
 from chariots_core.errors import StoreError
 from chariots_core.savers import ensure_directory
 
-__all__ = ["SUBDATABASES", "SharedEnvironment", "acquire", "release", "transaction"]
+__all__ = ["JOBS", "OPS", "Layout", "SharedEnvironment", "acquire", "release", "transaction"]
 
-SUBDATABASES = ("versions", "links", "snapshots", "jobs", "meta")
 _Result = TypeVar("_Result")
+
+
+@attrs.frozen
+class Layout:
+    """What one environment of a store holds and how its commits reach the disk.
+
+    :param subdirectory: where it lives below the store's directory ("" for the directory).
+    :param subdatabases: its named sub-databases.
+    :param durable: whether a commit fsyncs before returning. Either way a commit is written
+        to the kernel before it returns, so it survives the writing process being killed;
+        without the fsync an OS crash or power cut may lose the latest commits, and on a
+        filesystem that reorders writes may leave this environment unreadable.
+    """
+
+    subdirectory: str
+    subdatabases: tuple[str, ...]
+    durable: bool
+
+
+OPS = Layout("", ("versions", "links", "snapshots", "meta"), durable=True)
+# Job states change several times per job: an fsync each would cost more than the job. They
+# are kept apart so that what an OS crash may do to them never touches saved op versions.
+JOBS = Layout("jobs", ("jobs", "meta"), durable=False)
 
 
 @attrs.define(eq=False)
@@ -59,24 +86,30 @@ def _fresh_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
-def _open(path: str, map_size: int) -> SharedEnvironment:
+def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
     ensure_directory(path, "the LMDB op store directory")
     try:
-        # metasync=False: one fsync per commit instead of two. LMDB keeps every commit atomic
-        # and the store consistent; only an OS crash or power cut may undo the last commit.
         env = lmdb.open(
-            path, map_size=map_size, max_dbs=len(SUBDATABASES), subdir=True, create=True, metasync=False
+            path,
+            map_size=map_size,
+            max_dbs=len(layout.subdatabases),
+            subdir=True,
+            create=True,
+            sync=layout.durable,
+            # A durable commit fsyncs once instead of twice. LMDB keeps every commit atomic
+            # and the store consistent; only an OS crash or power cut may undo the last one.
+            metasync=False,
         )
     except lmdb.Error as exc:
         msg = (
             f"cannot open the LMDB op store at {path!r}: {exc}. The directory must be writable "
-            "and hold nothing but an LMDB store (data.mdb, lock.mdb)"
+            "and hold nothing but an LMDB store (data.mdb, lock.mdb, jobs/)"
         )
         raise StoreError(msg) from exc
     try:
         # Readers killed without closing keep their slots; free them before anyone waits on them.
         env.reader_check()
-        dbs = {name: env.open_db(name.encode()) for name in SUBDATABASES}
+        dbs = {name: env.open_db(name.encode()) for name in layout.subdatabases}
     except lmdb.Error as exc:
         env.close()
         msg = f"cannot open the sub-databases of the LMDB op store at {path!r}: {exc}"
@@ -84,14 +117,16 @@ def _open(path: str, map_size: int) -> SharedEnvironment:
     return SharedEnvironment(path=path, env=env, dbs=dbs)
 
 
-def acquire(path: str, map_size: int, user: object) -> SharedEnvironment:
-    """The environment of ``path`` for this process, opened on first use, held for ``user``."""
+def acquire(store_path: str, layout: Layout, map_size: int, user: object) -> SharedEnvironment:
+    """The ``layout`` environment of the store at ``store_path`` for this process, opened on
+    first use, held for ``user``."""
+    path = os.path.join(store_path, layout.subdirectory) if layout.subdirectory else store_path
     key = (os.getpid(), os.path.realpath(path))
     with _cache_lock:
         shared = _open_environments.get(key)
         if shared is None:
             _close_inherited(key)
-            shared = _open_environments[key] = _open(path, map_size)
+            shared = _open_environments[key] = _open(path, map_size, layout)
         shared.users.add(id(user))
         return shared
 

@@ -1,7 +1,9 @@
 """``LMDBOpStore``: the embedded op store, in an LMDB directory.
 
-Layout: five named sub-databases whose keys and values are JSON made by
-:func:`chariots_core.store.to_json` (never pickles):
+Layout: named sub-databases whose keys and values are JSON made by
+:func:`chariots_core.store.to_json` (never pickles), in two LMDB environments: the store's
+directory, whose commits are fsynced, and its ``jobs`` subdirectory, whose commits are not
+(see :class:`LMDBOpStore` for what that means):
 
 =========  ====================================  ===========================================
 database   key                                   value
@@ -10,13 +12,14 @@ versions   ``[op_name, version]``                ``{"seq": n, "record": OpVersio
 links      ``[downstream_op, upstream_op,        ``n``
            upstream_version, downstream_version]``
 snapshots  ``[pipeline_name, n]``                ``SnapshotRecord``
-jobs       ``job_id``                            ``{"seq": n, "record": JobRecord}``
 meta       ``"seq"``, ``"format"``               the commit counter, the layout version
+jobs/jobs  ``job_id``                            ``{"seq": n, "record": JobRecord}``
+jobs/meta  ``"seq"``                             the job counter
 =========  ====================================  ===========================================
 
-``n`` comes from one counter bumped inside each write transaction, so sorting by it gives
-commit order across every process that writes to the directory. Keys start with the name
-they are listed by, so a listing is one cursor range scan.
+``n`` comes from a counter of its environment bumped inside each write transaction, so
+sorting by it gives commit order across every process that writes to the directory. Keys
+start with the name they are listed by, so a listing is one cursor range scan.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from chariots_core.store import (
 )
 
 from . import environments
-from .environments import SharedEnvironment
+from .environments import JOBS, OPS, Layout, SharedEnvironment
 
 __all__ = ["LMDBOpStore", "DEFAULT_MAP_SIZE"]
 
@@ -83,6 +86,14 @@ class LMDBOpStore:
     one (LMDB's ``metasync=False``, which halves the fsyncs of a commit), never part of it.
     The memory map grows by itself when full.
 
+    Job records (:meth:`put_job`) are not fsynced: a job changes state several times and an
+    fsync each would cost more than a small job. A record is in the kernel's hands when
+    :meth:`put_job` returns, so it survives the writing process being killed; an OS crash or
+    power cut may lose the latest job states (and, on a filesystem that reorders writes,
+    leave the ``jobs`` subdirectory unreadable: delete it to start a fresh job history).
+    They live in their own LMDB environment, so that never touches saved op versions.
+    :attr:`fsyncs_saves` and :attr:`fsyncs_jobs` tell which writes are fsynced.
+
     The store pickles as its path and options and reopens the directory where it is
     unpickled (worker processes receive it that way); after a ``fork()`` the child opens its
     own environment on first use. :meth:`close` releases the environment; using the store
@@ -100,7 +111,8 @@ class LMDBOpStore:
             raise StoreError(msg)
         self.path = os.path.abspath(os.fspath(path))
         self.map_size = map_size
-        self._handle: tuple[int, SharedEnvironment] | None = None
+        # Per layout, the environment borrowed and the pid that borrowed it.
+        self._handles: dict[Layout, tuple[int, SharedEnvironment]] = {}
         self._check_format(self._shared())
 
     # -- the OpStore protocol -------------------------------------------------------------
@@ -162,22 +174,22 @@ class LMDBOpStore:
         key, value = to_json(job.job_id), self._encode(job)
 
         def write(txn: lmdb.Transaction) -> None:
-            dbs = self._shared().dbs
+            dbs = self._shared(JOBS).dbs
             existing = txn.get(key, db=dbs["jobs"])
             if existing is not None:
                 # Replacing a job keeps its place among jobs submitted at the same time.
                 seq = self._decode("jobs", key, existing, _StoredJob).seq
             else:
-                seq = self._read_seq(txn) + 1
+                seq = self._read_seq(txn, JOBS) + 1
                 txn.put(_SEQ_KEY, to_json(seq), db=dbs["meta"])
             txn.put(key, _sequenced(seq, value), db=dbs["jobs"])
 
-        self._transaction(write, write=True)
+        self._transaction(write, write=True, layout=JOBS)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """The record of ``job_id``, or ``None``."""
         key = to_json(job_id)
-        value = self._transaction(lambda txn: txn.get(key, db=self._shared().dbs["jobs"]))
+        value = self._transaction(lambda txn: txn.get(key, db=self._shared(JOBS).dbs["jobs"]), layout=JOBS)
         return None if value is None else self._decode("jobs", key, value, _StoredJob).record
 
     def jobs(self) -> list[JobRecord]:
@@ -187,14 +199,25 @@ class LMDBOpStore:
             stored = self._decode("jobs", key, value, _StoredJob)
             return (stored.record.submitted_at, stored.seq), stored.record
 
-        return self._scan("jobs", b"", decode)
+        return self._scan("jobs", b"", decode, layout=JOBS)
+
+    @property
+    def fsyncs_saves(self) -> bool:
+        """Whether :meth:`commit_save` fsyncs before returning (always ``True``)."""
+        return self._syncs(OPS)
+
+    @property
+    def fsyncs_jobs(self) -> bool:
+        """Whether :meth:`put_job` fsyncs before returning (``False``: see the class docs)."""
+        return self._syncs(JOBS)
 
     def close(self) -> None:
-        """Release this store's hold on the LMDB environment (it reopens if used again)."""
-        handle, self._handle = self._handle, None
-        # An environment inherited through fork() belongs to the parent: leave it alone.
-        if handle is not None and handle[0] == os.getpid():
-            environments.release(handle[1], self)
+        """Release this store's hold on its LMDB environments (they reopen if used again)."""
+        handles, self._handles = self._handles, {}
+        for pid, shared in handles.values():
+            # An environment inherited through fork() belongs to the parent: leave it alone.
+            if pid == os.getpid():
+                environments.release(shared, self)
 
     # -- pickling: worker processes reopen the directory -------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -207,30 +230,39 @@ class LMDBOpStore:
         return f"<LMDBOpStore at {self.path!r}>"
 
     # -- internals --------------------------------------------------------------------------
-    def _shared(self) -> SharedEnvironment:
-        handle = self._handle
+    def _shared(self, layout: Layout = OPS) -> SharedEnvironment:
+        handle = self._handles.get(layout)
         pid = os.getpid()
         if handle is None or handle[0] != pid:
-            handle = (pid, environments.acquire(self.path, self.map_size, self))
-            self._handle = handle
+            handle = self._handles[layout] = (pid, environments.acquire(self.path, layout, self.map_size, self))
         return handle[1]
 
-    def _transaction(self, work: Callable[[lmdb.Transaction], _Record], write: bool = False) -> _Record:
-        return environments.transaction(self._shared(), work, write=write)
+    def _syncs(self, layout: Layout) -> bool:
+        return bool(self._shared(layout).env.flags()["sync"])
+
+    def _transaction(
+        self, work: Callable[[lmdb.Transaction], _Record], write: bool = False, layout: Layout = OPS
+    ) -> _Record:
+        return environments.transaction(self._shared(layout), work, write=write)
 
     def _scan(
-        self, db_name: str, prefix: bytes, decode: Callable[[bytes, bytes], tuple[Any, _Record]]
+        self,
+        db_name: str,
+        prefix: bytes,
+        decode: Callable[[bytes, bytes], tuple[Any, _Record]],
+        layout: Layout = OPS,
     ) -> list[_Record]:
         """The records under ``prefix``, decoded as (sort key, record), in sort-key order."""
 
         def read(txn: lmdb.Transaction) -> list[tuple[Any, _Record]]:
-            cursor = txn.cursor(db=self._shared().dbs[db_name])
+            cursor = txn.cursor(db=self._shared(layout).dbs[db_name])
             return [decode(key, value) for key, value in _range(cursor, prefix)]
 
-        return [record for _, record in sorted(self._transaction(read), key=lambda item: item[0])]
+        records = self._transaction(read, layout=layout)
+        return [record for _, record in sorted(records, key=lambda item: item[0])]
 
-    def _read_seq(self, txn: lmdb.Transaction) -> int:
-        value = txn.get(_SEQ_KEY, db=self._shared().dbs["meta"])
+    def _read_seq(self, txn: lmdb.Transaction, layout: Layout = OPS) -> int:
+        value = txn.get(_SEQ_KEY, db=self._shared(layout).dbs["meta"])
         return 0 if value is None else self._decode("meta", _SEQ_KEY, value, int)
 
     def _check_format(self, shared: SharedEnvironment) -> None:

@@ -25,7 +25,8 @@ from chariots_core import (
 )
 from chariots_core.errors import IntegrityError, JobNotFoundError, SerializationError, StoreError, WorkerError
 from chariots_core.ml import BaseMLOp, MLMode
-from chariots_core.workers import wants_worker
+from chariots_core.savers import MemorySaver
+from chariots_core.workers import save_job_result, wants_worker
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 FLAGS = (True, False, None)
@@ -101,6 +102,38 @@ def test_in_process_job_is_queued_then_done(pool):
     assert done.versions == app.pipeline_versions(pipeline)
     assert app.fetch_job(response.job_id).value == 7
     assert json.loads(pool.get_pipeline_response_json_for_id(response.job_id))["value"] == 7
+
+
+class SaverWithFastPath(MemorySaver):
+    """A saver that, like FsspecSaver, can skip its fsync; it records how it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable_flags: list[tuple[str, bool]] = []
+
+    def save(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        self.durable_flags.append((path, durable))
+        super().save(path, data)
+
+
+def test_a_job_result_takes_the_savers_fast_path_and_op_saves_do_not(pool):
+    saver = SaverWithFastPath()
+    train = Pipeline([Node(MeanModel(MLMode.FIT), input_nodes=[IN])], name="train")
+    app = Chariots([train], op_store="memory", saver=saver, worker_pool=pool)
+    job_id = app.call_pipeline(train, [1, 2, 3], use_worker=True).job_id
+    assert pool.wait(job_id, timeout=10).job_status is JobStatus.done
+    app.save_pipeline(train)
+
+    assert (f"jobs/{job_id}", False) in saver.durable_flags
+    op_saves = [durable for path, durable in saver.durable_flags if not path.startswith("jobs/")]
+    assert op_saves and all(op_saves)
+
+
+def test_a_saver_without_the_fast_path_is_called_as_the_protocol_says():
+    # MemorySaver.save takes (path, data) only: passing durable=... would raise TypeError.
+    saver = MemorySaver()
+    save_job_result(saver, "jobs/j1", b"value")
+    assert saver.load("jobs/j1") == b"value"
 
 
 def test_in_process_failure_records_the_op_error_type_and_node(pool):

@@ -43,6 +43,39 @@ def test_a_local_save_leaves_only_the_final_file(tmp_path: Path):
     assert (tmp_path / "ops" / "pca" / "v1").read_bytes() == b"two"
 
 
+def _save_without_fsync_then_hang(root: str, ready) -> None:
+    FsspecSaver(root).save("jobs/j1", b"result bytes", durable=False)
+    ready.send("saved")
+    signal.pause()  # the parent kills us: nothing gets closed or flushed by this process
+
+
+def test_a_save_without_fsync_survives_the_writer_being_killed(tmp_path: Path):
+    ready, child_end = FORK.Pipe()
+    child = FORK.Process(target=_save_without_fsync_then_hang, args=(str(tmp_path), child_end))
+    child.start()
+    try:
+        assert ready.poll(60) and ready.recv() == "saved"
+        child.kill()
+        child.join(60)
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+    assert child.exitcode == -signal.SIGKILL
+    assert FsspecSaver(tmp_path).load("jobs/j1") == b"result bytes"
+    assert files_under(tmp_path) == ["jobs/j1"]
+
+
+@pytest.mark.parametrize("url", ["memory://durable-flag", "dir"])
+def test_durable_false_replaces_bytes_like_a_durable_save(tmp_path: Path, url):
+    saver = FsspecSaver(tmp_path / url if url == "dir" else url)
+    saver.save("jobs/j2", b"first")
+    saver.save("jobs/j2", b"second", durable=False)
+
+    assert saver.load("jobs/j2") == b"second"
+
+
 def _save_beyond_the_file_size_limit(root: str, reports) -> None:
     # The kernel refuses writes past RLIMIT_FSIZE (EFBIG once SIGXFSZ is ignored): a write
     # that fails half-way, without mocking anything.

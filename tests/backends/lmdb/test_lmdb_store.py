@@ -198,14 +198,16 @@ def test_a_directory_holding_something_else_is_refused(tmp_path: Path):
         ("links", b'["pca","up","u1","v9"]', lambda store: store.links("pca")),
         ("links", b'["pca",5]', lambda store: store.links("pca")),
         ("snapshots", b'["train",99]', lambda store: store.snapshots("train")),
-        ("jobs", b'"j1"', lambda store: store.get_job("j1")),
-        ("jobs", b'"j2"', lambda store: store.jobs()),
+        # Job records live in the store's own unsynced environment, in its jobs subdirectory.
+        ("jobs/jobs", b'"j1"', lambda store: store.get_job("j1")),
+        ("jobs/jobs", b'"j2"', lambda store: store.jobs()),
     ],
 )
 def test_an_unreadable_record_names_the_store_and_key(tmp_path: Path, db_name, key, read):
     path = tmp_path / "store"
     LMDBOpStore(path).close()
-    raw_put(path, db_name, key, b"\x80 not json {")
+    subdirectory, _, db_name = db_name.rpartition("/")
+    raw_put(path / subdirectory, db_name, key, b"\x80 not json {")
 
     store = LMDBOpStore(path)
     try:

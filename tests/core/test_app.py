@@ -83,28 +83,6 @@ def mean_pipelines():
     return train, pred
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def app_for(request, tmp_path):
-    """Make an app in memory, or on LMDB + files under tmp_path."""
-    apps = []
-
-    def make(pipelines, **kwargs):
-        if request.param == "memory":
-            kwargs.setdefault("op_store", "memory")
-            kwargs.setdefault("saver", "memory")
-        else:
-            pytest.importorskip("chariots_lmdb")
-            pytest.importorskip("chariots_fsspec")
-            kwargs.setdefault("path", tmp_path / "data")
-        apps.append(Chariots(pipelines, **kwargs))
-        return apps[-1]
-
-    make.kind = request.param
-    yield make
-    for app in apps:
-        app.close()
-
-
 def trained_app(app_for):
     train, pred = mean_pipelines()
     app = app_for([train, pred])

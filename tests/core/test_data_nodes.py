@@ -67,31 +67,9 @@ def total_pipeline(path="numbers.json", serializer=JSONSerializer, name="total")
     )
 
 
-@pytest.fixture(params=["memory", "files"])
-def make_app(request, tmp_path):
-    """Apps on a memory saver, or on the default local store and files under tmp_path."""
-    apps = []
-
-    def make(pipelines, **kwargs):
-        if request.param == "memory":
-            kwargs.setdefault("op_store", "memory")
-            kwargs.setdefault("saver", "memory")
-        else:
-            pytest.importorskip("chariots_lmdb")
-            pytest.importorskip("chariots_fsspec")
-            kwargs.setdefault("path", tmp_path / "app")
-        apps.append(Chariots(pipelines, **kwargs))
-        return apps[-1]
-
-    make.kind = request.param
-    yield make
-    for app in apps:
-        app.close()
-
-
 # -- the happy path ----------------------------------------------------------------------
-def test_one_pipeline_saves_a_dataset_another_loads_it(make_app):
-    app = make_app([prepare_pipeline(), total_pipeline()])
+def test_one_pipeline_saves_a_dataset_another_loads_it(app_for):
+    app = app_for([prepare_pipeline(), total_pipeline()])
     assert app.call_pipeline("prepare", [1, 2, 3]).value == [2, 4, 6]
     assert app.call_pipeline("total").value == 12
     # Every run reads the dataset again: a new save is seen at once.
@@ -126,12 +104,12 @@ def test_datasets_live_under_data_apart_from_ops_and_jobs():
     assert not saver.exists("ops/first.json") and not saver.exists("jobs/second.json")
 
 
-def test_a_csv_dataset_round_trips_a_dataframe(make_app):
+def test_a_csv_dataset_round_trips_a_dataframe(app_for):
     pandas = pytest.importorskip("pandas")
     frame = pandas.DataFrame({"sepal": [5.1, 4.9], "species": ["setosa", "virginica"]})
     save = Pipeline([DataSavingNode(CSVSerializer(), "iris/train.csv", input_nodes=[IN])], "save_iris")
     load = Pipeline([DataLoadingNode(CSVSerializer(), "iris/train.csv", output_nodes=OUT)], "load_iris")
-    app = make_app([save, load])
+    app = app_for([save, load])
     assert app.call_pipeline(save, frame).value is None  # nothing is routed to the output
     pandas.testing.assert_frame_equal(app.call_pipeline(load).value, frame)
     assert app.saver.load("data/iris/train.csv").decode().splitlines()[0] == "sepal,species"
@@ -255,8 +233,8 @@ def test_a_data_nodes_version_comes_from_its_path_and_serializer_class():
 
 
 # -- failures ----------------------------------------------------------------------------
-def test_a_missing_dataset_names_the_path_and_who_writes_it(make_app):
-    app = make_app([prepare_pipeline(), total_pipeline()])
+def test_a_missing_dataset_names_the_path_and_who_writes_it(app_for):
+    app = app_for([prepare_pipeline(), total_pipeline()])
     with pytest.raises(NodeExecutionError) as caught:
         app.call_pipeline("total")
     cause = caught.value.__cause__
@@ -267,8 +245,8 @@ def test_a_missing_dataset_names_the_path_and_who_writes_it(make_app):
     assert "run pipeline 'prepare' (node 'save:numbers.json') first" in message
 
 
-def test_a_missing_dataset_nobody_writes_says_how_to_provide_it(make_app):
-    app = make_app([total_pipeline()])
+def test_a_missing_dataset_nobody_writes_says_how_to_provide_it(app_for):
+    app = app_for([total_pipeline()])
     with pytest.raises(NodeExecutionError) as caught:
         app.call_pipeline("total")
     assert isinstance(caught.value.__cause__, NotSavedError)
@@ -277,8 +255,8 @@ def test_a_missing_dataset_nobody_writes_says_how_to_provide_it(make_app):
     )
 
 
-def test_unreadable_and_unwritable_datasets(make_app):
-    app = make_app([prepare_pipeline(), total_pipeline()])
+def test_unreadable_and_unwritable_datasets(app_for):
+    app = app_for([prepare_pipeline(), total_pipeline()])
     app.saver.save("data/numbers.json", b"\x00 not json")
     with pytest.raises(NodeExecutionError) as caught:
         app.call_pipeline("total")

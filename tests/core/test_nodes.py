@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from chariots_test_ops import AddOneOp, IsOddOp
 
 from chariots_core import (
     BaseNode,
@@ -17,16 +18,6 @@ from chariots_core import (
     VersionType,
 )
 from chariots_core.errors import PipelineDefinitionError
-
-
-class AddOneOp(BaseOp):
-    def execute(self, value):
-        return value + 1
-
-
-class IsOddOp(BaseOp):
-    def execute(self, value):
-        return value % 2 == 1
 
 
 class SplitOp(BaseOp):

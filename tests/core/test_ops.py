@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from chariots_test_ops import AddOneOp
 
 from chariots_core import (
     BaseOp,
@@ -17,11 +18,6 @@ from chariots_core import (
     VersionType,
 )
 from chariots_core.errors import NodeExecutionError
-
-
-class AddOneOp(BaseOp):
-    def execute(self, value):
-        return value + 1
 
 
 class CounterOp(LoadableOp):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from chariots_test_ops import AddOneOp, IsOddOp
 
 from chariots_core import (
     BaseOp,
@@ -19,16 +20,6 @@ from chariots_core import (
 from chariots_core.errors import PipelineDefinitionError
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
-
-
-class AddOneOp(BaseOp):
-    def execute(self, value):
-        return value + 1
-
-
-class IsOddOp(BaseOp):
-    def execute(self, value):
-        return value % 2 == 1
 
 
 class DoubleOp(BaseOp):

@@ -7,6 +7,7 @@ import sys
 import weakref
 
 import pytest
+from chariots_test_ops import AddOneOp, IsOddOp
 
 from chariots_core import (
     BaseOp,
@@ -17,7 +18,11 @@ from chariots_core import (
     PipelineCallback,
     SequentialRunner,
 )
-from chariots_core.errors import NodeExecutionError, NotAPipelineError, PipelineDefinitionError
+from chariots_core.errors import (
+    NodeExecutionError,
+    NotAPipelineError,
+    PipelineDefinitionError,
+)
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 
@@ -27,16 +32,6 @@ class Payload:
 
     def __init__(self, number):
         self.number = number
-
-
-class AddOneOp(BaseOp):
-    def execute(self, value):
-        return value + 1
-
-
-class IsOddOp(BaseOp):
-    def execute(self, value):
-        return value % 2 == 1
 
 
 class MakePayload(BaseOp):

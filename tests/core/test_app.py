@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
+from chariots_test_ops import ScaleOp
 
 from chariots_core import (
     BaseOp,
     Chariots,
     InProcessWorkerPool,
     JobStatus,
-    LoadableOp,
     MemoryOpStore,
     MemorySaver,
     Node,
@@ -33,23 +32,6 @@ from chariots_core.errors import (
 from chariots_core.ml import BaseMLOp, MLMode
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
-
-
-class ScaleOp(LoadableOp):
-    """Multiplies by a saved factor."""
-
-    def __init__(self, factor=1):
-        super().__init__()
-        self.factor = factor
-
-    def execute(self, xs):
-        return [x * self.factor for x in xs]
-
-    def serialize(self):
-        return json.dumps(self.factor).encode()
-
-    def load(self, serialized_object):
-        self.factor = json.loads(serialized_object)
 
 
 class OtherScaleOp(ScaleOp):

@@ -9,15 +9,14 @@ against the in-memory store and saver, and against LMDB + files when those backe
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 
 import pytest
+from chariots_test_ops import ScaleOp
 
 from chariots_core import (
     BaseOp,
     Chariots,
-    LoadableOp,
     MemoryOpStore,
     MemorySaver,
     Node,
@@ -67,23 +66,6 @@ class MinorOp(BaseMLOp):
 
     def predict(self, xs):
         return [x - self._model for x in xs]
-
-
-class ScaleOp(LoadableOp):
-    """A plain loadable op holding a number (its version never changes with its state)."""
-
-    def __init__(self, factor=1):
-        super().__init__()
-        self.factor = factor
-
-    def execute(self, xs):
-        return [x * self.factor for x in xs]
-
-    def serialize(self):
-        return json.dumps(self.factor).encode()
-
-    def load(self, serialized_object):
-        self.factor = json.loads(serialized_object)
 
 
 def center_class(shift):

@@ -1,12 +1,14 @@
 """Small ops shared by the core tests (importable through pytest's ``pythonpath``).
 
-The names follow chariots 0.2's documentation examples: their nodes are named ``addoneop``
-and ``isoddop``.
+The names follow chariots 0.2's documentation examples: their nodes are named ``addoneop``,
+``isoddop`` and ``scaleop``.
 """
 
 from __future__ import annotations
 
-from chariots_core import BaseOp
+import json
+
+from chariots_core import BaseOp, LoadableOp
 
 
 class AddOneOp(BaseOp):
@@ -21,3 +23,20 @@ class IsOddOp(BaseOp):
 
     def execute(self, value):
         return value % 2 == 1
+
+
+class ScaleOp(LoadableOp):
+    """Multiplies by a saved factor: a plain loadable op, whose version never changes with its state."""
+
+    def __init__(self, factor=1):
+        super().__init__()
+        self.factor = factor
+
+    def execute(self, xs):
+        return [x * self.factor for x in xs]
+
+    def serialize(self):
+        return json.dumps(self.factor).encode()
+
+    def load(self, serialized_object):
+        self.factor = json.loads(serialized_object)

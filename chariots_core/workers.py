@@ -12,6 +12,15 @@ Stores and savers that can skip their fsync for them do: ``LMDBOpStore`` writes 
 unsynced and ``FsspecSaver.save`` takes ``durable=False`` (see :func:`save_job_result`),
 which spares each job several disk flushes. Saved op versions keep their full durability.
 
+A job whose app process dies (killed, out of memory) before the job finishes takes its pool's
+workers with it, so nobody will ever finish the job. Each job therefore records its owner, the
+app process that created it (host, pid and the process's start time, so that a recycled pid is
+not taken for the owner). Reading a ``queued`` or ``running`` job (:func:`job_response`, hence
+``Chariots.fetch_job`` and :meth:`BaseWorkerPool.wait`) records it ``failed`` when its owner
+ran on this host and is gone. An owner on another host (or in another pid namespace, e.g.
+another container) cannot be checked: its jobs keep their state until that process finishes
+them. Where there is no ``/proc`` (macOS) the pid alone is checked; on Windows nothing is.
+
 Whether a call runs in a worker follows chariots 0.2: the app, the pipeline and the request
 may each say ``use_worker``; an explicit ``False`` anywhere wins, else any ``True`` makes the
 call asynchronous (see :func:`wants_worker`).
@@ -26,6 +35,8 @@ import inspect
 import json
 import os
 import queue
+import socket
+import sys
 import threading
 import time
 import traceback
@@ -127,15 +138,107 @@ def wants_worker(*flags: bool | None) -> bool:
 
 
 TERMINAL_STATES = frozenset({JobStatus.done, JobStatus.failed})
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
+
+
+# -- job owners: which app process must finish a job ---------------------------------------
+_HAS_PROC = os.path.isdir("/proc/self")
+_current_owner: tuple[int, str] | None = None  # (pid, owner) of this process, cached per pid
+
+
+def _pid_namespace() -> str:
+    """The inode of this process's pid namespace ("" without /proc): pids mean nothing outside it."""
+    try:
+        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]")
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or ``None`` if no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself hold spaces or ")".
+    return text.rpartition(")")[2].split()
+
+
+def _start_time(pid: int) -> str:
+    """When ``pid`` started, in clock ticks after boot (field 22 of its stat; "" if unknown)."""
+    fields = _stat_fields(pid) if _HAS_PROC else None
+    return fields[19] if fields is not None and len(fields) > 19 else ""
+
+
+def _owner_of_this_process() -> str:
+    """This process as a job owner: ``"<host>/<pid namespace>/<pid>/<start time>"``."""
+    global _current_owner
+    pid = os.getpid()
+    if _current_owner is None or _current_owner[0] != pid:  # a fork is another owner
+        _current_owner = (pid, f"{socket.gethostname()}/{_pid_namespace()}/{pid}/{_start_time(pid)}")
+    return _current_owner[1]
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether ``owner`` ran in this host's pid namespace and that process no longer exists.
+
+    ``False`` whenever it cannot be told (another host or container, a malformed owner, Windows).
+    """
+    mine = _owner_of_this_process()
+    if owner == mine:
+        return False
+    host, namespace, pid_text, start = (owner.rsplit("/", 3) + ["", "", ""])[:4]
+    my_host, my_namespace = mine.rsplit("/", 3)[:2]
+    if (host, namespace) != (my_host, my_namespace) or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if _HAS_PROC:
+        fields = _stat_fields(pid)
+        # A zombie has exited (its parent has not reaped it yet); another start time is
+        # another process that was given the same pid.
+        return fields is None or fields[0] in ("Z", "X") or (start != "" and fields[19:20] != [start])
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, as another user's process
+        return False
+    return False
+
+
+def _fail_orphan(op_store: OpStore, job: JobRecord) -> JobRecord:
+    """Record ``job`` failed if its owner is gone, and return its latest record."""
+    if job.owner is None or not _owner_is_gone(job.owner):
+        return job
+    host, _, pid = job.owner.rsplit("/", 3)[:3]
+    message = (
+        f"the app process {pid} on {host} that owned job {job.job_id!r} exited before it "
+        "finished; run the job again"
+    )
+    error = {"type": "WorkerError", "message": message, "node": ""}
+    return mark_job(op_store, job, JobStatus.failed, error=error)
 
 
 # -- job bookkeeping shared by every pool --------------------------------------------------
 def new_job(
-    op_store: OpStore, pipeline_name: str, status: JobStatus = JobStatus.queued, worker: str | None = None
+    op_store: OpStore,
+    pipeline_name: str,
+    status: JobStatus = JobStatus.queued,
+    worker: str | None = None,
+    owned: bool = True,
 ) -> JobRecord:
-    """Create and persist a job record, ``queued`` unless a pool starts the job at once."""
+    """Create and persist a job record, ``queued`` unless a pool starts the job at once.
+
+    The record names this process as its owner, so the job is recorded failed if this process
+    dies before finishing it (see the module's docstring). A pool whose jobs are finished by
+    something that outlives this process passes ``owned=False``.
+    """
     now = time.time()
-    job = JobRecord(uuid.uuid4().hex, pipeline_name, status.value, now, now, worker=worker)
+    owner = _owner_of_this_process() if owned else None
+    job = JobRecord(uuid.uuid4().hex, pipeline_name, status.value, now, now, worker=worker, owner=owner)
     op_store.put_job(job)
     return job
 
@@ -238,6 +341,8 @@ def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineRe
     if job is None:
         msg = f"no job has id {job_id!r}; use the job_id of a PipelineResponse returned by call_pipeline"
         raise JobNotFoundError(msg)
+    if job.status not in _TERMINAL_VALUES:
+        job = _fail_orphan(op_store, job)
     value = None
     if job.status == JobStatus.done.value and job.result_path is not None:
         data = read_verified(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 
 import attrs
@@ -26,7 +30,8 @@ from chariots_core import (
 from chariots_core.errors import IntegrityError, JobNotFoundError, SerializationError, StoreError, WorkerError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.savers import MemorySaver
-from chariots_core.workers import save_job_result, wants_worker
+from chariots_core.store import JobRecord, from_json, to_json
+from chariots_core.workers import new_job, save_job_result, wants_worker
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 FLAGS = (True, False, None)
@@ -299,3 +304,101 @@ def test_a_custom_pool_needs_only_the_three_primitives():
             "addop": str(AddOp().op_version)
         }
         assert isinstance(app.fetch_job(job_id).versions["addop"], Version)
+
+
+# -- jobs whose app process is gone ----------------------------------------------------------
+def with_owner(owner: str | None, status: str = "queued", **changes) -> JobRecord:
+    return JobRecord("orphan", "add", status, 1.0, 1.0, owner=owner, **changes)
+
+
+def this_process_owner(app) -> str:
+    return new_job(app.op_store, "add").owner
+
+
+def exited_pid() -> int:
+    """The pid of a real process that has exited (and been reaped)."""
+    script = "import os; print(os.getpid())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_a_job_names_this_process_as_owner_and_stays_running_while_it_lives(app_for):
+    with InProcessWorkerPool(1) as pool:
+        pipeline = add_pipeline()
+        app = app_for([pipeline], worker_pool=pool)
+        release = threading.Event()
+        job_id = app.call_pipeline(pipeline, release, use_worker=True).job_id
+        owner = app.op_store.get_job(job_id).owner
+        assert owner.startswith(f"{socket.gethostname()}/") and f"/{os.getpid()}/" in owner
+        for _ in range(1000):
+            if app.fetch_job(job_id).job_status is JobStatus.running:
+                break
+            threading.Event().wait(0.01)
+        assert app.fetch_job(job_id).job_status is JobStatus.running
+        assert app.op_store.get_job(job_id).status == "running"
+        release.set()
+        assert pool.wait(job_id, timeout=10).value == "released"
+
+
+@pytest.mark.parametrize("how", ["exited", "recycled"])
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_a_job_whose_owner_is_gone_is_recorded_failed_with_the_reason(app_for, how, status):
+    app = app_for([add_pipeline()])
+    host, namespace, pid, start = this_process_owner(app).rsplit("/", 3)
+    if how == "exited":
+        pid = str(exited_pid())
+    else:  # this very pid, but another process: one that had it before this one
+        if not start:
+            pytest.skip("process start times need /proc")
+        start = str(int(start) - 1)
+    app.op_store.put_job(with_owner(f"{host}/{namespace}/{pid}/{start}", status, worker="pid 1"))
+
+    response = app.fetch_job("orphan")
+    assert response.job_status is JobStatus.failed
+    assert response.error == {
+        "type": "WorkerError",
+        "message": f"the app process {pid} on {host} that owned job 'orphan' exited before it "
+        "finished; run the job again",
+        "node": "",
+    }
+    assert app.op_store.get_job("orphan").status == "failed"  # recorded, not only reported
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [None, "elsewhere.example/4026531836/1/1", "other-namespace", "not an owner"],
+)
+def test_jobs_whose_owner_cannot_be_checked_keep_their_state(app_for, owner):
+    app = app_for([add_pipeline()])
+    if owner == "other-namespace":  # same host name, another container's pids
+        host, _, _, start = this_process_owner(app).rsplit("/", 3)
+        owner = f"{host}/1/{exited_pid()}/{start}"
+    app.op_store.put_job(with_owner(owner))
+    assert app.fetch_job("orphan").job_status is JobStatus.queued
+    assert app.op_store.get_job("orphan") == with_owner(owner)
+
+
+def test_a_finished_job_of_a_gone_owner_keeps_its_outcome(app_for):
+    app = app_for([add_pipeline()])
+    host, namespace, _, start = this_process_owner(app).rsplit("/", 3)
+    error = {"type": "KeyError", "message": "its own failure", "node": "addop"}
+    record = with_owner(f"{host}/{namespace}/{exited_pid()}/{start}", "failed", error=error)
+    app.op_store.put_job(record)
+    assert app.fetch_job("orphan").error == error
+    assert app.op_store.get_job("orphan") == record
+
+
+def test_a_pool_whose_jobs_outlive_this_process_records_no_owner(app_for):
+    app = app_for([add_pipeline()])
+    job = new_job(app.op_store, "add", owned=False)
+    assert job.owner is None and app.op_store.get_job(job.job_id) == job
+
+
+def test_a_job_record_written_before_owners_existed_still_loads(app_for):
+    record = with_owner(None)
+    old = json.loads(to_json(record))
+    del old["owner"]
+    assert from_json(json.dumps(old), JobRecord) == record
+    app = app_for([add_pipeline()])
+    app.op_store.put_job(from_json(json.dumps(old), JobRecord))
+    assert app.fetch_job("orphan").job_status is JobStatus.queued

@@ -334,9 +334,17 @@ def _cmd_jobs(args: argparse.Namespace) -> None:
         rows = [
             [job.job_id, job.pipeline_name, job.status, _time(job.submitted_at), _time(job.updated_at),
              job.worker or "-", _error_text(job.error)]
-            for job in target.api.op_store.jobs()
+            for job in (_current(target.api, record) for record in target.api.op_store.jobs())
         ]
         print(_table(headers, rows) if rows else "no jobs")
+
+
+def _current(app: Any, job: Any) -> Any:
+    """The job's record once fetched: fetching an unfinished job whose app died marks it failed."""
+    if JobStatus(job.status) in _FINISHED:
+        return job
+    app.fetch_job(job.job_id)
+    return app.op_store.get_job(job.job_id)
 
 
 def _cmd_pipelines(args: argparse.Namespace) -> None:

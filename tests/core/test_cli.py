@@ -325,6 +325,28 @@ def test_models_trained_in_a_worker_process_are_saved_and_served(project):
     assert json.loads(run(project, "call", "pred", "--input", "[5]", "--quiet").stdout) == [2.0]
 
 
+def test_jobs_lists_a_job_whose_app_process_died_as_failed(project):
+    from chariots_lmdb import LMDBOpStore
+
+    from chariots_core.store import JobRecord
+    from chariots_core.workers import new_job
+
+    store = LMDBOpStore(str(project / "data" / "store"))
+    try:
+        # Who owns a job: "<host>/<pid namespace>/<pid>/<start time>"; this one names a pid
+        # that has exited.
+        host, namespace, _, start = new_job(store, "train").owner.split("/")
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        store.put_job(JobRecord("orphan", "train", "running", 1.0, 1.0, owner=f"{host}/{namespace}/{gone}/{start}"))
+    finally:
+        store.close()
+
+    rows = {line.split()[0]: line for line in run(project, "jobs").stdout.splitlines()[1:]}
+    assert rows["orphan"].split()[2] == "failed"
+    assert "exited before it finished" in rows["orphan"]
+
+
 def test_no_jobs_yet(project):
     assert run(project, "jobs").stdout.strip() == "no jobs"
 

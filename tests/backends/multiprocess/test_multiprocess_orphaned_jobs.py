@@ -4,7 +4,6 @@ store finds those jobs failed with the reason, and the dead app's workers gone."
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import pytest
 pytest.importorskip("multiprocess")
 pytest.importorskip("chariots_lmdb")
 pytest.importorskip("chariots_fsspec")
+
+from chariots_test_processes import is_running
 
 from chariots_core import Chariots, JobStatus  # noqa: E402
 
@@ -42,19 +43,6 @@ APP_SCRIPT = textwrap.dedent(
         time.sleep(120)  # until the test kills this process
     """
 )
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:  # no /proc (macOS): os.kill said it exists
-        return True
 
 
 def wait_until(predicate, timeout: float = 20.0) -> None:

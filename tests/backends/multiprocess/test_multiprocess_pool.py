@@ -20,6 +20,9 @@ import pytest
 
 pytest.importorskip("multiprocess")
 
+from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
+from chariots_test_processes import is_running
+
 from chariots_core import (  # noqa: E402
     BaseOp,
     Chariots,
@@ -31,7 +34,6 @@ from chariots_core import (  # noqa: E402
 )
 from chariots_core.errors import JobNotFoundError, SerializationError, WorkerError  # noqa: E402
 from chariots_core.ml import BaseMLOp, MLMode  # noqa: E402
-from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 
@@ -64,19 +66,6 @@ def wait_until(predicate, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:  # no /proc (macOS): os.kill said it exists
-        return True
 
 
 @pytest.fixture

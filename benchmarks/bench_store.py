@@ -45,7 +45,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from chariots_core import BaseOp, Chariots, Node, Pipeline, VersionedFieldDict, VersionType
 from chariots_core.ml import MLMode
-from chariots_core.store import OpVersionRecord, SaveRecord, SnapshotRecord, to_json
+from chariots_core.op_store.store import OpVersionRecord, SaveRecord, SnapshotRecord, to_json
 from chariots_lmdb import LMDBOpStore
 from chariots_sklearn import SKSupervisedOp
 

@@ -7,17 +7,17 @@ Storage, worker pools and HTTP serving are optional backends (``chariots_lmdb``,
 ``chariots_fsspec``, ``chariots_multiprocess``, ``chariots_waitress``...), imported only when used.
 """
 
-from .app import Chariots
-from .callbacks import OpCallBack, PipelineCallback
 from .errors import BackendError, ChariotsError, VersionError
-from .nodes import BaseNode, DataLoadingNode, DataSavingNode, Node, ReservedNodes
-from .ops import BaseOp, LoadableOp
-from .pipeline import Pipeline
-from .runners import BaseRunner, SequentialRunner
+from .op_store.store import MemoryOpStore, OpStore
+from .pipelines.callbacks import OpCallBack, PipelineCallback
+from .pipelines.nodes import BaseNode, DataLoadingNode, DataSavingNode, Node, ReservedNodes
+from .pipelines.ops import BaseOp, LoadableOp
+from .pipelines.pipeline import Pipeline
+from .pipelines.runners import BaseRunner, SequentialRunner
 from .savers import BaseSaver, MemorySaver
-from .store import MemoryOpStore, OpStore
+from .serving.app import Chariots
+from .serving.workers import BaseWorkerPool, InProcessWorkerPool, JobStatus, PipelineResponse
 from .versioning import Version, VersionableMeta, VersionedField, VersionedFieldDict, VersionType
-from .workers import BaseWorkerPool, InProcessWorkerPool, JobStatus, PipelineResponse
 
 __all__ = [
     "Pipeline",
@@ -56,7 +56,7 @@ __all__ = [
 def __getattr__(name: str):
     # The config module pulls in TOML/YAML parsing; import it only when asked for.
     if name == "ChariotsConfig":
-        from .config import ChariotsConfig
+        from .project.config import ChariotsConfig
 
         return ChariotsConfig
     raise AttributeError(f"module 'chariots_core' has no attribute {name!r}")

@@ -40,7 +40,7 @@ class _Entry:
 
 _BUILTIN: dict[str, dict[str, _Entry]] = {
     "op_store": {
-        "memory": _Entry("chariots_core.store:MemoryOpStore", None),
+        "memory": _Entry("chariots_core.op_store.store:MemoryOpStore", None),
         "lmdb": _Entry("chariots_lmdb:LMDBOpStore", "lmdb"),
         "s3": _Entry("chariots_fsspec.object_store:ObjectOpStore", "dask"),
         "gs": _Entry("chariots_fsspec.object_store:ObjectOpStore", "gcs"),
@@ -55,12 +55,12 @@ _BUILTIN: dict[str, dict[str, _Entry]] = {
         "s3": _Entry("chariots_fsspec:FsspecSaver", "dask"),
     },
     "worker_pool": {
-        "inprocess": _Entry("chariots_core.workers:InProcessWorkerPool", None),
+        "inprocess": _Entry("chariots_core.serving.workers:InProcessWorkerPool", None),
         "multiprocess": _Entry("chariots_multiprocess:MultiprocessWorkerPool", "workers"),
         "dask": _Entry("chariots_dask:DaskWorkerPool", "dask"),
     },
     "runner": {
-        "sequential": _Entry("chariots_core.runners:SequentialRunner", None),
+        "sequential": _Entry("chariots_core.pipelines.runners:SequentialRunner", None),
     },
 }
 

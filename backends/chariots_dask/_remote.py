@@ -17,7 +17,7 @@ import dill
 from distributed import get_worker
 
 from chariots_core.errors import NodeExecutionError
-from chariots_core.workers import failure_details, op_versions
+from chariots_core.serving.workers import failure_details, op_versions
 
 __all__ = ["DONE", "FAILED", "run_job", "call_batch"]
 

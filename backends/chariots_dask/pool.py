@@ -34,7 +34,7 @@ import cloudpickle
 import distributed
 
 from chariots_core.errors import SerializationError, WorkerError
-from chariots_core.workers import (
+from chariots_core.serving.workers import (
     BaseWorkerPool,
     JobStatus,
     PipelineResponse,
@@ -49,10 +49,10 @@ from chariots_core.workers import (
 from . import _remote
 
 if TYPE_CHECKING:
-    from chariots_core.app import Chariots
-    from chariots_core.pipeline import Pipeline
-    from chariots_core.runners import BaseRunner
-    from chariots_core.store import JobRecord
+    from chariots_core.op_store.store import JobRecord
+    from chariots_core.pipelines.pipeline import Pipeline
+    from chariots_core.pipelines.runners import BaseRunner
+    from chariots_core.serving.app import Chariots
 
 __all__ = ["DaskWorkerPool"]
 
@@ -226,7 +226,7 @@ class DaskWorkerPool(BaseWorkerPool):
         state = "closed" if self._closed else f"on {self._client.scheduler.address}"
         return f"<DaskWorkerPool {state}, {len(self._outstanding)} jobs in flight>"
 
-    # -- batches (chariots_core.batch) ------------------------------------------------------
+    # -- batches (chariots_core.serving.batch) ------------------------------------------------------
     def map_unordered(
         self, function: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:

@@ -40,7 +40,15 @@ import cattrs
 import fsspec
 
 from chariots_core.errors import BackendError, ChariotsError, StoreError
-from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord, from_json, to_json
+from chariots_core.op_store.store import (
+    JobRecord,
+    LinkRecord,
+    OpVersionRecord,
+    SaveRecord,
+    SnapshotRecord,
+    from_json,
+    to_json,
+)
 
 __all__ = ["ObjectOpStore"]
 

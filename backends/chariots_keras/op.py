@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from chariots_core.callbacks import OpCallBack
 from chariots_core.ml import BaseMLOp, MLMode, MLOpDefinitionError
+from chariots_core.pipelines.callbacks import OpCallBack
 from chariots_core.versioning import VersionedFieldDict, VersionType
 
 from ._keras import keras

@@ -1,7 +1,7 @@
 """``LMDBOpStore``: the embedded op store, in an LMDB directory.
 
 Layout: named sub-databases whose keys and values are JSON made by
-:func:`chariots_core.store.to_json` (never pickles), in two LMDB environments: the store's
+:func:`chariots_core.op_store.store.to_json` (never pickles), in two LMDB environments: the store's
 directory, whose commits are fsynced, and its ``jobs`` subdirectory, whose commits are not
 (see :class:`LMDBOpStore` for what that means):
 
@@ -32,7 +32,7 @@ import attrs
 import lmdb
 
 from chariots_core.errors import StoreError
-from chariots_core.store import (
+from chariots_core.op_store.store import (
     JobRecord,
     LinkRecord,
     OpVersionRecord,

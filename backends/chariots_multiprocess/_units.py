@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import dill
 
-from chariots_core.workers import JobStatus, failure_details, finish_job, mark_job
+from chariots_core.serving.workers import JobStatus, failure_details, finish_job, mark_job
 
 from . import _worker
 
 if TYPE_CHECKING:
-    from chariots_core.app import Chariots
-    from chariots_core.store import JobRecord
+    from chariots_core.op_store.store import JobRecord
+    from chariots_core.serving.app import Chariots
 
 __all__ = ["Unit", "Task", "Batch", "Call"]
 

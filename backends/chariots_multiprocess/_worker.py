@@ -32,7 +32,7 @@ import dill
 import multiprocess
 from multiprocess import connection
 
-from chariots_core.workers import failure_details, op_versions
+from chariots_core.serving.workers import failure_details, op_versions
 
 if TYPE_CHECKING:
     from multiprocess.connection import Connection

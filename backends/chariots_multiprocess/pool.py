@@ -42,7 +42,7 @@ import multiprocess
 from multiprocess import connection
 
 from chariots_core.errors import SerializationError, WorkerError
-from chariots_core.workers import (
+from chariots_core.serving.workers import (
     BaseWorkerPool,
     JobStatus,
     PipelineResponse,
@@ -54,9 +54,9 @@ from . import _worker
 from ._units import Batch, Call, Task, Unit
 
 if TYPE_CHECKING:
-    from chariots_core.app import Chariots
-    from chariots_core.pipeline import Pipeline
-    from chariots_core.runners import BaseRunner
+    from chariots_core.pipelines.pipeline import Pipeline
+    from chariots_core.pipelines.runners import BaseRunner
+    from chariots_core.serving.app import Chariots
 
 __all__ = ["MultiprocessWorkerPool"]
 
@@ -270,7 +270,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         state = "closed" if self._closed else f"{self.n_workers} workers"
         return f"<MultiprocessWorkerPool {state}, {len(self._outstanding)} jobs and batch items in flight>"
 
-    # -- batches (chariots_core.batch) ----------------------------------------------------------
+    # -- batches (chariots_core.serving.batch) ----------------------------------------------------------
     def map_unordered(
         self, function: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]
     ) -> Iterator[tuple[int, Any]]:

@@ -25,10 +25,9 @@ import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
-from chariots_core.callbacks import OpCallBack
+from chariots_core.errors import BackendError, MLOpDefinitionError
 from chariots_core.ml import BaseMLOp, MLMode
-from chariots_core.errors import MLOpDefinitionError
-from chariots_core.errors import BackendError
+from chariots_core.pipelines.callbacks import OpCallBack
 from chariots_core.versioning import VersionedFieldDict, VersionType
 
 __all__ = ["BaseSKOp", "SKSupervisedOp", "SKUnsupervisedOp"]

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 from chariots_core import Pipeline, PipelineResponse, Version
 from chariots_core.errors import ChariotsError, UnknownPipelineError
-from chariots_core.jsonsafe import to_jsonable
+from chariots_core.serving.jsonsafe import to_jsonable
 
 from .errors import ServerUnavailableError, error_from_body
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
-from chariots_core.jsonsafe import to_jsonable
+from chariots_core.serving.jsonsafe import to_jsonable
 
 from .errors import RequestError, error_body, status_for
 

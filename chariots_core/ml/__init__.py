@@ -3,8 +3,8 @@
 scikit-learn and Keras ops live in the ``chariots_sklearn`` and ``chariots_keras`` backends.
 """
 
+from ..pipelines.serializers import BaseSerializer, CSVSerializer, DillSerializer, JSONSerializer, WrongTypeError
 from .ops import BaseMLOp, MLMode, MLOpDefinitionError
-from .serializers import BaseSerializer, CSVSerializer, DillSerializer, JSONSerializer, WrongTypeError
 
 __all__ = [
     "MLMode",

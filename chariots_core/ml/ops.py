@@ -32,11 +32,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from ..callbacks import OpCallBack
 from ..errors import MLOpDefinitionError, NotFittedError, SerializationError
-from ..ops import LoadableOp
+from ..pipelines.callbacks import OpCallBack
+from ..pipelines.ops import LoadableOp
+from ..pipelines.serializers import BaseSerializer, DillSerializer
 from ..versioning import Version, VersionType
-from .serializers import BaseSerializer, DillSerializer
 
 __all__ = ["MLMode", "BaseMLOp", "MLOpDefinitionError"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chariots_core import MemoryOpStore, OpStore
-from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
+from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
 
 
 def record(op: str, version: str, saved_at: float = 1.0, pipeline: str = "train") -> OpVersionRecord:

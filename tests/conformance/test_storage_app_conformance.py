@@ -10,7 +10,7 @@ import pytest
 
 from chariots_core import Chariots, ChariotsError, LoadableOp, Node, Pipeline, Version, VersionError
 from chariots_core.errors import IntegrityError, StoreError
-from chariots_core.store import SaveRecord, SnapshotRecord
+from chariots_core.op_store.store import SaveRecord, SnapshotRecord
 
 
 class Shift(LoadableOp):

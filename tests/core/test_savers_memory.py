@@ -9,7 +9,7 @@ import pytest
 
 from chariots_core import BaseSaver, MemoryOpStore, MemorySaver, OpStore
 from chariots_core.errors import StoreError
-from chariots_core.store import (
+from chariots_core.op_store.store import (
     JobRecord,
     LinkRecord,
     OpVersionRecord,

@@ -17,7 +17,7 @@ pytest.importorskip("lmdb")
 pytest.importorskip("fsspec")
 
 from chariots_core import Chariots, JobStatus  # noqa: E402
-from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
+from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
 from chariots_lmdb import LMDBOpStore  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def test_job_records_survive_the_writing_process_being_killed(tmp_path: Path):
     path = tmp_path / "store"
     run_until_killed(
         f"""
-        from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
+        from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
         from chariots_lmdb import LMDBOpStore
         store = LMDBOpStore({str(path)!r})
         store.put_job(JobRecord("j1", "train", "queued", 1.0, 1.0))

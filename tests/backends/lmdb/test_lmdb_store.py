@@ -13,8 +13,8 @@ lmdb = pytest.importorskip("lmdb")
 
 from chariots_core import ChariotsError  # noqa: E402
 from chariots_core.errors import StoreError  # noqa: E402
+from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
 from chariots_core.registry import get_backend  # noqa: E402
-from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
 from chariots_lmdb import LMDBOpStore  # noqa: E402
 
 

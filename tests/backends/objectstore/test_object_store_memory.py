@@ -15,8 +15,8 @@ import lmdb  # noqa: E402
 
 from chariots_core import Chariots, MemorySaver, VersionError  # noqa: E402
 from chariots_core.errors import StoreError  # noqa: E402
+from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
 from chariots_core.registry import get_backend  # noqa: E402
-from chariots_core.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
 from chariots_fsspec.object_store import ObjectOpStore  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def test_records_without_a_commit_marker_are_invisible_until_committed(open_stor
     fs, root = fsspec.core.url_to_fs(memory_url)
     save_id = "99999999999999999999-deadbeef"
     record = OpVersionRecord("model", "v2", "code", "train", 2.0, "ops/model/v2", "0" * 64, 1)
-    from chariots_core.store import to_json
+    from chariots_core.op_store.store import to_json
 
     fs.pipe({f"{root}/meta/ops/_model/{save_id}.json": to_json([record])})
     assert [r.version for r in store.op_versions("model")] == ["v1"]

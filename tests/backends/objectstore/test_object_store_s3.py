@@ -16,7 +16,7 @@ pytest.importorskip("lmdb")
 
 from chariots_core import Chariots, VersionError  # noqa: E402
 from chariots_core.errors import StoreError  # noqa: E402
-from chariots_core.store import JobRecord  # noqa: E402
+from chariots_core.op_store.store import JobRecord  # noqa: E402
 from chariots_fsspec.object_store import ObjectOpStore  # noqa: E402
 
 APP_SCRIPT = pathlib.Path(__file__).with_name("objectstore_lineage_app.py")
@@ -93,7 +93,7 @@ def test_a_missing_bucket_is_a_store_error_that_says_what_to_check(s3_endpoint, 
 def test_a_pickled_store_reopens_the_bucket_in_another_process(bucket, s3_endpoint, tmp_path):
     import pickle
 
-    from chariots_core.store import OpVersionRecord, SaveRecord, SnapshotRecord
+    from chariots_core.op_store.store import OpVersionRecord, SaveRecord, SnapshotRecord
 
     store = ObjectOpStore(f"s3://{bucket}/pickled", cache_dir=tmp_path / "parent", endpoint_url=s3_endpoint)
     record = OpVersionRecord("model", "v1", "code", "train", 1.0, "ops/model/v1", "0" * 64, 1)

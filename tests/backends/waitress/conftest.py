@@ -18,7 +18,7 @@ pytest.importorskip("waitress")
 
 from chariots_core import BaseOp, Chariots, Node, Pipeline, VersionType  # noqa: E402
 from chariots_core.ml import BaseMLOp, MLMode  # noqa: E402
-from chariots_core.workers import InProcessWorkerPool  # noqa: E402
+from chariots_core.serving.workers import InProcessWorkerPool  # noqa: E402
 from chariots_waitress import PipelinesClient, ServerThread, make_wsgi_app  # noqa: E402
 
 # A small iris-like data set: three well separated classes of four features.

@@ -1,4 +1,4 @@
-"""chariots_core.jsonsafe: how op outputs become JSON, in process and over HTTP."""
+"""chariots_core.serving.jsonsafe: how op outputs become JSON, in process and over HTTP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from chariots_core import BaseOp, Node, Pipeline
 from chariots_core.errors import SerializationError
-from chariots_core.jsonsafe import to_jsonable
+from chariots_core.serving.jsonsafe import to_jsonable
 from chariots_waitress import PipelinesClient
 
 

@@ -38,18 +38,18 @@ from typing import Any
 
 import attrs
 
-from .errors import (
+from ..errors import (
     ChariotsError,
     ConfigError,
     NotSavedError,
     SerializationError,
     VersionError,
 )
-from .nodes import Node
-from .pipeline import Pipeline
-from .savers import BaseSaver, read_verified
+from ..pipelines.nodes import Node
+from ..pipelines.pipeline import Pipeline
+from ..savers import BaseSaver, read_verified
+from ..versioning import Version
 from .store import LinkRecord, OpStore, OpVersionRecord, SaveRecord, SnapshotRecord
-from .versioning import Version
 
 __all__ = [
     "POLICIES",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chariots_core import BaseOp, Chariots, InProcessWorkerPool, Node, Pipeline
-from chariots_core.batch import BatchWorkerPool
 from chariots_core.errors import NodeExecutionError, UnknownPipelineError, WorkerError
+from chariots_core.serving.batch import BatchWorkerPool
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 

@@ -28,13 +28,13 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from .errors import NodeExecutionError, WorkerError
+from ..errors import NodeExecutionError, WorkerError
 from .workers import BaseWorkerPool, JobStatus, failure_details
 
 if TYPE_CHECKING:
+    from ..pipelines.pipeline import Pipeline
+    from ..pipelines.runners import BaseRunner
     from .app import Chariots, PipelineRef
-    from .pipeline import Pipeline
-    from .runners import BaseRunner
 
 __all__ = ["map_pipeline", "BatchWorkerPool", "ChunkOutcome", "run_chunk"]
 

@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import SerializationError
+from ..errors import SerializationError
 
 __all__ = ["to_jsonable"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from chariots_core import Chariots, ChariotsConfig, InProcessWorkerPool, Node, Pipeline
-from chariots_core.config import OpStoreConfig, PipelinesConfig, WorkersConfig
 from chariots_core.errors import ConfigError
+from chariots_core.project.config import OpStoreConfig, PipelinesConfig, WorkersConfig
 
 FULL_TOML = """\
 [op_store]
@@ -443,7 +443,7 @@ def test_get_client_points_at_the_configured_server(tmp_path):
 def test_importing_chariots_core_loads_no_config_parser_nor_backend():
     code = (
         "import sys, chariots_core\n"
-        "assert 'chariots_core.config' not in sys.modules\n"
+        "assert 'chariots_core.project.config' not in sys.modules\n"
         "config = chariots_core.ChariotsConfig()\n"
         "heavy = ('yaml', 'chariots_lmdb', 'chariots_waitress', 'lmdb', 'waitress', 'fsspec')\n"
         "loaded = [name for name in heavy if name in sys.modules]\n"

@@ -2,7 +2,7 @@
 
 Building a pipeline checks the wiring (every input produced once, no cycle, reserved names
 used correctly) and reports every problem at once. It then sorts the nodes topologically and
-hands them to :mod:`chariots_core.plan`, which compiles the plan runners execute. Nothing here
+hands them to :mod:`chariots_core.pipelines.plan`, which compiles the plan runners execute. Nothing here
 recurses over the chain of nodes, so pipelines of any length work; only nested pipelines are
 handled one nesting level at a time.
 """
@@ -16,13 +16,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..errors import PipelineDefinitionError
+from ..savers import BaseSaver
+from ..versioning import Version
 from .callbacks import PipelineCallback
-from .errors import PipelineDefinitionError
 from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import BaseOp
 from .plan import Wiring, compile_plan
-from .savers import BaseSaver
-from .versioning import Version
 
 __all__ = ["Pipeline"]
 

@@ -32,17 +32,17 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import (
+from ..errors import (
     ChariotsError,
     ConfigError,
     NotSavedError,
     PipelineDefinitionError,
     SerializationError,
 )
-from .ml.serializers import BaseSerializer
+from ..savers import BaseSaver, MemorySaver, check_relative_path
+from ..versioning import Version, VersionedField, VersionType
 from .ops import BaseOp, LoadableOp
-from .savers import BaseSaver, MemorySaver, check_relative_path
-from .versioning import Version, VersionedField, VersionType
+from .serializers import BaseSerializer
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline

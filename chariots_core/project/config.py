@@ -47,15 +47,15 @@ import attrs
 import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
-from .errors import BackendError, ConfigError
-from .lineage import POLICIES
-from .registry import get_backend, known_backends, url_scheme
+from ..errors import BackendError, ConfigError
+from ..op_store.lineage import POLICIES
+from ..registry import get_backend, known_backends, url_scheme
 
 if TYPE_CHECKING:
-    from .app import Chariots
-    from .pipeline import Pipeline
-    from .runners import BaseRunner
-    from .workers import BaseWorkerPool
+    from ..pipelines.pipeline import Pipeline
+    from ..pipelines.runners import BaseRunner
+    from ..serving.app import Chariots
+    from ..serving.workers import BaseWorkerPool
 
 __all__ = [
     "ChariotsConfig",
@@ -415,7 +415,7 @@ class ChariotsConfig:
 
         :raises ConfigError: if no import path is set, or the import or the attribute fails.
         """
-        from .pipeline import Pipeline
+        from ..pipelines.pipeline import Pipeline
 
         import_path = self.pipelines.import_path
         where = self._where("pipelines", "import_path")
@@ -467,7 +467,7 @@ class ChariotsConfig:
 
         :param pipelines: the pipelines to serve (default: :meth:`load_pipelines`).
         """
-        from .app import Chariots
+        from ..serving.app import Chariots
 
         if pipelines is None:
             pipelines = self.load_pipelines()

@@ -46,21 +46,21 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import dill
 
-from .errors import (
+from ..errors import (
     JobNotFoundError,
     NodeExecutionError,
     SerializationError,
     WorkerError,
 )
+from ..op_store.store import JobRecord, OpStore
+from ..savers import BaseSaver, read_verified
+from ..versioning import Version
 from .jsonsafe import to_jsonable
-from .savers import BaseSaver, read_verified
-from .store import JobRecord, OpStore
-from .versioning import Version
 
 if TYPE_CHECKING:
+    from ..pipelines.pipeline import Pipeline
+    from ..pipelines.runners import BaseRunner
     from .app import Chariots
-    from .pipeline import Pipeline
-    from .runners import BaseRunner
 
 __all__ = [
     "JobStatus",

@@ -22,17 +22,17 @@ from typing import Any
 
 import attrs
 
-from .callbacks import overrides
-from .errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
-from .lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
-from .nodes import DataSavingNode, Node
-from .ops import BaseOp
-from .pipeline import Pipeline
-from .registry import backend_for_url, get_backend, known_backends, url_scheme
-from .runners import BaseRunner, SequentialRunner
-from .savers import BaseSaver
-from .store import OpStore
-from .versioning import Version
+from ..errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
+from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
+from ..op_store.store import OpStore
+from ..pipelines.callbacks import overrides
+from ..pipelines.nodes import DataSavingNode, Node
+from ..pipelines.ops import BaseOp
+from ..pipelines.pipeline import Pipeline
+from ..pipelines.runners import BaseRunner, SequentialRunner
+from ..registry import backend_for_url, get_backend, known_backends, url_scheme
+from ..savers import BaseSaver
+from ..versioning import Version
 from .workers import BaseWorkerPool, JobStatus, PipelineResponse, job_response, wants_worker
 
 __all__ = ["Chariots"]
@@ -51,7 +51,7 @@ class Chariots:
         ``"lmdb"``) or an object-storage URL.
     :param saver: a saver, a backend name (``"memory"``), or a URL or local directory
         (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``). The app's data nodes
-        (:class:`~chariots_core.nodes.DataLoadingNode`...) that have no saver of their own
+        (:class:`~chariots_core.pipelines.nodes.DataLoadingNode`...) that have no saver of their own
         read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
@@ -145,7 +145,7 @@ class Chariots:
         ``strategy="latest"`` loads each op's latest saved version and refuses the load if
         any edge is incompatible; ``"latest_compatible"`` picks the newest versions that are
         compatible along every edge. Only models that will not retrain when the pipeline runs
-        are checked against what feeds them (the rule is in :mod:`chariots_core.lineage`), and
+        are checked against what feeds them (the rule is in :mod:`chariots_core.op_store.lineage`), and
         ops that already serve the chosen version are kept as they are.
 
         :raises VersionError: naming each incompatible edge; the previous ops keep serving.

@@ -219,7 +219,7 @@ def test_require_saver_and_versions_report_op_nodes_only():
 def test_a_data_nodes_version_comes_from_its_path_and_serializer_class():
     class Dataset(metaclass=VersionableMeta):
         path = VersionedField("numbers.json", VersionType.MAJOR)
-        serializer = VersionedField("chariots_core.ml.serializers.JSONSerializer", VersionType.MAJOR)
+        serializer = VersionedField("chariots_core.pipelines.serializers.JSONSerializer", VersionType.MAJOR)
 
     version = DataLoadingNode(JSONSerializer(), "numbers.json").node_version
     assert isinstance(version, Version)

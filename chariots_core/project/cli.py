@@ -13,7 +13,7 @@
 
 Commands read the configuration given by ``--config``, else the first ``chariots.toml``,
 ``chariots.yaml`` or ``pyproject.toml`` with ``[tool.chariots]`` found from the current
-directory upwards (see :mod:`chariots_core.config`). They work in-process on the configured
+directory upwards (see :mod:`chariots_core.project.config`). They work in-process on the configured
 store or, with ``--url``, against a running server through ``chariots_waitress.PipelinesClient``.
 
 In-process, each command is a new process, yet a sequence of commands must behave like calls
@@ -43,14 +43,14 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from .callbacks import PipelineCallback
+from ..errors import ChariotsError, IntegrityError, NotFittedError, WorkerError
+from ..op_store.lineage import STRATEGIES
+from ..pipelines.callbacks import PipelineCallback
+from ..serving.jsonsafe import to_jsonable
+from ..serving.workers import JobStatus
+from ..versioning import Version
 from .config import ChariotsConfig, http_backend
-from .errors import ChariotsError, IntegrityError, NotFittedError, WorkerError
-from .jsonsafe import to_jsonable
-from .lineage import STRATEGIES
 from .templates import write_project
-from .versioning import Version
-from .workers import JobStatus
 
 __all__ = ["main", "build_parser", "ProgressCallback"]
 

@@ -27,7 +27,7 @@ from chariots_core import (
 )
 from chariots_core.errors import ChariotsError, IntegrityError, NotSavedError
 from chariots_core.ml import BaseMLOp, MLMode
-from chariots_core.store import LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
+from chariots_core.op_store.store import LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 DATA = [1.0, 2.0, 3.0, 6.0]

@@ -102,7 +102,7 @@ class JobRecord:
     error: dict[str, str] | None = None  # {"type", "message", "node"} once failed
     worker: str | None = None  # which worker ran it (e.g. "pid 1234")
     # The process responsible for finishing the job, "<host>/<pid namespace>/<pid>/<start time>"
-    # (see chariots_core.workers.new_job); None for records written before owners existed
+    # (see chariots_core.serving.workers.new_job); None for records written before owners existed
     # and for jobs that no process of this host answers for.
     owner: str | None = None
 

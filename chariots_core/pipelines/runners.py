@@ -13,8 +13,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from ..errors import NodeExecutionError, NotAPipelineError
 from .callbacks import PipelineCallback, overrides
-from .errors import NodeExecutionError, NotAPipelineError
 from .pipeline import Pipeline
 from .plan import ExecutionPlan, StepKind
 

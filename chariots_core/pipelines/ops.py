@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..versioning import Version, VersionableMeta
 from .callbacks import OpCallBack, overrides
-from .versioning import Version, VersionableMeta
 
 __all__ = ["BaseOp", "LoadableOp"]
 

@@ -29,9 +29,9 @@ from chariots_core import (
 )
 from chariots_core.errors import IntegrityError, JobNotFoundError, SerializationError, StoreError, WorkerError
 from chariots_core.ml import BaseMLOp, MLMode
+from chariots_core.op_store.store import JobRecord, from_json, to_json
 from chariots_core.savers import MemorySaver
-from chariots_core.store import JobRecord, from_json, to_json
-from chariots_core.workers import new_job, save_job_result, wants_worker
+from chariots_core.serving.workers import new_job, save_job_result, wants_worker
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 FLAGS = (True, False, None)
@@ -281,7 +281,7 @@ def test_spawn_worker_and_invalid_sizes():
 
 def test_a_custom_pool_needs_only_the_three_primitives():
     """The seed's contract: n_workers, spawn_worker, execute_pipeline_async (sync here)."""
-    from chariots_core.workers import new_job, run_job
+    from chariots_core.serving.workers import new_job, run_job
 
     class InlinePool(BaseWorkerPool):
         n_workers = 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chariots_core.cli import main
+from chariots_core.project.cli import main
 
 CHARIOTS_SCRIPT = Path(sys.executable).with_name("chariots")
 # Tests rewrite modules within the same second: stale bytecode must never be reused.
@@ -91,9 +91,9 @@ def free_port() -> int:
 
 
 def run(cwd: Path, *args: str, code: int = 0, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``python -m chariots_core.cli ARGS`` in ``cwd`` and check its exit code."""
+    """Run ``python -m chariots_core.project.cli ARGS`` in ``cwd`` and check its exit code."""
     result = subprocess.run(
-        [sys.executable, "-m", "chariots_core.cli", *args],
+        [sys.executable, "-m", "chariots_core.project.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV,
     )
     assert result.returncode == code, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
@@ -326,10 +326,9 @@ def test_models_trained_in_a_worker_process_are_saved_and_served(project):
 
 
 def test_jobs_lists_a_job_whose_app_process_died_as_failed(project):
+    from chariots_core.op_store.store import JobRecord
+    from chariots_core.serving.workers import new_job
     from chariots_lmdb import LMDBOpStore
-
-    from chariots_core.store import JobRecord
-    from chariots_core.workers import new_job
 
     store = LMDBOpStore(str(project / "data" / "store"))
     try:
@@ -359,7 +358,7 @@ def server(project):
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "chariots_core.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "chariots_core.project.cli", "serve", "--port", str(port)],
         cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -418,7 +417,7 @@ def test_url_mode_without_a_server(project):
 def test_serve_without_waitress_says_what_to_install(project):
     code = (
         "import sys; sys.modules['chariots_waitress'] = None\n"  # as if chariots[serve] were not installed
-        "from chariots_core.cli import main; sys.exit(main(['serve']))"
+        "from chariots_core.project.cli import main; sys.exit(main(['serve']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60, env=ENV

@@ -1,0 +1,1 @@
+"""Projects: configuration files, the ``chariots`` command and the ``chariots new`` template."""

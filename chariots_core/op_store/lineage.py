@@ -46,6 +46,7 @@ from ..errors import (
     VersionError,
 )
 from ..pipelines.nodes import Node
+from ..pipelines.ops import fresh_copy
 from ..pipelines.pipeline import Pipeline
 from ..savers import BaseSaver, read_verified
 from ..versioning import Version
@@ -128,7 +129,7 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         stored = _find_version(op_store.op_versions(node.name), version)
         # A version other than the class version names the state it holds (an ML op's training
         # run): once stored, its bytes are stored too and need no serializing again.
-        if stored is not None and version != type(node.op).__version__ and saver.exists(stored.blob_path):
+        if stored is not None and node.op.holds_trained_state and saver.exists(stored.blob_path):
             saved_as[id(node)] = stored.version
             continue
         data = _serialize(node)
@@ -215,7 +216,7 @@ class _Edge:
         """The upstream keys the downstream candidate accepts (``None``: any)."""
         if down_candidate is None:
             return None
-        if _digests(down_candidate.version) == _digests(down_candidate.code_version):
+        if not down_candidate.holds_trained_state:
             return None  # no trained state (a plain LoadableOp): what feeds it cannot make it stale
         return self.wanted.get(_digests(down_candidate.version))
 
@@ -474,7 +475,7 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
         where = f"op {record.op_name!r} version {_show(record.version)}"
         fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
         data = read_verified(saver, record.blob_path, record.sha256, where, fix)
-        op = _twin(node.op)
+        op = fresh_copy(node.op)
         try:
             op.load(data)
         except ChariotsError:
@@ -492,15 +493,4 @@ def _serves(node: Node, record: OpVersionRecord) -> bool:
     Only a version that names its state (differs from the class version) says so: a plain
     LoadableOp keeps its class version whatever its state, so it is always loaded.
     """
-    version = node.node_version
-    return version != type(node.op).__version__ and _digests(version) == _digests(record.version)
-
-
-def _twin(op: Any) -> Any:
-    """A new op object sharing ``op``'s attributes, for ``load`` to rebind its state on.
-
-    Not ``copy.copy``: that goes through ``__getstate__``, where ML ops serialize their model.
-    """
-    twin = object.__new__(type(op))
-    twin.__dict__.update(vars(op))
-    return twin
+    return node.op.holds_trained_state and _digests(node.node_version) == _digests(record.version)

@@ -58,6 +58,11 @@ class OpVersionRecord:
     sha256: str
     size: int
 
+    @property
+    def holds_trained_state(self) -> bool:
+        """Whether this version names trained state (it is not just its code's version)."""
+        return self.version.split("_")[:3] != self.code_version.split("_")[:3]
+
 
 @attrs.frozen
 class LinkRecord:

@@ -22,7 +22,7 @@ from typing import Any
 from ..versioning import Version, VersionableMeta
 from .callbacks import OpCallBack, overrides
 
-__all__ = ["BaseOp", "LoadableOp"]
+__all__ = ["BaseOp", "LoadableOp", "fresh_copy"]
 
 
 class BaseOp(metaclass=VersionableMeta):
@@ -116,3 +116,26 @@ class LoadableOp(BaseOp):
     def requires_saved_state(self) -> bool:
         """Whether the op is useless until a saved version is loaded (predict-only models)."""
         return False
+
+    @property
+    def holds_trained_state(self) -> bool:
+        """Whether the op's version names state it acquired, beyond what its code defines.
+
+        A fitted (or loaded) ML op runs as its class version plus its training run, so it
+        does; a plain LoadableOp runs as its class version whatever its state, so it never
+        does. The op store trusts a version that names its state: once saved, it is not
+        serialized again, and an op serving it need not be loaded again.
+        """
+        return self.op_version != type(self).__version__
+
+
+def fresh_copy(op: BaseOp) -> BaseOp:
+    """A new op object sharing ``op``'s attributes, for ``load`` to rebind state on.
+
+    The op in service stays untouched, so an op that fails to load changes nothing (``load``
+    must set state by assignment, as every Chariots op does). Not ``copy.copy``: that goes
+    through ``__getstate__``, where ML ops serialize their model.
+    """
+    twin = object.__new__(type(op))
+    twin.__dict__.update(vars(op))
+    return twin

@@ -1,0 +1,267 @@
+"""Code-aware versions (opt in): an op whose version follows the code it runs.
+
+By default an op's version comes from its :class:`~chariots_core.VersionedField`\\ s only, so
+editing ``execute`` does not make a new version, and a model trained by the old code keeps
+being served. Declaring a :class:`SourceVersion` makes the code part of the version::
+
+    class Scale(BaseOp):
+        code = SourceVersion(VersionType.MAJOR)   # any attribute name; the type is yours to pick
+
+        def execute(self, values):
+            return [clip(value) * 2 for value in values]
+
+    def clip(value):                             # followed: same module, called by execute
+        return min(value, LIMIT)
+
+    LIMIT = 10                                   # followed: a constant execute's code reads
+
+**What is hashed.** The normalized source of the op's ``execute``, ``fit``, ``predict`` and
+``_init_model`` (or the ``methods`` you name), then, transitively, of what that code refers to
+by name: functions and classes of the op's module (and of ``modules`` you add), methods
+reached as ``self.name``, and module-level constants (numbers, strings, bytes, booleans,
+``None`` and tuples of them, by value). Sources are parsed and compared as syntax trees:
+comments, docstrings, blank lines and formatting do not count; renaming, reordering
+statements or changing a value does. The result is a sha1 that enters the op's version as a
+field of the subversion you chose, like a ``VersionedField`` would.
+
+**What it cannot see.** Code in other modules unless you list them in ``modules`` (library
+upgrades included); C extensions and builtins; data files and anything read at run time;
+values of globals other than the constants above (objects, lists, dicts); closures and
+default arguments bound at definition time; dynamic dispatch (``getattr(self, name)()``,
+code reached through an object's type at run time, monkey-patching); Chariots's own code
+(``BaseMLOp.execute``...), which would otherwise make every model stale on an upgrade.
+
+**When.** The hash is computed the first time the op's version is read (an app reading its
+pipelines, ``MyOp.__version__``), so helpers defined below the class are seen. The source must
+be readable then: a module file or a notebook cell, not a bare REPL. A class rebuilt by dill in
+another process without the source file keeps the hash computed where it was pickled.
+
+Classes without a ``SourceVersion`` are versioned exactly as before (chariots 0.2's scheme).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import inspect
+import sys
+import textwrap
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import SourceUnavailableError
+from .versioning import ClassVersionedField, Version, VersionableMeta, VersionType, _field_version, _version_type
+
+__all__ = ["SourceVersion", "DEFAULT_METHODS"]
+
+DEFAULT_METHODS = ("execute", "fit", "predict", "_init_model")
+# Packages of Chariots itself: their code is the framework's, not the op's.
+_FRAMEWORK = frozenset(
+    {"chariots_core", "chariots_dask", "chariots_fsspec", "chariots_keras", "chariots_lmdb", "chariots_multiprocess", "chariots_sklearn", "chariots_waitress"}
+)
+_CONSTANTS = (int, float, complex, str, bytes, bool, type(None))
+_IGNORED_FIELDS = frozenset({"ctx", "type_comment", "kind"})
+_DIGESTS = "__chariots_source_digests__"  # kept on the class, so that dill copies carry them
+
+
+class SourceVersion(ClassVersionedField):
+    """A class attribute that makes the class's version follow its code (see the module docstring).
+
+    Reading the attribute on the class gives the hex sha1 of the code it covers.
+
+    :param affected_version: the subversion a code change changes (``MAJOR`` makes models
+        trained downstream stale under the default compatibility).
+    :param methods: the methods whose code (and what it calls) is hashed.
+    :param modules: other modules (objects or dotted names) whose functions, classes and
+        constants are followed too.
+    :raises SourceUnavailableError: when the version is computed, if a source cannot be read.
+    """
+
+    def __init__(
+        self,
+        affected_version: VersionType | str = VersionType.MAJOR,
+        methods: Iterable[str] = DEFAULT_METHODS,
+        modules: Iterable[types.ModuleType | str] = (),
+    ) -> None:
+        self.affected_version = _version_type(affected_version, "affected_version")
+        self.methods = tuple(methods)
+        self.modules = frozenset(module if isinstance(module, str) else module.__name__ for module in modules)
+        self._name = "code"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> str:
+        return self.digest(owner if owner is not None else type(instance))
+
+    def version_for(self, cls: type) -> Version:
+        """The version this attribute contributes to ``cls``: its code digest as a field."""
+        return _field_version(self.digest(cls), self.affected_version)
+
+    def digest(self, cls: type) -> str:
+        """The hex sha1 of ``cls``'s code, as described in the module docstring."""
+        try:
+            digest = _CodeWalk(cls, self.methods, {cls.__module__, *self.modules}).digest()
+        except SourceUnavailableError:
+            carried = vars(cls).get(_DIGESTS, {}).get(self._name)
+            if carried is None:
+                raise
+            return carried
+        digests = dict(vars(cls).get(_DIGESTS, {}))
+        digests[self._name] = digest
+        type.__setattr__(cls, _DIGESTS, digests)
+        return digest
+
+    def __repr__(self) -> str:
+        return f"SourceVersion({self.affected_version}, methods={self.methods!r})"
+
+
+class _CodeWalk:
+    """Follows the code of one class's methods through the names it refers to."""
+
+    def __init__(self, cls: type, methods: tuple[str, ...], modules: set[str]) -> None:
+        self.cls = cls
+        self.modules = modules
+        self.parts: dict[str, str] = {}  # what was hashed, by a stable key
+        self.pending: list[tuple[str, Any]] = []
+        for name in methods:
+            function = _function(inspect.getattr_static(cls, name, None))
+            if function is not None and _owned(function):
+                self.pending.append((f"method {name}", function))
+
+    def digest(self) -> str:
+        while self.pending:
+            key, code = self.pending.pop()
+            if key in self.parts:
+                continue
+            tree = self._tree(code)
+            self.parts[key] = _canonical(tree)
+            self._follow(tree, getattr(code, "__globals__", None) or vars(sys.modules[code.__module__]))
+        text = "\n".join(f"{key}: {value}" for key, value in sorted(self.parts.items()))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def _tree(self, code: Any) -> ast.AST:
+        try:
+            source = inspect.getsource(code)
+        except (OSError, TypeError) as exc:
+            msg = (
+                f"{self.cls.__qualname__} versions itself by its code (SourceVersion), but the source of "
+                f"{code.__qualname__} cannot be read ({exc}). Define the op in a module file or a notebook "
+                "cell, or remove its SourceVersion"
+            )
+            raise SourceUnavailableError(msg) from exc
+        tree = ast.parse(textwrap.dedent(source))
+        _strip_docstrings(tree)
+        return tree
+
+    def _follow(self, tree: ast.AST, namespace: dict[str, Any]) -> None:
+        module = sys.modules.get(namespace.get("__name__", ""))
+        bound = _bound_names(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in bound:
+                self._refer(node.id, namespace, module)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                owner = node.value.id
+                if owner in ("self", "cls"):
+                    function = _function(inspect.getattr_static(self.cls, node.attr, None))
+                    if function is not None and _owned(function):
+                        self.pending.append((f"method {node.attr}", function))
+                elif isinstance(namespace.get(owner), types.ModuleType) and namespace[owner].__name__ in self.modules:
+                    self._refer(node.attr, vars(namespace[owner]), namespace[owner])
+
+    def _refer(self, name: str, namespace: dict[str, Any], module: types.ModuleType | None) -> None:
+        if name not in namespace:
+            if not hasattr(builtins, name) and _initializing(module):
+                msg = (
+                    f"the code version of {self.cls.__qualname__} was asked for while module "
+                    f"{namespace.get('__name__')!r} is still being imported, before {name!r} is defined; "
+                    "read versions after the import (build apps outside the module that defines the ops)"
+                )
+                raise SourceUnavailableError(msg)
+            return
+        value = namespace[name]
+        where = f"{namespace.get('__name__')}.{name}"
+        if _is_constant(value):
+            self.parts[f"constant {where}"] = repr(value)
+            return
+        function = _function(value)
+        if function is not None and _owned(function) and function.__module__ in self.modules:
+            self.pending.append((f"function {function.__module__}.{function.__qualname__}", function))
+        elif (
+            isinstance(value, type)
+            and value.__module__ in self.modules
+            and not isinstance(value, VersionableMeta)  # other ops have versions of their own
+            and value.__module__.partition(".")[0] not in _FRAMEWORK
+        ):
+            self.pending.append((f"class {value.__module__}.{value.__qualname__}", value))
+
+
+def _function(value: Any) -> types.FunctionType | None:
+    """The plain function behind a function, method, static/class method or property."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    elif isinstance(value, property):
+        value = value.fget
+    value = inspect.unwrap(value) if callable(value) else value
+    return value if isinstance(value, types.FunctionType) else None
+
+
+def _owned(function: types.FunctionType) -> bool:
+    """Whether the function is the user's code rather than Chariots's own."""
+    return function.__module__.partition(".")[0] not in _FRAMEWORK
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Names the code binds itself (arguments, assignments, imports, loops...): not globals."""
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def _initializing(module: types.ModuleType | None) -> bool:
+    spec = getattr(module, "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+def _is_constant(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_constant(item) for item in value)
+    return isinstance(value, _CONSTANTS)
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+
+
+def _canonical(node: Any) -> str:
+    """A syntax tree as text, with only the fields that hold something.
+
+    Empty fields are left out, so a Python release that adds an optional field to a node (as
+    3.12 did with ``type_params``) does not change the text of code that does not use it.
+    """
+    if isinstance(node, ast.AST):
+        fields = [
+            f"{name}={_canonical(value)}"
+            for name, value in ast.iter_fields(node)
+            if name not in _IGNORED_FIELDS and value is not None and value != []
+        ]
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(item) for item in node) + "]"
+    return repr(node)

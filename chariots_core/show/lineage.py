@@ -34,10 +34,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
-import cattrs
 
 from ..errors import PictureError
-from .picture import Cluster, Picture, PictureEdge, PictureNode
+from .picture import Cluster, Picture, PictureEdge, PictureNode, strict_converter, structure
 
 __all__ = ["Lineage", "OpVersion", "VersionLink"]
 
@@ -87,7 +86,7 @@ class VersionLink:
     stale: str = ""
 
 
-_converter = cattrs.Converter()
+_converter = strict_converter()
 
 
 @attrs.frozen
@@ -107,13 +106,7 @@ class Lineage:
 
         :raises PictureError: if ``data`` is not a lineage's dict, naming what is wrong.
         """
-        try:
-            return _converter.structure(data, cls)
-        except PictureError:
-            raise
-        except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
-            details = "; ".join(cattrs.transform_error(exc)) if isinstance(exc, cattrs.BaseValidationError) else exc
-            raise PictureError(f"not a lineage dict ({details}); make it with Lineage.to_dict()") from exc
+        return structure(_converter, data, cls, "a lineage dict; make it with Lineage.to_dict()")
 
     def picture(self, title: str = "lineage", max_versions_per_op: int | None = 10) -> Picture:
         """The lineage as a picture.

@@ -21,11 +21,13 @@ Every string is the user's text as is: each renderer escapes it for its own form
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.v import format_exception
 
 from ..errors import PictureError
 
@@ -74,6 +76,7 @@ def _optional_text(instance: Any, attribute: attrs.Attribute, value: Any) -> Non
         _text(instance, attribute, value)
 
 
+_T = TypeVar("_T")
 _marks_field = attrs.field(default=(), converter=tuple, validator=_check_marks)
 
 
@@ -122,7 +125,25 @@ class Cluster:
     tooltip: str = attrs.field(default="", validator=_text)
 
 
-_converter = cattrs.Converter()
+def strict_converter() -> cattrs.Converter:
+    """A converter that takes strings, numbers and booleans only as they are.
+
+    cattrs would otherwise turn ``None`` into ``"None"`` and ``"1.5"`` into ``1.5``: data
+    from another process that is wrong must be reported, not repaired.
+    """
+    converter = cattrs.Converter()
+    for kind, accepted in ((str, str), (float, (int, float)), (bool, bool), (int, int)):
+        converter.register_structure_hook(kind, functools.partial(_exactly, accepted=accepted))
+    return converter
+
+
+def _exactly(value: Any, kind: type, accepted: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
+        raise TypeError(f"expected {kind.__name__} (got {value!r})")
+    return kind(value)
+
+
+_converter = strict_converter()
 
 
 @attrs.frozen
@@ -152,15 +173,9 @@ class Picture:
     def from_dict(cls, data: Mapping[str, Any]) -> Picture:
         """Rebuild a picture from :meth:`to_dict`'s output.
 
-        :raises PictureError: if ``data`` is not a picture's dict, naming what is wrong.
+        :raises PictureError: if ``data`` is not a picture's dict, naming what is wrong where.
         """
-        try:
-            return _converter.structure(data, cls)
-        except PictureError:
-            raise
-        except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
-            details = "; ".join(cattrs.transform_error(exc)) if isinstance(exc, cattrs.BaseValidationError) else exc
-            raise PictureError(f"not a picture dict ({details}); make it with Picture.to_dict()") from exc
+        return structure(_converter, data, cls, "a picture dict; make it with Picture.to_dict()")
 
     def node(self, node_id: str) -> PictureNode:
         """The node with id ``node_id``."""
@@ -179,6 +194,25 @@ class Picture:
         from .svg import to_svg
 
         return to_svg(self)
+
+
+def structure(converter: cattrs.Converter, data: Any, cls: type[_T], what: str) -> _T:
+    """``data`` structured as ``cls``, or one :class:`PictureError` listing each wrong key by its path.
+
+    :param what: what ``data`` should be, and how to make one, for the message.
+    """
+    if not isinstance(data, Mapping):
+        raise PictureError(f"expected {what} (got a {type(data).__name__})")
+    try:
+        return converter.structure(dict(data), cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
+        raise PictureError(f"expected {what}: {problems}") from exc
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    # Our validators' messages name the field and the expectation: keep them as they are.
+    return str(exc) if isinstance(exc, PictureError) else format_exception(exc, type_)
 
 
 def _problems(picture: Picture) -> list[str]:

@@ -49,12 +49,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import cattrs
 
-from ..errors import PictureError
 from .html import html_document, html_text
 from .lineage import Lineage
-from .picture import Picture, PictureEdge
+from .picture import Picture, strict_converter, structure
 from .svg import to_svg
 
 __all__ = ["render_status_page", "PageStatus"]
@@ -129,21 +127,10 @@ class PageStatus:
     lineage: Lineage | None = None
 
 
-_converter = cattrs.Converter()
+_converter = strict_converter()
 # Graphs and lineages come as objects from the app in process, as dicts after a JSON trip.
 _converter.register_structure_hook(Picture, lambda data, _: data if isinstance(data, Picture) else Picture.from_dict(data))
 _converter.register_structure_hook(Lineage, lambda data, _: data if isinstance(data, Lineage) else Lineage.from_dict(data))
-
-
-def _read(status: Mapping[str, Any]) -> PageStatus:
-    if not isinstance(status, Mapping):
-        raise PictureError(f"a status must be a dict (got a {type(status).__name__}); see chariots_core.show.status_page")
-    try:
-        return _converter.structure(dict(status), PageStatus)
-    except cattrs.BaseValidationError as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path="status"))
-        msg = f"the status dict is malformed: {problems}. Its shape is in chariots_core.show.status_page"
-        raise PictureError(msg) from exc
 
 
 def render_status_page(status: Mapping[str, Any]) -> str:
@@ -151,7 +138,7 @@ def render_status_page(status: Mapping[str, Any]) -> str:
 
     :raises PictureError: naming each key of ``status`` that has the wrong type.
     """
-    page = _read(status)
+    page = structure(_converter, status, PageStatus, "a status dict shaped as chariots_core.show.status_page documents")
     parts = [f"<h1>{html_text(page.title)}</h1>"]
     summary = [f"{len(page.pipelines)} pipeline{'s' if len(page.pipelines) != 1 else ''}"]
     stale_count = sum(len(pipeline.stale) for pipeline in page.pipelines)

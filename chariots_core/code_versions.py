@@ -138,7 +138,8 @@ class _CodeWalk:
                 continue
             tree = self._tree(code)
             self.parts[key] = _canonical(tree)
-            self._follow(tree, getattr(code, "__globals__", None) or vars(sys.modules[code.__module__]))
+            module = sys.modules.get(code.__module__)
+            self._follow(tree, getattr(code, "__globals__", None) or (vars(module) if module else {}))
         text = "\n".join(f"{key}: {value}" for key, value in sorted(self.parts.items()))
         return hashlib.sha1(text.encode()).hexdigest()
 
@@ -182,20 +183,23 @@ class _CodeWalk:
                 raise SourceUnavailableError(msg)
             return
         value = namespace[name]
-        where = f"{namespace.get('__name__')}.{name}"
         if _is_constant(value):
-            self.parts[f"constant {where}"] = repr(value)
+            self.parts[f"constant {self._where(namespace.get('__name__', ''), name)}"] = repr(value)
             return
         function = _function(value)
         if function is not None and _owned(function) and function.__module__ in self.modules:
-            self.pending.append((f"function {function.__module__}.{function.__qualname__}", function))
+            self.pending.append((f"function {self._where(function.__module__, function.__qualname__)}", function))
         elif (
             isinstance(value, type)
             and value.__module__ in self.modules
             and not isinstance(value, VersionableMeta)  # other ops have versions of their own
             and value.__module__.partition(".")[0] not in _FRAMEWORK
         ):
-            self.pending.append((f"class {value.__module__}.{value.__qualname__}", value))
+            self.pending.append((f"class {self._where(value.__module__, value.__qualname__)}", value))
+
+    def _where(self, module: str, name: str) -> str:
+        # Names in the op's own module go unqualified: moving the op's module keeps its version.
+        return name if module == self.cls.__module__ else f"{module}.{name}"
 
 
 def _function(value: Any) -> types.FunctionType | None:
@@ -210,7 +214,7 @@ def _function(value: Any) -> types.FunctionType | None:
 
 def _owned(function: types.FunctionType) -> bool:
     """Whether the function is the user's code rather than Chariots's own."""
-    return function.__module__.partition(".")[0] not in _FRAMEWORK
+    return (function.__module__ or "").partition(".")[0] not in _FRAMEWORK
 
 
 def _bound_names(tree: ast.AST) -> set[str]:

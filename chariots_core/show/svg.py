@@ -82,7 +82,7 @@ def _edges(picture: Picture, placed: Layout) -> list[str]:
             continue
         classes = " ".join(["edge", *edge.marks])
         tooltip = edge.tooltip or (f"{edge.label}" if edge.label else "")
-        title = f"<title>{_text(tooltip)}</title>" if tooltip else ""
+        title = f"<title>{_text(tooltip, lines=True)}</title>" if tooltip else ""
         drawn.append(f'<g class="{classes}">{title}<path d="{_curve(route)}"/><path class="head" d="{_head(route[-1])}"/></g>')
         if anchor is not None:
             drawn.append(f'<text class="edge-label" x="{_n(anchor[0])}" y="{_n(anchor[1])}">{_text(shorten(edge.label, LABEL_LIMIT))}</text>')
@@ -92,7 +92,8 @@ def _edges(picture: Picture, placed: Layout) -> list[str]:
 def _node(node: PictureNode, box: tuple[float, float, float, float]) -> str:
     x, y, w, h = box
     classes = " ".join(["node", node.kind, *node.marks])
-    tooltip = node.tooltip or node.label
+    # the whole label first: the box may show it shortened
+    tooltip = node.label if node.tooltip in ("", node.label) else f"{node.label}\n{node.tooltip}"
     shape = _shape(node.kind, x, y, w, h)
     if node.kind == "data":  # the text goes below the cylinder's top
         y, h = y + CYLINDER_TOP, h - CYLINDER_TOP
@@ -104,7 +105,7 @@ def _node(node: PictureNode, box: tuple[float, float, float, float]) -> str:
         )
     else:
         text = f'<text x="{_n(x + w / 2)}" y="{_n(y + h / 2 + 4)}" text-anchor="middle">{_text(shorten(node.label, LABEL_LIMIT))}</text>'
-    return f'<g class="{classes}"><title>{_text(tooltip)}</title>{shape}{text}</g>'
+    return f'<g class="{classes}"><title>{_text(tooltip, lines=True)}</title>{shape}{text}</g>'
 
 
 def _shape(kind: str, x: float, y: float, w: float, h: float) -> str:
@@ -147,5 +148,5 @@ def _n(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def _text(text: str) -> str:
-    return escape(clean(text), quote=True)
+def _text(text: str, lines: bool = False) -> str:
+    return escape(clean(text, lines), quote=True)

@@ -20,8 +20,13 @@ CHAR_WIDTH = 0.62
 """Width of one character in em of the monospace font drawings use (DejaVu Sans Mono: 0.602)."""
 
 
-def clean(text: str) -> str:
-    """``text`` with every control or XML-forbidden character replaced by U+FFFD."""
+def clean(text: str, lines: bool = False) -> str:
+    """``text`` with every control or XML-forbidden character replaced by U+FFFD.
+
+    :param lines: keep newlines (in tooltips, which may span several lines).
+    """
+    if lines:
+        return "\n".join(_UNSAFE.sub("\ufffd", line) for line in text.split("\n"))
     return _UNSAFE.sub("\ufffd", text)
 
 

@@ -17,18 +17,18 @@ from .render import FORMATS, as_picture, render
 from .status_page import render_status_page
 
 __all__ = [
-    "render",
-    "FORMATS",
     "as_picture",
-    "Picture",
-    "PictureNode",
-    "PictureEdge",
     "Cluster",
-    "NODE_KINDS",
-    "MARKS",
     "combine",
+    "FORMATS",
     "Lineage",
+    "MARKS",
+    "NODE_KINDS",
     "OpVersion",
-    "VersionLink",
+    "Picture",
+    "PictureEdge",
+    "PictureNode",
+    "render",
     "render_status_page",
+    "VersionLink",
 ]

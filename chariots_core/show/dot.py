@@ -7,8 +7,6 @@ Graphviz's ``\\N``-style escapes. Shapes follow the node kinds, colours the mark
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from .picture import Picture, PictureEdge, PictureNode
 from .text import clean
 
@@ -35,35 +33,23 @@ def dot_string(*lines: str) -> str:
 
 def to_dot(picture: Picture) -> str:
     """The picture as a ``digraph``, laid out left to right, clusters as ``subgraph cluster_*``."""
-    members: dict[str | None, list[PictureNode]] = defaultdict(list)
-    for node in picture.nodes:
-        members[node.cluster].append(node)
-    children: dict[str | None, list[str]] = defaultdict(list)
-    for cluster in picture.clusters:
-        children[cluster.parent].append(cluster.id)
-    by_id = {cluster.id: cluster for cluster in picture.clusters}
     lines = [
         f"digraph {dot_string(picture.title)} {{",
         f'  graph [rankdir=LR, fontname="Helvetica", label={dot_string(picture.title)}, labelloc=t];',
         '  node [fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
-    # Clusters nest as subgraphs: walk them depth first without recursion, so any depth works.
-    stack: list[tuple[bool, str | None, str]] = [(False, None, "  ")]
-    while stack:
-        closing, cluster_id, indent = stack.pop()
-        if closing:
-            lines.append(f"{indent[:-2]}}}")
-            continue
-        if cluster_id is not None:
-            cluster = by_id[cluster_id]
-            lines.append(f"{indent[:-2]}subgraph {dot_string('cluster_' + cluster.id)} {{")
-            lines.append(f'{indent}label={dot_string(cluster.label)}; style="rounded,dashed"; color=gray40;')
-            if cluster.tooltip:
-                lines.append(f"{indent}tooltip={dot_string(cluster.tooltip)};")
-            stack.append((True, cluster_id, indent))
-        lines += [f"{indent}{_node_line(node)}" for node in members[cluster_id]]
-        stack += [(False, child, indent + "  ") for child in reversed(children[cluster_id])]
+    for event, item, depth in picture.nesting():
+        indent = "  " * (depth + 1)
+        if event == "open":
+            lines.append(f"{indent}subgraph {dot_string('cluster_' + item.id)} {{")
+            lines.append(f'{indent}  label={dot_string(item.label)}; style="rounded,dashed"; color=gray40;')
+            if item.tooltip:
+                lines.append(f"{indent}  tooltip={dot_string(item.tooltip)};")
+        elif event == "close":
+            lines.append(f"{indent}}}")
+        else:
+            lines.append(f"{indent}{_node_line(item)}")
     lines += [f"  {_edge_line(edge)}" for edge in picture.edges]
     lines.append("}")
     return "\n".join(lines) + "\n"

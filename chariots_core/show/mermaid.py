@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .picture import Picture, PictureNode
+from .picture import Picture
 from .text import clean
 
 __all__ = ["to_mermaid", "mermaid_text"]
@@ -49,29 +49,18 @@ def to_mermaid(picture: Picture) -> str:
     """The picture as ``flowchart LR``; clusters become ``subgraph`` blocks."""
     node_ids = {node.id: f"n{index}" for index, node in enumerate(picture.nodes)}
     cluster_ids = {cluster.id: f"c{index}" for index, cluster in enumerate(picture.clusters)}
-    members: dict[str | None, list[PictureNode]] = defaultdict(list)
-    for node in picture.nodes:
-        members[node.cluster].append(node)
-    children: dict[str | None, list[str]] = defaultdict(list)
-    for cluster in picture.clusters:
-        children[cluster.parent].append(cluster.id)
-    labels = {cluster.id: cluster.label for cluster in picture.clusters}
     lines = ["---", f'title: "{mermaid_text(picture.title)}"', "---", "flowchart LR"]
-    stack: list[tuple[bool, str | None, str]] = [(False, None, "  ")]
-    while stack:  # depth first, without recursion
-        closing, cluster_id, indent = stack.pop()
-        if closing:
-            lines.append(f"{indent[:-2]}end")
-            continue
-        if cluster_id is not None:
-            lines.append(f'{indent[:-2]}subgraph {cluster_ids[cluster_id]} ["{mermaid_text(labels[cluster_id])}"]')
-            lines.append(f"{indent}direction LR")
-            stack.append((True, cluster_id, indent))
-        for node in members[cluster_id]:
-            opening, closing_bracket = _SHAPES[node.kind]
-            text = mermaid_text(node.label) + (f"<br/><small>{mermaid_text(node.detail)}</small>" if node.detail else "")
-            lines.append(f'{indent}{node_ids[node.id]}{opening}"{text}"{closing_bracket}')
-        stack += [(False, child, indent + "  ") for child in reversed(children[cluster_id])]
+    for event, item, depth in picture.nesting():
+        indent = "  " * (depth + 1)
+        if event == "open":
+            lines.append(f'{indent}subgraph {cluster_ids[item.id]} ["{mermaid_text(item.label)}"]')
+            lines.append(f"{indent}  direction LR")
+        elif event == "close":
+            lines.append(f"{indent}end")
+        else:
+            opening, closing = _SHAPES[item.kind]
+            text = mermaid_text(item.label) + (f"<br/><small>{mermaid_text(item.detail)}</small>" if item.detail else "")
+            lines.append(f'{indent}{node_ids[item.id]}{opening}"{text}"{closing}')
     for edge in picture.edges:
         arrow = f'-->|"{mermaid_text(edge.label)}"|' if edge.label else "-->"
         lines.append(f"  {node_ids[edge.source]} {arrow} {node_ids[edge.target]}")

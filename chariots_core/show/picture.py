@@ -22,7 +22,8 @@ Every string is the user's text as is: each renderer escapes it for its own form
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -189,6 +190,30 @@ class Picture:
             path.append(cluster_id)
             cluster_id = parents[cluster_id]
         return path
+
+    def nesting(self) -> Iterator[tuple[str, PictureNode | Cluster, int]]:
+        """Nodes and clusters depth first, as ``("open", cluster, depth)``, ``("node", node,
+        depth)`` and ``("close", cluster, depth)``; top-level nodes have depth 0. For writers
+        of nested text formats: no recursion, so any depth works."""
+        members: dict[str | None, list[PictureNode]] = defaultdict(list)
+        for node in self.nodes:
+            members[node.cluster].append(node)
+        children: dict[str | None, list[Cluster]] = defaultdict(list)
+        for cluster in self.clusters:
+            children[cluster.parent].append(cluster)
+        stack: list[tuple[bool, Cluster | None, int]] = [(False, None, 0)]
+        while stack:
+            closing, cluster, depth = stack.pop()
+            if closing:
+                yield "close", cluster, depth
+                continue
+            if cluster is not None:
+                yield "open", cluster, depth
+                stack.append((True, cluster, depth))
+            key = cluster.id if cluster is not None else None
+            for node in members[key]:
+                yield "node", node, depth + (cluster is not None)
+            stack += [(False, child, depth + (cluster is not None)) for child in reversed(children[key])]
 
     def _repr_svg_(self) -> str:
         from .svg import to_svg

@@ -17,7 +17,7 @@ from ..show.picture import Cluster, Picture, PictureEdge, PictureNode
 from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import LoadableOp
 
-__all__ = ["pipeline_picture"]
+__all__ = ["pipeline_picture", "describe"]
 
 PIPELINE_INPUT = ReservedNodes.pipeline_input.value
 PIPELINE_OUTPUT = ReservedNodes.pipeline_output.value

@@ -14,17 +14,18 @@ import heapq
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineDefinitionError
 from ..savers import BaseSaver
-from ..show.picture import Picture
 from ..versioning import Version
 from .callbacks import PipelineCallback
 from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import BaseOp
-from .pictures import describe
 from .plan import Wiring, compile_plan
+
+if TYPE_CHECKING:
+    from ..show.picture import Picture
 
 __all__ = ["Pipeline"]
 
@@ -129,6 +130,8 @@ class Pipeline:
         return f"<OP {self._name}>"
 
     def __repr__(self) -> str:
+        from .pictures import describe  # drawing is rare: importing chariots_core does not load it
+
         return describe(self)
 
     # -- pictures ----------------------------------------------------------------------------

@@ -34,14 +34,21 @@ def browser_available() -> bool:
 
 
 @contextmanager
-def open_browser() -> Iterator[Any]:
-    """A fresh page of a headless Chromium, closed afterwards."""
+def launch_browser() -> Iterator[Any]:
+    """A headless Chromium (a Playwright ``Browser``), closed afterwards."""
     require("Playwright with Chromium", browser_available(), "CHARIOTS_REQUIRE_BROWSER")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            yield browser.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def open_browser() -> Iterator[Any]:
+    """A page of a headless Chromium launched for it alone."""
+    with launch_browser() as browser:
+        yield browser.new_page()

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from chariots_test_browser import open_browser
+from chariots_test_browser import launch_browser
 
 from chariots_core import BaseNode, BaseOp, Node, Pipeline
 from chariots_core.serving.status import page_status
@@ -113,6 +113,21 @@ def test_a_page_that_cannot_be_drawn_answers_a_json_error(kit, start_server):
 
 
 # -- in a browser ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module's tests (starting one takes seconds)."""
+    with launch_browser() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page, in a context of its own (no state shared between tests)."""
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
 def watch(page: Any) -> dict[str, list[str]]:
     """Record the dialogs a page opens and the errors it logs."""
     seen: dict[str, list[str]] = {"dialogs": [], "errors": []}
@@ -133,40 +148,38 @@ def assert_nothing_ran(page: Any, seen: dict[str, list[str]]) -> None:
     assert page.evaluate("document.querySelectorAll('script, img, iframe, object, embed').length") == 0
 
 
-def test_the_browser_shows_every_pipeline_with_its_dag(page_server):
+def test_the_browser_shows_every_pipeline_with_its_dag(page_server, page):
     app, server = page_server
-    with open_browser() as page:
-        seen = watch(page)
-        assert page.goto(server.url).status == 200
-        sections = page.locator("section.pipeline")
-        assert sections.count() == len(app.available_pipelines())
-        for index, name in enumerate(app.available_pipelines()):
-            section = sections.nth(index)
-            assert section.locator("h2").inner_text().startswith(name if name != "hostile" else "hostile")
-            svg = section.locator("svg")
-            assert svg.count() == 1
-            box = svg.bounding_box()
-            assert box["width"] > 50 and box["height"] > 20  # drawn, not an empty element
-            expected = {shorten(node.label, LABEL_LIMIT) for node in app.serving_pipeline(name).picture().nodes}
-            drawn = set(svg.locator("g.node > text:first-of-type").all_text_contents())
-            assert expected == drawn
-        assert_nothing_ran(page, seen)
+    seen = watch(page)
+    assert page.goto(server.url).status == 200
+    sections = page.locator("section.pipeline")
+    assert sections.count() == len(app.available_pipelines())
+    for index, name in enumerate(app.available_pipelines()):
+        section = sections.nth(index)
+        assert section.locator("h2").inner_text().startswith(name)
+        svg = section.locator("svg")
+        assert svg.count() == 1
+        box = svg.bounding_box()
+        assert box["width"] > 50 and box["height"] > 20  # drawn, not an empty element
+        expected = {shorten(node.label, LABEL_LIMIT) for node in app.serving_pipeline(name).picture().nodes}
+        drawn = set(svg.locator("g.node > text:first-of-type").all_text_contents())
+        assert expected == drawn
+    assert_nothing_ran(page, seen)
 
 
-def test_a_script_in_an_op_name_shows_as_text_and_runs_nowhere(page_server):
+def test_a_script_in_an_op_name_shows_as_text_and_runs_nowhere(page_server, page):
     _, server = page_server
-    with open_browser() as page:
-        seen = watch(page)
-        page.goto(server.url)
-        hostile = page.locator("section.pipeline", has_text="hostile")
-        tooltips = hostile.locator("g.node > title").evaluate_all("titles => titles.map(title => title.textContent)")
-        assert any(tooltip.startswith(HOSTILE + "\n") for tooltip in tooltips)  # the whole name, as text
-        labels = hostile.locator("g.node > text:first-of-type").all_text_contents()
-        assert shorten(HOSTILE, LABEL_LIMIT) in labels  # shortened on the box, as text
-        assert_nothing_ran(page, seen)
+    seen = watch(page)
+    page.goto(server.url)
+    hostile = page.locator("section.pipeline", has_text="hostile")
+    tooltips = hostile.locator("g.node > title").evaluate_all("titles => titles.map(title => title.textContent)")
+    assert any(tooltip.startswith(HOSTILE + "\n") for tooltip in tooltips)  # the whole name, as text
+    labels = hostile.locator("g.node > text:first-of-type").all_text_contents()
+    assert shorten(HOSTILE, LABEL_LIMIT) in labels  # shortened on the box, as text
+    assert_nothing_ran(page, seen)
 
 
-def test_the_escaping_alone_keeps_scripts_out_without_the_servers_policy(page_server):
+def test_the_escaping_alone_keeps_scripts_out_without_the_servers_policy(page_server, page):
     # set_content loads the page without the Content-Security-Policy header: nothing but the
     # escaping stands between the hostile name and the page.
     app, _ = page_server
@@ -174,10 +187,9 @@ def test_the_escaping_alone_keeps_scripts_out_without_the_servers_policy(page_se
     status["title"] = HOSTILE
     status["pipelines"][-1]["stale"] = [{"upstream": HOSTILE, "downstream": HOSTILE, "why": HOSTILE, "fix": HOSTILE}]
     status["jobs"] = [{"job_id": HOSTILE, "pipeline": HOSTILE, "status": HOSTILE, "error": HOSTILE}]
-    with open_browser() as page:
-        seen = watch(page)
-        page.set_content(render_status_page(status))
-        assert page.title() == HOSTILE
-        assert page.locator("ul.stale li").inner_text().count("window.__pwned = 1") == 4  # up, down, why, fix
-        assert page.locator("h1").inner_text() == HOSTILE
-        assert_nothing_ran(page, seen)
+    seen = watch(page)
+    page.set_content(render_status_page(status))
+    assert page.title() == HOSTILE
+    assert page.locator("ul.stale li").inner_text().count("window.__pwned = 1") == 4  # up, down, why, fix
+    assert page.locator("h1").inner_text() == HOSTILE
+    assert_nothing_ran(page, seen)

@@ -20,6 +20,7 @@ __all__ = ["to_svg", "STYLE"]
 STYLE = """\
 .chariots-picture { font-family: "DejaVu Sans Mono", ui-monospace, Menlo, Consolas, monospace; }
 .chariots-picture text { font-size: 12px; fill: #1d2733; }
+.chariots-picture .node text { text-anchor: middle; }
 .chariots-picture .picture-title { font-size: 13px; font-weight: bold; }
 .chariots-picture .detail { font-size: 10px; fill: #5b6675; }
 .chariots-picture .node rect, .chariots-picture .node path.shape { fill: #ffffff; stroke: #44505e; stroke-width: 1.2; }
@@ -99,12 +100,12 @@ def _node(node: PictureNode, box: tuple[float, float, float, float]) -> str:
         y, h = y + CYLINDER_TOP, h - CYLINDER_TOP
     if node.detail:
         text = (
-            f'<text x="{_n(x + w / 2)}" y="{_n(y + h / 2 - 3)}" text-anchor="middle">{_text(shorten(node.label, LABEL_LIMIT))}</text>'
-            f'<text class="detail" x="{_n(x + w / 2)}" y="{_n(y + h / 2 + 11)}" text-anchor="middle">'
+            f'<text x="{_n(x + w / 2)}" y="{_n(y + h / 2 - 3)}">{_text(shorten(node.label, LABEL_LIMIT))}</text>'
+            f'<text class="detail" x="{_n(x + w / 2)}" y="{_n(y + h / 2 + 11)}">'
             f"{_text(shorten(node.detail, LABEL_LIMIT))}</text>"
         )
     else:
-        text = f'<text x="{_n(x + w / 2)}" y="{_n(y + h / 2 + 4)}" text-anchor="middle">{_text(shorten(node.label, LABEL_LIMIT))}</text>'
+        text = f'<text x="{_n(x + w / 2)}" y="{_n(y + h / 2 + 4)}">{_text(shorten(node.label, LABEL_LIMIT))}</text>'
     return f'<g class="{classes}"><title>{_text(tooltip, lines=True)}</title>{shape}{text}</g>'
 
 

@@ -7,6 +7,7 @@ Storage, worker pools and HTTP serving are optional backends (``chariots_lmdb``,
 ``chariots_fsspec``, ``chariots_multiprocess``, ``chariots_waitress``...), imported only when used.
 """
 
+from .code_versions import SourceVersion
 from .errors import BackendError, ChariotsError, VersionError
 from .op_store.store import MemoryOpStore, OpStore
 from .pipelines.callbacks import OpCallBack, PipelineCallback
@@ -37,6 +38,7 @@ __all__ = [
     "VersionedField",
     "VersionedFieldDict",
     "VersionableMeta",
+    "SourceVersion",
     "OpStore",
     "MemoryOpStore",
     "BaseSaver",

@@ -26,7 +26,10 @@ The hierarchy::
     ├── WorkerError (RuntimeError)      async execution was asked for but cannot happen
     │   └── JobNotFoundError (LookupError)
     │                                   no job with that id
-    └── ConfigError (ValueError)        a configuration file or value is wrong
+    ├── ConfigError (ValueError)        a configuration file or value is wrong
+    ├── PictureError (ValueError)       data given to draw a picture or a status page is malformed
+    └── SourceUnavailableError (OSError)
+                                        an op's code-aware version needs source code that cannot be read
 
 The HTTP layer adds three of its own in ``chariots_waitress.errors`` (server unreachable,
 server cannot start, request refused); everything else crosses HTTP as the class above.
@@ -56,6 +59,8 @@ __all__ = [
     "WorkerError",
     "JobNotFoundError",
     "ConfigError",
+    "PictureError",
+    "SourceUnavailableError",
 ]
 
 
@@ -137,3 +142,11 @@ class JobNotFoundError(WorkerError, LookupError):
 
 class ConfigError(ChariotsError, ValueError):
     """A configuration value or file is invalid."""
+
+
+class PictureError(ChariotsError, ValueError):
+    """The data given to draw a picture (or a status page) is malformed."""
+
+
+class SourceUnavailableError(ChariotsError, OSError):
+    """An op versioned by its code (``SourceVersion``) has code whose source cannot be read."""

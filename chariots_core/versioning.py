@@ -24,7 +24,14 @@ from typing import Any
 
 from .errors import InvalidVersionError
 
-__all__ = ["Version", "VersionType", "VersionedField", "VersionedFieldDict", "VersionableMeta"]
+__all__ = [
+    "Version",
+    "VersionType",
+    "VersionedField",
+    "VersionedFieldDict",
+    "VersionableMeta",
+    "ClassVersionedField",
+]
 
 
 class VersionType(enum.Enum):
@@ -321,12 +328,28 @@ class VersionedFieldDict(MutableMapping):
         return f"VersionedFieldDict({self.default_version}, {dict(self)!r})"
 
 
-def _class_fields(cls: type) -> dict[str, VersionedField | VersionedFieldDict]:
+class ClassVersionedField:
+    """A class attribute whose version depends on the class holding it (as
+    :class:`~chariots_core.code_versions.SourceVersion` does: it hashes that class's code).
+
+    Classes holding one compute their ``__version__`` the first time it is read, not when
+    the class statement runs, so that what the class refers to is defined by then.
+    """
+
+    def version_for(self, cls: type) -> Version:
+        """The version this attribute contributes to ``cls``."""
+        raise NotImplementedError(f"{type(self).__name__} must override version_for(cls)")
+
+
+_Field = VersionedField | VersionedFieldDict | ClassVersionedField
+
+
+def _class_fields(cls: type) -> dict[str, _Field]:
     """The versioned attributes visible on ``cls``, subclasses overriding their bases."""
     fields: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if isinstance(value, (VersionedField, VersionedFieldDict)):
+            if isinstance(value, (VersionedField, VersionedFieldDict, ClassVersionedField)):
                 fields[name] = value
             else:
                 fields.pop(name, None)
@@ -339,6 +362,8 @@ def class_version(cls: type) -> Version:
     for _, field in sorted(_class_fields(cls).items()):
         if isinstance(field, VersionedFieldDict):
             total = _add_fields(total, field._fields_in_order())
+        elif isinstance(field, ClassVersionedField):
+            total = total + field.version_for(cls)
         else:
             total = total + field.version
     return total
@@ -350,9 +375,25 @@ def _add_fields(total: Version, fields: list[VersionedField]) -> Version:
     return total
 
 
+class _VersionOnFirstRead:
+    """Stands for ``__version__`` until it is first read, then computes it and steps aside."""
+
+    def __get__(self, instance: Any, owner: type) -> Version:
+        version = class_version(owner)
+        type.__setattr__(owner, "__version__", version)
+        return version
+
+
 class VersionableMeta(type):
-    """Metaclass that gives each class a ``__version__``, computed once at class creation."""
+    """Metaclass that gives each class a ``__version__``, computed once.
+
+    It is computed at class creation, or on first read for classes holding a
+    :class:`ClassVersionedField`, whose version may depend on code defined after the class.
+    """
 
     def __init__(cls, clsname: str, superclasses: tuple, attributedict: dict) -> None:
         super().__init__(clsname, superclasses, attributedict)
-        cls.__version__ = class_version(cls)
+        if any(isinstance(field, ClassVersionedField) for field in _class_fields(cls).values()):
+            cls.__version__ = _VersionOnFirstRead()
+        else:
+            cls.__version__ = class_version(cls)

@@ -17,6 +17,7 @@ Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)
     GET  /available_pipelines            -> {"pipelines": [<name>, ...]}
     POST /jobs/fetch/                    {"job_id": <id>, "pipeline": <name, optional>}
     GET  /jobs/fetch/<job_id>            -> PipelineResponse JSON
+    GET  /                               -> the status page (HTML, see chariots_waitress.status_page)
 
 Request bodies are optional (every key has a default), must be JSON objects sent as
 ``application/json``, and are never unpickled. Names travel percent-encoded in the path; a
@@ -40,6 +41,7 @@ from chariots_core.errors import ChariotsError
 from chariots_core.serving.jsonsafe import to_jsonable
 
 from .errors import RequestError, error_body, status_for
+from .status_page import serve_status_page
 
 __all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES"]
 
@@ -83,6 +85,8 @@ class ChariotsWSGIApp:
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") in ("", "/"):  # the status page, HTML for people
+            return serve_status_page(self.app, environ, start_response)
         headers = [("Content-Type", "application/json")]
         try:
             status, payload = self._dispatch(environ, headers)

@@ -14,7 +14,7 @@ import heapq
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineDefinitionError
 from ..savers import BaseSaver
@@ -23,6 +23,9 @@ from .callbacks import PipelineCallback
 from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
 from .ops import BaseOp
 from .plan import Wiring, compile_plan
+
+if TYPE_CHECKING:
+    from ..show.picture import Picture
 
 __all__ = ["Pipeline"]
 
@@ -122,8 +125,39 @@ class Pipeline:
         """The current version of every node of this pipeline."""
         return {node: node.node_version for node in self._ordered}
 
-    def __repr__(self) -> str:
+    def __str__(self) -> str:
+        # What chariots 0.2 printed for a pipeline (its docs show callbacks logging it).
         return f"<OP {self._name}>"
+
+    def __repr__(self) -> str:
+        from .pictures import describe  # drawing is rare: importing chariots_core does not load it
+
+        return describe(self)
+
+    # -- pictures ----------------------------------------------------------------------------
+    def picture(self) -> Picture:
+        """The pipeline as a :class:`~chariots_core.show.Picture`, which every format is drawn from."""
+        from .pictures import pipeline_picture
+
+        return pipeline_picture(self)
+
+    def to_dot(self) -> str:
+        """The pipeline as Graphviz DOT text (``dot -Tsvg`` draws it where Graphviz is installed)."""
+        from ..show.dot import to_dot
+
+        return to_dot(self.picture())
+
+    def to_mermaid(self) -> str:
+        """The pipeline as a Mermaid flowchart (drawn natively by GitHub, GitLab, many notebooks)."""
+        from ..show.mermaid import to_mermaid
+
+        return to_mermaid(self.picture())
+
+    def _repr_svg_(self) -> str:
+        """Notebooks draw a pipeline as its picture (an SVG made here, with no dependency)."""
+        from ..show.svg import to_svg
+
+        return to_svg(self.picture())
 
     # -- ops across nesting ----------------------------------------------------------------
     def op_nodes(self) -> Iterator[Node]:

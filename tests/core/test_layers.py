@@ -1,6 +1,6 @@
 """The core's packages form layers: each module imports only from its own layer or below.
 
-project -> serving -> op_store, ml -> pipelines -> ground (versioning, errors, registry, savers)
+project -> serving -> op_store, ml -> pipelines -> ground (versioning, errors, registry, savers, show)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import chariots_core
 
 CORE = Path(chariots_core.__file__).parent
-RANKS = {"ground": 0, "pipelines": 1, "op_store": 2, "ml": 2, "serving": 3, "project": 4}
+RANKS = {"ground": 0, "show": 0, "pipelines": 1, "op_store": 2, "ml": 2, "serving": 3, "project": 4}
 
 
 def _layer(module: str) -> str:

@@ -103,7 +103,7 @@ def test_unknown_pipeline_answers_404_for_every_pipeline_route(raw) -> None:
             assert "'nope'" in answer.json["error"]["message"]
 
 
-@pytest.mark.parametrize("path", ["/", "/pipelines", "/pipelines/add", "/pipelines/add/predict",
+@pytest.mark.parametrize("path", ["/pipelines", "/pipelines/add", "/pipelines/add/predict",
                                   "/pipelines/add/main/extra", "/jobs", "/jobs/fetch/a/b", "/admin"])  # fmt: skip
 def test_unknown_routes_answer_404(raw, path: str) -> None:
     assert_error(raw("GET", path), 404)

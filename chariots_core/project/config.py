@@ -12,9 +12,10 @@ installed) or the ``[tool.chariots]`` table of a project's ``pyproject.toml``::
 
     [pipelines]
     import_path = "iris.pipelines:PIPELINES"
-    runner = "sequential"
-    host = "127.0.0.1"
+    runner = "sequential"        # also "SequentialRunner", "sequential-runner" (chariots 0.2)
+    host = "127.0.0.1"           # "http://localhost" and "https://host" work too
     port = 8080
+    server = "waitress"          # the HTTP server backend of `chariots serve`
 
     [workers]
     pool = "multiprocess"        # none by default
@@ -22,19 +23,22 @@ installed) or the ``[tool.chariots]`` table of a project's ``pyproject.toml``::
     use_worker = false           # the app-wide default for asynchronous calls
 
 Every key is optional, so an empty file (or no file) is a working configuration. A key that
-does not exist or holds the wrong type raises :class:`~chariots_core.errors.ConfigError`
-naming the key, the file and, when it can be found, the line::
+does not exist or holds the wrong type, and a backend name that no backend answers to, raise
+:class:`~chariots_core.errors.ConfigError` when the configuration is built, naming the key, the
+file and, when it can be found, the line::
 
     >>> config = ChariotsConfig("chariots.toml")
     >>> app = config.get_app()
 
-Backends named here are resolved through :mod:`chariots_core.registry` only when
+Backend names are checked against :mod:`chariots_core.registry` (case and ``-``/``_`` do not
+matter, as in chariots 0.2) but their packages are imported only when
 ``get_app``/``get_worker_pool``/``get_client`` are called.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import sys
@@ -42,6 +46,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -49,11 +54,11 @@ from cattrs.errors import AttributeValidationNote, ClassValidationError, Forbidd
 
 from ..errors import BackendError, ConfigError
 from ..op_store.lineage import POLICIES
-from ..registry import get_backend, known_backends, url_scheme
+from ..pipelines.runners import BaseRunner
+from ..registry import canonical_name, get_backend, known_backends, url_scheme
 
 if TYPE_CHECKING:
     from ..pipelines.pipeline import Pipeline
-    from ..pipelines.runners import BaseRunner
     from ..serving.app import Chariots
     from ..serving.workers import BaseWorkerPool
 
@@ -63,11 +68,11 @@ __all__ = [
     "PipelinesConfig",
     "WorkersConfig",
     "CONFIG_FILE_NAMES",
-    "http_backend",
 ]
 
 # Looked for in this order, in a directory and then in each of its parents.
 CONFIG_FILE_NAMES = ("chariots.toml", "chariots.yaml", "chariots.yml", "pyproject.toml")
+_log = logging.getLogger("chariots.config")
 
 
 class _InvalidValue(ConfigError):
@@ -105,21 +110,76 @@ def _optional_name(value: Any) -> bool:
     return value is None or _name(value)
 
 
+def _backend(kind: str, optional: bool = False, also: Callable[[Any], bool] = lambda _value: False) -> dict[str, Any]:
+    """attrs field arguments for a backend name of ``kind``, spelled as chariots 0.2 accepted it.
+
+    The converter turns a known spelling (``"SequentialRunner"``) into the registered name; the
+    validator refuses a name no backend answers to, when the configuration is built. Values
+    ``also`` accepts (a runner instance, a URL) pass through unchanged.
+    """
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str) and not also(value):
+            try:
+                return canonical_name(kind, value)
+            except ConfigError:
+                return value  # the validator says why
+        return value
+
+    def validate(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if (optional and value is None) or also(value):
+            return
+        if not _name(value):
+            raise _InvalidValue(attribute.name, _must_be(f"a {kind} backend name", value))
+        try:
+            canonical_name(kind, value)
+        except ConfigError:
+            known = ", ".join(known_backends(kind))
+            msg = f"must name a {kind} backend (got {value!r}); known: {known} (others register through chariots_core.registry)"
+            raise _InvalidValue(attribute.name, msg) from None
+
+    return {"converter": convert, "validator": validate}
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and url_scheme(value) is not None
+
+
+def _host_problem(value: Any) -> str | None:
+    """Why ``value`` is not a host name, or ``http(s)://`` and a host name; ``None`` if it is one."""
+    if not _name(value):
+        return _must_be("a host name", value)
+    if "://" not in value:
+        return None if "/" not in value else f"must be a host name such as 'localhost' (got {value!r})"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be a host name, or http:// or https:// and a host name (got {value!r})"
+    if parts.port is not None or parts.path.strip("/") or parts.query or parts.username:
+        return f"must be a host name without port or path (got {value!r}); set the port in 'port'"
+    return None
+
+
+def _check_host(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    problem = _host_problem(value)
+    if problem is not None:
+        raise _InvalidValue(attribute.name, problem)
+
+
 @attrs.frozen
 class OpStoreConfig:
     """Where the app keeps op versions, links, jobs (the op store) and model bytes (the saver).
 
     :param path: the app's data directory, relative to the configuration file, or an
         object-storage URL (``s3://bucket/prefix``).
-    :param store: the op store backend (``"lmdb"``, ``"memory"``...); default: the one that
-        fits ``path``.
+    :param store: the op store backend (``"lmdb"``, ``"memory"``...) or an object-storage URL;
+        default: the one that fits ``path``.
     :param saver: a saver name (``"memory"``), URL (``"gs://bucket/blobs"``) or directory;
         default: ``<path>/blobs``.
     :param compatibility: ``"major"``, ``"minor"`` or ``"exact"``.
     """
 
     path: str = attrs.field(default="chariots_data", validator=_expect("a non-empty string", _name))
-    store: str | None = attrs.field(default=None, validator=_expect("a backend name", _optional_name))
+    store: str | None = attrs.field(default=None, **_backend("op_store", optional=True, also=_is_url))
     saver: str | None = attrs.field(default=None, validator=_expect("a saver name or URL", _optional_name))
     compatibility: str = attrs.field(
         default="major", validator=_expect(f"one of {', '.join(map(repr, POLICIES))}", POLICIES.__contains__)
@@ -132,9 +192,12 @@ class PipelinesConfig:
 
     :param import_path: ``"package.module:ATTRIBUTE"`` naming a list of pipelines (or one
         pipeline, or a function returning them).
-    :param runner: the runner backend (``"sequential"``).
-    :param host: the server's host, and the one clients contact.
+    :param runner: the runner backend (``"sequential"``, or chariots 0.2's
+        ``"sequential-runner"``...), or a :class:`~chariots_core.BaseRunner` instance.
+    :param host: the server's host, and the one clients contact; ``http://`` or ``https://``
+        before it is allowed (clients then use that scheme).
     :param port: the server's port.
+    :param server: the HTTP server backend that ``chariots serve`` runs (``"waitress"``).
     """
 
     import_path: str | None = attrs.field(
@@ -144,25 +207,41 @@ class PipelinesConfig:
             lambda value: value is None or (isinstance(value, str) and bool(_IMPORT_PATH.match(value))),
         ),
     )
-    runner: str = attrs.field(default="sequential", validator=_expect("a backend name", _name))
-    host: str = attrs.field(default="127.0.0.1", validator=_expect("a host name", _name))
+    runner: Any = attrs.field(default="sequential", **_backend("runner", also=lambda value: isinstance(value, BaseRunner)))
+    host: str = attrs.field(default="127.0.0.1", validator=_check_host)
     port: int = attrs.field(
         default=8080, validator=_expect("a port number (1-65535)", lambda value: _is_int(value) and 0 < value < 65536)
     )
+    server: str = attrs.field(default="waitress", **_backend("server"))
+
+    @property
+    def bind_host(self) -> str:
+        """The host to listen on: :attr:`host` without its scheme."""
+        if "://" not in self.host:
+            return self.host
+        return urlsplit(self.host).hostname or self.host
+
+    @property
+    def url(self) -> str:
+        """The URL clients contact: :attr:`host`'s scheme (default ``http``), host and :attr:`port`."""
+        scheme = urlsplit(self.host).scheme if "://" in self.host else "http"
+        host = self.bind_host
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        return f"{scheme}://{host}:{self.port}"
 
 
 @attrs.frozen
 class WorkersConfig:
     """How asynchronous calls run.
 
-    :param pool: the worker pool backend (``"inprocess"``, ``"multiprocess"``, ``"dask"``);
-        ``None`` (default) means no pool: every call runs synchronously.
+    :param pool: the worker pool backend (``"inprocess"``, ``"multiprocess"``, ``"dask"``, in
+        any case); ``None`` (default) means no pool: every call runs synchronously.
     :param n_workers: how many workers the pool starts.
     :param use_worker: the app-wide default for running calls in a worker (``None``: let each
         pipeline and call decide).
     """
 
-    pool: str | None = attrs.field(default=None, validator=_expect("a backend name", _optional_name))
+    pool: str | None = attrs.field(default=None, **_backend("worker_pool", optional=True))
     n_workers: int = attrs.field(
         default=1, validator=_expect("a positive int", lambda value: _is_int(value) and value > 0)
     )
@@ -404,8 +483,8 @@ class ChariotsConfig:
 
     @property
     def url(self) -> str:
-        """The URL the app's HTTP server listens on."""
-        return f"http://{self.pipelines.host}:{self.pipelines.port}"
+        """The URL clients of the app's HTTP server contact."""
+        return self.pipelines.url
 
     def load_pipelines(self) -> list[Pipeline]:
         """Import the pipelines named by ``pipelines.import_path``.
@@ -453,19 +532,23 @@ class ChariotsConfig:
         return list(pipelines)
 
     def get_runner(self) -> BaseRunner:
-        """A runner of the configured kind."""
-        return get_backend("runner", self.pipelines.runner)()
+        """A runner of the configured kind (the configured instance itself, if one was given)."""
+        runner = self.pipelines.runner
+        return runner if isinstance(runner, BaseRunner) else get_backend("runner", runner)()
 
     def get_worker_pool(self) -> BaseWorkerPool | None:
         """A started worker pool of the configured kind, or ``None`` if none is configured."""
         if self.workers.pool is None:
             return None
+        _log.info("starting a %s worker pool of %d worker(s)", self.workers.pool, self.workers.n_workers)
         return get_backend("worker_pool", self.workers.pool)(n_workers=self.workers.n_workers)
 
-    def get_app(self, pipelines: list[Pipeline] | None = None) -> Chariots:
+    def get_app(self, pipelines: list[Pipeline] | None = None, workers: bool = True) -> Chariots:
         """The :class:`~chariots_core.Chariots` app these settings describe.
 
         :param pipelines: the pipelines to serve (default: :meth:`load_pipelines`).
+        :param workers: whether to start the configured worker pool; without it the app can
+            still read the store (jobs, versions) but runs every call synchronously.
         """
         from ..serving.app import Chariots
 
@@ -474,7 +557,8 @@ class ChariotsConfig:
         saver = self.op_store.saver
         if saver is not None and url_scheme(saver) is None and saver not in known_backends("saver"):
             saver = self._resolve(saver)
-        worker_pool = self.get_worker_pool()
+        _log.debug("building the app on %s (store %s, saver %s)", self.data_path, self.op_store.store or "default", saver or "default")
+        worker_pool = self.get_worker_pool() if workers else None
         try:
             return Chariots(
                 pipelines,
@@ -492,8 +576,25 @@ class ChariotsConfig:
             raise
 
     def get_client(self, url: str | None = None) -> Any:
-        """A ``chariots_waitress.PipelinesClient`` for ``url`` (default: the configured host and port)."""
-        return http_backend("PipelinesClient")(url or self.url)
+        """A client of the app's HTTP server at ``url`` (default: the configured host and port).
+
+        It is the registry's ``client`` backend (``chariots_waitress.PipelinesClient``).
+
+        :raises BackendError: if the HTTP layer is not installed.
+        """
+        return get_backend("client", "http")(url or self.url)
+
+    def serve(self, app: Chariots, host: str | None = None, port: int | None = None) -> None:
+        """Serve ``app`` over HTTP with the configured ``server`` backend until interrupted.
+
+        :param host: the interface to listen on (default: the configured host, without scheme).
+        :param port: the port (default: the configured one).
+        :raises BackendError: if the server backend is not installed.
+        """
+        serve = get_backend("server", self.pipelines.server)
+        host, port = host or self.pipelines.bind_host, port or self.pipelines.port
+        _log.info("serving %s on %s:%s with the %s server", ", ".join(app.available_pipelines()), host, port, self.pipelines.server)
+        serve(app, host=host, port=port)
 
     def _resolve(self, path: str) -> str:
         if url_scheme(path) is not None:
@@ -506,20 +607,6 @@ class ChariotsConfig:
         text = Path(self.source).read_text(encoding="utf-8") if os.path.isfile(self.source) else ""
         prefix = "tool.chariots." if Path(self.source).name == "pyproject.toml" else ""
         return _Source(self.source, text, prefix).where(section, key)
-
-
-def http_backend(name: str) -> Any:
-    """``chariots_waitress.<name>`` (the HTTP server and client), imported on first use.
-
-    :raises BackendError: if chariots_waitress or waitress is not installed.
-    """
-    try:
-        module = importlib.import_module("chariots_waitress")
-    except ImportError as exc:
-        missing = exc.name or "chariots_waitress"
-        msg = f"serving over HTTP needs {missing}, which is not installed; pip install 'chariots[serve]'"
-        raise BackendError(msg) from exc
-    return getattr(module, name)
 
 
 def _has_tool_chariots(pyproject: Path) -> bool:

@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from ..errors import NodeExecutionError, NotAPipelineError, mark_failed_node
+from ..log import get_logger
 from .callbacks import PipelineCallback, overrides
 from .nodes import BaseNode
 from .pipeline import Pipeline
@@ -28,7 +29,7 @@ from .plan import ExecutionPlan, StepKind
 __all__ = ["BaseRunner", "SequentialRunner", "note_node_failure"]
 
 _SIMPLE, _NESTED, _CHAIN = StepKind.SIMPLE, StepKind.NESTED, StepKind.CHAIN
-_log = logging.getLogger("chariots.runner")
+_log = get_logger("runner")
 
 
 class BaseRunner:

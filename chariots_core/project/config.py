@@ -38,7 +38,6 @@ matter, as in chariots 0.2) but their packages are imported only when
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import re
 import sys
@@ -53,6 +52,7 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
 from ..errors import BackendError, ConfigError
+from ..log import get_logger
 from ..op_store.lineage import POLICIES
 from ..pipelines.runners import BaseRunner
 from ..registry import canonical_name, get_backend, known_backends, url_scheme
@@ -72,7 +72,7 @@ __all__ = [
 
 # Looked for in this order, in a directory and then in each of its parents.
 CONFIG_FILE_NAMES = ("chariots.toml", "chariots.yaml", "chariots.yml", "pyproject.toml")
-_log = logging.getLogger("chariots.config")
+_log = get_logger("config")
 
 
 class _InvalidValue(ConfigError):
@@ -543,12 +543,10 @@ class ChariotsConfig:
         _log.info("starting a %s worker pool of %d worker(s)", self.workers.pool, self.workers.n_workers)
         return get_backend("worker_pool", self.workers.pool)(n_workers=self.workers.n_workers)
 
-    def get_app(self, pipelines: list[Pipeline] | None = None, workers: bool = True) -> Chariots:
+    def get_app(self, pipelines: list[Pipeline] | None = None) -> Chariots:
         """The :class:`~chariots_core.Chariots` app these settings describe.
 
         :param pipelines: the pipelines to serve (default: :meth:`load_pipelines`).
-        :param workers: whether to start the configured worker pool; without it the app can
-            still read the store (jobs, versions) but runs every call synchronously.
         """
         from ..serving.app import Chariots
 
@@ -558,7 +556,7 @@ class ChariotsConfig:
         if saver is not None and url_scheme(saver) is None and saver not in known_backends("saver"):
             saver = self._resolve(saver)
         _log.debug("building the app on %s (store %s, saver %s)", self.data_path, self.op_store.store or "default", saver or "default")
-        worker_pool = self.get_worker_pool() if workers else None
+        worker_pool = self.get_worker_pool()
         try:
             return Chariots(
                 pipelines,
@@ -574,6 +572,21 @@ class ChariotsConfig:
             if worker_pool is not None:
                 worker_pool.close()
             raise
+
+    def get_store_app(self, path: str | None = None, store: str | None = None) -> Chariots:
+        """An app that serves no pipeline, to read the configured op store (jobs, saved versions).
+
+        It imports none of the project's code, starts no worker pool, and its saver is a
+        throw-away :class:`~chariots_core.MemorySaver` (so no saver package is imported either):
+        use it for what the op store alone records, never to read stored bytes.
+
+        :param path: another data path (default: ``op_store.path``), with ``store`` its op store.
+        """
+        from ..serving.app import Chariots
+
+        if path is None:
+            path, store = self.data_path, self.op_store.store
+        return Chariots([], path=path, op_store=store, saver="memory", compatibility=self.op_store.compatibility)
 
     def get_client(self, url: str | None = None) -> Any:
         """A client of the app's HTTP server at ``url`` (default: the configured host and port).

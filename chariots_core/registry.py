@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-from importlib.metadata import entry_points
 from typing import Any
 
 import attrs
@@ -163,6 +162,10 @@ def _register(kind: str, name: str, entry: _Entry, clobber: bool, fix: str) -> N
 
 
 def _read_entry_points() -> None:
+    # Imported here: importlib.metadata costs more than the rest of the registry, and only a
+    # name that is not built in or registered ever needs it.
+    from importlib.metadata import entry_points
+
     found = entry_points(group=ENTRY_POINT_GROUP)
     with _lock:
         for entry in found:

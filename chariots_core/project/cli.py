@@ -199,14 +199,16 @@ def _cmd_call(args: argparse.Namespace) -> None:
         if response.value is not None:
             print(json.dumps(to_jsonable(response.value)))
             return
-        print(_what_happened(args.pipeline, trained, after, target.local))
+        print(_what_happened(args.pipeline, trained, before, after, target.local))
 
 
-def _what_happened(pipeline: str, trained: list[str], versions: dict[str, Version], local: bool) -> str:
+def _what_happened(
+    pipeline: str, trained: list[str], before: dict[str, Version], after: dict[str, Version], local: bool
+) -> str:
     """The line ``chariots call`` prints for a pipeline that returns nothing (a training one)."""
     if not trained:
         return f"pipeline {pipeline!r} ran and returned nothing"
-    models = ", ".join(f"{name} (version {_parts(versions[name])[0]})" for name in trained)
+    models = ", ".join(f"{name} ({_change(before.get(name), after[name])})" for name in trained)
     where = "held for the next command" if local else "held by the server"
     return f"pipeline {pipeline!r} trained {models}; not saved yet ({where}): run chariots save {pipeline}"
 
@@ -348,6 +350,13 @@ def _print_versions(versions: dict[str, Version]) -> None:
 
 def _parts(version: Version) -> list[str]:
     return [version.major[:7], version.minor[:7], version.patch[:7]]
+
+
+def _change(before: Version | None, after: Version) -> str:
+    """The subversions that differ, e.g. ``patch 3f2a1b0``: what a training changed."""
+    old = _parts(before) if before is not None else ["", "", ""]
+    changed = [f"{part} {new}" for part, was, new in zip(("major", "minor", "patch"), old, _parts(after)) if was != new]
+    return ", ".join(changed)
 
 
 def _time(timestamp: float) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from ..errors import IntegrityError, SerializationError
 from ..log import get_logger

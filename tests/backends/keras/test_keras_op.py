@@ -26,8 +26,7 @@ pytest.importorskip("chariots_keras")  # picks the JAX backend before keras is i
 import keras  # noqa: E402
 from keras import layers, models  # noqa: E402
 
-from chariots_core import Chariots, MemoryOpStore, MemorySaver, Node, Pipeline  # noqa: E402
-from chariots_core import VersionedFieldDict, VersionType  # noqa: E402
+from chariots_core import Chariots, MemoryOpStore, MemorySaver, Node, Pipeline, VersionedFieldDict, VersionType  # noqa: E402  # noqa: E402
 from chariots_core.errors import NotFittedError, SerializationError  # noqa: E402
 from chariots_core.ml import MLMode, MLOpDefinitionError, WrongTypeError  # noqa: E402
 from chariots_keras import KerasOp, KerasSerializer  # noqa: E402

@@ -16,8 +16,16 @@ from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
 from sklearn.decomposition import PCA, TruncatedSVD  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from chariots_core import BaseOp, Chariots, Node, Pipeline, VersionedField, VersionedFieldDict  # noqa: E402
-from chariots_core import VersionError, VersionType  # noqa: E402
+from chariots_core import (  # noqa: E402  # noqa: E402
+    BaseOp,
+    Chariots,
+    Node,
+    Pipeline,
+    VersionedField,
+    VersionedFieldDict,
+    VersionError,
+    VersionType,
+)
 from chariots_core.errors import NotFittedError, failed_node  # noqa: E402
 from chariots_core.ml import MLMode, MLOpDefinitionError  # noqa: E402
 from chariots_sklearn import SKSupervisedOp, SKUnsupervisedOp  # noqa: E402

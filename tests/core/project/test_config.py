@@ -12,8 +12,8 @@ import pytest
 
 from chariots_core import Chariots, ChariotsConfig, InProcessWorkerPool, Node, Pipeline, SequentialRunner
 from chariots_core.errors import ConfigError
-from chariots_core.registry import register_backend
 from chariots_core.project.config import OpStoreConfig, PipelinesConfig, WorkersConfig
+from chariots_core.registry import register_backend
 
 FULL_TOML = """\
 [op_store]

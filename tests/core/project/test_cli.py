@@ -296,6 +296,68 @@ def test_explicit_config_file_and_traceback_flag(project, tmp_path_factory):
     assert "Traceback" in traced.stderr
 
 
+def test_a_pipeline_that_returns_and_trains_nothing_says_so(project):
+    module = project / "cli_mini.py"
+    module.write_text(module.read_text() + 'quiet = Pipeline([Node(Numbers(), output_nodes="numbers")], "quiet")\n'
+                      "PIPELINES.append(quiet)\n")
+
+    assert run(project, "call", "quiet", "--quiet").stdout == "pipeline 'quiet' ran and returned nothing\n"
+
+
+def test_versions_of_a_pipeline_never_run_says_what_to_do(project):
+    result = run(project, "versions", "pred")
+
+    assert "pipeline 'pred' has no held nor saved versions yet" in result.stdout
+
+
+def test_versions_after_a_save_alone_show_the_saved_snapshot(project):
+    run(project, "call", "train", "--quiet")
+    run(project, "save", "train")
+    (project / "data" / "cli").rename(project / "elsewhere")  # as if nothing were held
+
+    result = run(project, "versions", "train")
+
+    assert "versions of pipeline 'train' of its last save (not loaded)" in result.stderr
+    assert sorted(row.split()[0] for row in result.stdout.splitlines()[1:]) == ["center", "numbers"]
+
+
+STORE_ONLY = """
+import json, sys
+from chariots_core.project.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(name for name in ("cli_mini", "chariots_fsspec", "fsspec", "chariots_waitress") if name in sys.modules)
+print(json.dumps({"code": code, "imported": heavy}))
+"""
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["versions", "pred"]])
+def test_jobs_and_versions_answer_from_the_store_without_importing_the_project(project, command):
+    run(project, "call", "train", "--quiet")
+    run(project, "save", "train")
+    run(project, "load", "pred")
+    (project / "cli_mini.py").write_text("raise RuntimeError('the project must not be imported')\n")
+
+    result = subprocess.run([sys.executable, "-c", STORE_ONLY, *command], cwd=project, capture_output=True,
+                            text=True, timeout=60, env=ENV)
+
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome == {"code": 0, "imported": []}, result.stderr
+
+
+def test_verbose_logs_what_the_commands_do(project):
+    trained = run(project, "-v", "call", "train", "--quiet")
+    assert "chariots.cli INFO: held center of pipeline 'train' for the next command" in trained.stderr
+
+    saved = run(project, "-vv", "save", "train")
+    assert "chariots.cli INFO: restored center in pipeline 'train' from the holding store" in saved.stderr
+    assert "chariots.cli INFO: saved pipeline 'train'" in saved.stderr
+    assert "chariots.runner DEBUG" not in saved.stderr  # saving runs no pipeline
+    assert "chariots.cli DEBUG: chariots save took" in saved.stderr
+
+    assert "chariots.runner DEBUG: running pipeline 'pred'" in run(project, "-vv", "call", "pred", code=1).stderr
+    assert " INFO" not in run(project, "call", "train", "--quiet").stderr  # quiet unless asked
+
+
 # -- asynchronous jobs ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_jobs_run_in_workers_and_are_listed(project):

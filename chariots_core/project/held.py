@@ -13,7 +13,8 @@ a held model that is later saved for real is stored once.
 
 A held op whose code has changed since is dropped, never served (as a load refuses it); a held
 state whose bytes are missing or damaged is ignored with a warning, and the next call or load
-replaces it.
+replaces it. A pipeline with a model that is neither fitted nor loaded cannot be saved, so it is
+not held (with a warning): the next command serves what was held before.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import IntegrityError, SerializationError
+from ..errors import IntegrityError, NotFittedError, SerializationError
 from ..log import get_logger
 from ..op_store.lineage import compatible, load_ops
 from ..registry import url_scheme
@@ -94,7 +95,11 @@ class HeldState:
         serving = self.app.serving_pipeline(pipeline_name)
         ops = {node.name: node.op for node in serving.loadable_nodes()}
         self._holding.install_ops(pipeline_name, ops)
-        self._holding.save_pipeline(pipeline_name)
+        try:
+            self._holding.save_pipeline(pipeline_name)
+        except NotFittedError as exc:  # e.g. a load that found nothing saved for a model
+            _warn(f"what pipeline {pipeline_name!r} serves now cannot be held for the next command ({exc})")
+            return
         _log.info("held %s of pipeline %r for the next command", ", ".join(ops) or "no op", pipeline_name)
 
     def close(self) -> None:

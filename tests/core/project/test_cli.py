@@ -234,6 +234,17 @@ def test_retraining_through_the_cli_is_refused_by_downstream_models(project):
     assert json.loads(predicted.stdout) == pytest.approx([1.0 - 0.5])  # 6/6 minus the mean of the scaled numbers
 
 
+def test_a_load_that_leaves_a_model_unfitted_is_not_held_and_says_so(project):
+    use_pipelines(project, "BOTH")
+    run(project, "call", "train_scale", "--quiet")
+    run(project, "save", "train_scale")  # scale is saved, center never was
+
+    loaded = run(project, "load", "train_both")
+
+    assert "loaded pipeline 'train_both'" in loaded.stdout
+    assert "what pipeline 'train_both' serves now cannot be held for the next command" in loaded.stderr
+
+
 def test_ops_held_from_changed_code_are_dropped_not_served(project):
     run(project, "call", "train")
     run(project, "save", "train")

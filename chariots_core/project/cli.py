@@ -127,8 +127,7 @@ class _Target:
 @contextlib.contextmanager
 def _open_target(args: argparse.Namespace, progress: bool = False) -> Iterator[_Target]:
     if getattr(args, "url", None):
-        config = _config(args) if args.config else ChariotsConfig()
-        client = config.get_client(args.url)
+        client = ChariotsConfig().get_client(args.url)  # the URL says everything the client needs
         try:
             yield _Target(client, None)
         finally:

@@ -52,9 +52,19 @@ class HeldState:
 
     def __init__(self, config: ChariotsConfig, app: Chariots) -> None:
         self.app = app
-        path, store = holding_location(config)
-        pipelines = [app.serving_pipeline(name) for name in app.available_pipelines()]
-        self._holding = Chariots(pipelines, path=path, op_store=store, saver=app.saver, compatibility=app.compatibility)
+        self._config = config
+        self._opened: Chariots | None = None
+
+    @property
+    def _holding(self) -> Chariots:
+        """The app on the holding store, opened on first use (commands that hold nothing never open it)."""
+        if self._opened is None:
+            path, store = holding_location(self._config)
+            pipelines = [self.app.serving_pipeline(name) for name in self.app.available_pipelines()]
+            self._opened = Chariots(
+                pipelines, path=path, op_store=store, saver=self.app.saver, compatibility=self.app.compatibility
+            )
+        return self._opened
 
     def restore(self, pipeline_name: str) -> None:
         """Serve in ``pipeline_name`` the op versions the last command left it with."""
@@ -103,8 +113,9 @@ class HeldState:
         _log.info("held %s of pipeline %r for the next command", ", ".join(ops) or "no op", pipeline_name)
 
     def close(self) -> None:
-        """Close the holding store."""
-        self._holding.close()
+        """Close the holding store, if it was opened."""
+        if self._opened is not None:
+            self._opened.close()
 
 
 def _warn(message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from chariots_core.ml import BaseMLOp, MLMode, MLOpDefinitionError
 from chariots_core.pipelines.callbacks import OpCallBack
-from chariots_core.versioning import VersionedFieldDict, VersionType
+from chariots_core.versioning import VersionedField, VersionedFieldDict, VersionType
 
 from ._keras import keras
 from .serializer import KerasSerializer
@@ -55,6 +56,8 @@ class KerasOp(BaseMLOp):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for params in (cls.input_params, cls.fit_params):
+            _stable_callbacks(params)
         both = sorted(set(cls.input_params) & set(cls.fit_params))
         if both:
             msg = (
@@ -92,6 +95,8 @@ class KerasOp(BaseMLOp):
             )
             raise MLOpDefinitionError(msg)
         parameters = {**dict(self.input_params), **dict(self.fit_params)}
+        if isinstance(parameters.get("callbacks"), _Callbacks):
+            parameters["callbacks"] = list(parameters["callbacks"])  # Keras takes only a plain list
         self._model.fit(input_data_sets, output_datasets, verbose=self.verbose, **parameters)
 
     def predict(self, input_datasets: Any) -> Any:
@@ -101,6 +106,42 @@ class KerasOp(BaseMLOp):
         """
         data = _as_model_input(self._model, input_datasets, self.name)
         return self._model.predict(data, verbose=self.verbose, **dict(self.predict_params))
+
+
+class _Callbacks(list):
+    """Keras callbacks whose text, hence whose part of the op's version, is the same in every process.
+
+    A callback's default text shows its memory address: a version made from it would change
+    with each process, and no other process could ever load the saved model (its code would
+    look changed). The text here is each callback's class and plain settings (``monitor``,
+    ``patience``...), read when the op class is defined.
+    """
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(_describe(callback) for callback in self)}]"
+
+    __str__ = __repr__
+
+
+def _describe(callback: Any) -> str:
+    plain = (bool, int, float, str, type(None))
+    settings = {
+        name: value
+        for name, value in sorted(vars(callback).items())
+        if not name.startswith("_") and isinstance(value, plain)
+    }
+    return f"{type(callback).__module__}.{type(callback).__qualname__}({settings})"
+
+
+def _stable_callbacks(params: VersionedFieldDict) -> None:
+    """Give ``params["callbacks"]`` a stable text (see :class:`_Callbacks`), keeping its subversion."""
+    callbacks = params.get("callbacks")
+    if not isinstance(callbacks, (list, tuple)) or isinstance(callbacks, _Callbacks):
+        return
+    version = params.version_dict["callbacks"]
+    untouched = hashlib.sha1(b"").hexdigest()  # a field's version updates only its own subversion
+    affected = next((kind for kind in VersionType if version.subversion(kind) != untouched), params.default_version)
+    params["callbacks"] = VersionedField(_Callbacks(callbacks), affected)
 
 
 def _declared_input_shapes(model: keras.Model) -> list[tuple] | None:

@@ -188,6 +188,32 @@ def test_input_params_go_to_fit_as_in_chariots_0_2_and_predict_params_to_predict
     assert op.predict(x).shape == (4, 1)  # predict_params is not given the fit's epochs
 
 
+CALLBACKS_VERSION = """
+import chariots_keras, keras
+from chariots_core import VersionedField, VersionedFieldDict, VersionType
+from chariots_keras import KerasOp
+
+class Net(KerasOp):
+    input_params = VersionedFieldDict(VersionType.MAJOR, {
+        "epochs": 3,
+        "callbacks": VersionedField([keras.callbacks.EarlyStopping(patience=PATIENCE)], VersionType.MINOR),
+    })
+
+print(str(Net.__version__).rsplit("_", 1)[0])
+"""
+
+
+def test_callbacks_in_input_params_give_the_same_version_in_every_process():
+    """Otherwise a model saved by one process could never be loaded by another (its code would look changed)."""
+    versions = [
+        run_python(CALLBACKS_VERSION.replace("PATIENCE", patience), {}).stdout.strip()
+        for patience in ("2", "2", "5")
+    ]
+    assert versions[0] == versions[1] != versions[2]
+    first, other = (version.split("_") for version in (versions[0], versions[2]))
+    assert first[0] == other[0] and first[1] != other[1]  # the callbacks' own (MINOR) subversion
+
+
 def test_one_fit_keyword_in_both_input_params_and_fit_params_is_refused_when_the_class_is_written():
     with pytest.raises(MLOpDefinitionError, match=r"Twice sets 'epochs' in both input_params and fit_params"):
 

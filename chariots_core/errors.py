@@ -12,7 +12,9 @@ The hierarchy::
     │   └── NotAPipelineError (TypeError)
     │                                   a runner was given something that is not a Pipeline
     ├── NodeExecutionError (RuntimeError)
-    │                                   an op raised, or returned the wrong number of outputs
+    │                                   an op returned the wrong number of outputs, or an op
+    │                                   failed where its own exception cannot travel (HTTP,
+    │                                   worker processes): ``error_type`` keeps its type name
     ├── UnknownPipelineError (LookupError)
     │                                   no pipeline of that name in the app
     ├── NotSavedError (LookupError)     nothing was ever saved for what is being loaded
@@ -36,6 +38,18 @@ server cannot start, request refused); everything else crosses HTTP as the class
 
 Each leaf also subclasses the builtin it refines, so ``except TypeError`` still catches a
 ``VersionError`` as it did in chariots 0.2.
+
+An op that raises reaches an in-process caller as its own exception (``except
+ZeroDivisionError`` works), with a PEP 678 note naming the node and the pipeline; the failing
+node's name is read back with :func:`failed_node`. Where the exception itself cannot travel (an
+HTTP response, a job record written by a worker process), :func:`describe_failure` gives its
+portable description, and the other side raises a :class:`NodeExecutionError` that keeps the
+original type's name::
+
+    try:
+        app.call_pipeline("divide", 0)
+    except ZeroDivisionError as exc:
+        failed_node(exc)        # "divider"; exc.__notes__ names the node and pipeline
 """
 
 from __future__ import annotations
@@ -61,7 +75,13 @@ __all__ = [
     "ConfigError",
     "PictureError",
     "SourceUnavailableError",
+    "mark_failed_node",
+    "failed_node",
+    "describe_failure",
 ]
+
+# The attribute under which an exception raised by an op remembers its node (innermost wins).
+_FAILED_NODE = "_chariots_failed_node"
 
 
 class ChariotsError(Exception):
@@ -89,11 +109,22 @@ class NotAPipelineError(PipelineDefinitionError, TypeError):
 
 
 class NodeExecutionError(ChariotsError, RuntimeError):
-    """An op failed while a pipeline ran; the message names the node."""
+    """A node failed and its own exception cannot be raised here.
 
-    def __init__(self, message: str, node_name: str | None = None) -> None:
+    :param node_name: the failing node.
+    :param error_type: the name of the exception class the op raised elsewhere (on a server,
+        in a worker process), e.g. ``"ZeroDivisionError"``; ``None`` when Chariots itself
+        refused the node's result.
+    """
+
+    def __init__(self, message: str, node_name: str | None = None, error_type: str | None = None) -> None:
         super().__init__(message)
         self.node_name = node_name
+        self.error_type = error_type
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.error_type}: {message}" if self.error_type else message
 
 
 class UnknownPipelineError(ChariotsError, LookupError):
@@ -150,3 +181,39 @@ class PictureError(ChariotsError, ValueError):
 
 class SourceUnavailableError(ChariotsError, OSError):
     """An op versioned by its code (``SourceVersion``) has code whose source cannot be read."""
+
+
+def mark_failed_node(exc: BaseException, node_name: str) -> None:
+    """Record on ``exc`` that node ``node_name`` raised it, unless an inner node already did.
+
+    A nested pipeline's node is inside the outer pipeline's node: the innermost one is the
+    node whose op raised, so it is kept.
+    """
+    if failed_node(exc) is None:
+        try:
+            setattr(exc, _FAILED_NODE, node_name)
+        except AttributeError:  # an exception class with __slots__ and no __dict__
+            pass
+
+
+def failed_node(exc: BaseException) -> str | None:
+    """The name of the node whose op raised ``exc``, if a pipeline run raised it."""
+    if isinstance(exc, NodeExecutionError) and exc.node_name is not None:
+        return exc.node_name
+    return getattr(exc, _FAILED_NODE, None)
+
+
+def describe_failure(exc: BaseException) -> dict[str, str | None]:
+    """What travels of ``exc`` where the exception itself cannot (HTTP bodies, job records).
+
+    ``{"type": <class name>, "message": <message, then its notes>, "node": <failing node or None>}``.
+    A :class:`NodeExecutionError` that stands for a remote exception keeps that exception's
+    type name, so a failure crossing several hops is still described by its origin.
+    """
+    if isinstance(exc, NodeExecutionError):
+        kind = exc.error_type or type(exc).__name__
+        message = super(NodeExecutionError, exc).__str__()  # without the type prefix
+    else:
+        kind, message = type(exc).__name__, str(exc)
+    notes = [note for note in getattr(exc, "__notes__", ()) if isinstance(note, str)]
+    return {"type": kind, "message": " ".join([message, *(f"({note})" for note in notes)]), "node": failed_node(exc)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from chariots_core.ml import BaseMLOp, MLMode, MLOpDefinitionError
 from chariots_core.pipelines.callbacks import OpCallBack
-from chariots_core.versioning import VersionedFieldDict, VersionType
+from chariots_core.versioning import VersionedField, VersionedFieldDict, VersionType
 
 from ._keras import keras
 from .serializer import KerasSerializer
@@ -20,8 +21,9 @@ __all__ = ["KerasOp"]
 class KerasOp(BaseMLOp):
     """An op around a Keras 3 model.
 
-    Subclass it, override :meth:`_init_model` to build and compile the model, and set
-    ``fit_params`` (keyword arguments of ``model.fit``: epochs, batch size...)::
+    Subclass it, override :meth:`_init_model` to build and compile the model, and set the
+    training parameters (keyword arguments of ``model.fit``: epochs, batch size, callbacks...)
+    in ``input_params``, as in chariots 0.2, or ``fit_params``::
 
         class KerasLinear(KerasOp):
             fit_params = VersionedFieldDict(VersionType.MAJOR, {"epochs": 3, "batch_size": 32})
@@ -32,20 +34,37 @@ class KerasOp(BaseMLOp):
                 return model
 
     In ``FIT`` and ``FIT_PREDICT`` modes, wire the inputs then the targets
-    (``input_nodes=["X", "y_cat"]``); in ``PREDICT`` mode, the inputs only. Every fit builds
-    a fresh model. The model is saved in Keras's ``.keras`` format.
+    (``input_nodes=["X", "y_cat"]``): ``_init_model`` receives them (to size the network),
+    and every fit starts from the fresh model it returns. In ``PREDICT`` mode, wire the inputs
+    only. The model is saved in Keras's ``.keras`` format.
 
     :param mode: what the op does when run (an :class:`~chariots_core.ml.MLMode`).
     :param verbose: Keras's ``verbose`` for ``fit`` and ``predict`` (0 silent, 1 progress
         bar, 2 one line per epoch, ``None`` Keras's ``"auto"``).
     :param op_callbacks: callbacks run around each execution.
+    :raises MLOpDefinitionError: when the class is defined, if ``input_params`` and
+        ``fit_params`` both set one keyword.
     """
 
     serializer_cls = KerasSerializer
-    #: Keyword arguments of ``model.fit``; each item is part of the op's version.
+    #: Keyword arguments of ``model.fit`` (chariots 0.2's name); each item is part of the version.
+    input_params = VersionedFieldDict(VersionType.MAJOR, {})
+    #: More keyword arguments of ``model.fit``; each item is part of the op's version.
     fit_params = VersionedFieldDict(VersionType.MAJOR, {})
     #: Keyword arguments of ``model.predict`` (e.g. ``batch_size``); part of the op's version.
-    input_params = VersionedFieldDict(VersionType.MAJOR, {})
+    predict_params = VersionedFieldDict(VersionType.MAJOR, {})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for params in (cls.input_params, cls.fit_params):
+            _stable_callbacks(params)
+        both = sorted(set(cls.input_params) & set(cls.fit_params))
+        if both:
+            msg = (
+                f"{cls.__name__} sets {', '.join(map(repr, both))} in both input_params and "
+                "fit_params, which both go to model.fit; set each keyword in one of them"
+            )
+            raise MLOpDefinitionError(msg)
 
     def __init__(
         self,
@@ -57,7 +76,7 @@ class KerasOp(BaseMLOp):
         self.verbose = "auto" if verbose is None else verbose
 
     def _init_model(self, *input_data_sets: Any) -> keras.Model:
-        """Build and compile a new model; receives the fit's input datasets (to size it)."""
+        """Build and compile a new model; receives the fit's inputs and targets (to size it)."""
         msg = (
             f"{type(self).__name__} must override _init_model(self, *input_data_sets) to build "
             "and compile its keras model"
@@ -65,20 +84,20 @@ class KerasOp(BaseMLOp):
         raise NotImplementedError(msg)
 
     def fit(self, input_data_sets: Any, output_datasets: Any) -> None:
-        """Fit a model built by :meth:`_init_model` on the inputs and targets.
+        """Fit the model :meth:`_init_model` built on the inputs and targets.
 
-        :raises MLOpDefinitionError: if ``_init_model`` does not return a ``keras.Model``.
+        :raises MLOpDefinitionError: if ``_init_model`` did not return a ``keras.Model``.
         """
-        inputs = input_data_sets if isinstance(input_data_sets, (list, tuple)) else [input_data_sets]
-        model = self._init_model(*inputs)
-        if not isinstance(model, keras.Model):
+        if not isinstance(self._model, keras.Model):
             msg = (
-                f"{type(self).__name__}._init_model returned a {type(model).__name__}; it must "
-                "return a compiled keras.Model"
+                f"{type(self).__name__}._init_model returned a {type(self._model).__name__}; it "
+                "must return a compiled keras.Model"
             )
             raise MLOpDefinitionError(msg)
-        model.fit(input_data_sets, output_datasets, verbose=self.verbose, **dict(self.fit_params))
-        self._model = model
+        parameters = {**dict(self.input_params), **dict(self.fit_params)}
+        if isinstance(parameters.get("callbacks"), _Callbacks):
+            parameters["callbacks"] = list(parameters["callbacks"])  # Keras takes only a plain list
+        self._model.fit(input_data_sets, output_datasets, verbose=self.verbose, **parameters)
 
     def predict(self, input_datasets: Any) -> Any:
         """The model's predictions for ``input_datasets`` (arrays, or nested lists as JSON gives).
@@ -86,7 +105,43 @@ class KerasOp(BaseMLOp):
         :raises ValueError: if the inputs do not have the shapes the model was built for.
         """
         data = _as_model_input(self._model, input_datasets, self.name)
-        return self._model.predict(data, verbose=self.verbose, **dict(self.input_params))
+        return self._model.predict(data, verbose=self.verbose, **dict(self.predict_params))
+
+
+class _Callbacks(list):
+    """Keras callbacks whose text, hence whose part of the op's version, is the same in every process.
+
+    A callback's default text shows its memory address: a version made from it would change
+    with each process, and no other process could ever load the saved model (its code would
+    look changed). The text here is each callback's class and plain settings (``monitor``,
+    ``patience``...), read when the op class is defined.
+    """
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(_describe(callback) for callback in self)}]"
+
+    __str__ = __repr__
+
+
+def _describe(callback: Any) -> str:
+    plain = (bool, int, float, str, type(None))
+    settings = {
+        name: value
+        for name, value in sorted(vars(callback).items())
+        if not name.startswith("_") and isinstance(value, plain)
+    }
+    return f"{type(callback).__module__}.{type(callback).__qualname__}({settings})"
+
+
+def _stable_callbacks(params: VersionedFieldDict) -> None:
+    """Give ``params["callbacks"]`` a stable text (see :class:`_Callbacks`), keeping its subversion."""
+    callbacks = params.get("callbacks")
+    if not isinstance(callbacks, (list, tuple)) or isinstance(callbacks, _Callbacks):
+        return
+    version = params.version_dict["callbacks"]
+    untouched = hashlib.sha1(b"").hexdigest()  # a field's version updates only its own subversion
+    affected = next((kind for kind in VersionType if version.subversion(kind) != untouched), params.default_version)
+    params["callbacks"] = VersionedField(_Callbacks(callbacks), affected)
 
 
 def _declared_input_shapes(model: keras.Model) -> list[tuple] | None:

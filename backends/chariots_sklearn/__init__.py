@@ -14,9 +14,10 @@
 
 ``model_parameters`` and ``fit_extra_parameters`` are :class:`VersionedFieldDict`\\ s, so
 changing one of their values changes the op's version; so does ``model_class`` or
-``predict_function`` when declared as a :class:`VersionedField`. Each fit builds a fresh
-estimator from ``model_class(**model_parameters)``; models are saved with the op's
-``serializer_cls`` (dill by default).
+``predict_function`` when declared as a :class:`VersionedField`. Each fit starts from a fresh
+estimator, ``_init_model()``: ``model_class(**model_parameters)`` (override ``_init_model`` to
+build it otherwise, as in chariots 0.2); models are saved with the op's ``serializer_cls``
+(dill by default).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class BaseSKOp(BaseMLOp):
             raise MLOpDefinitionError(msg)
 
     def _init_model(self) -> Any:
-        """A new, unfitted estimator built from ``model_class`` and ``model_parameters``."""
+        """A new, unfitted estimator built from ``model_class`` and ``model_parameters``; each fit starts from it."""
         return self.model_class(**dict(self.model_parameters))
 
     def predict(self, X: Any) -> Any:  # noqa: N803 - scikit-learn's names
@@ -93,10 +94,8 @@ class SKSupervisedOp(BaseSKOp):
     """
 
     def fit(self, X: Any, y: Any) -> None:  # noqa: N803
-        """Fit a fresh estimator on ``X`` and ``y``. Do not override it."""
-        model = self._init_model()
-        model.fit(X, y, **dict(self.fit_extra_parameters))
-        self._model = model
+        """Fit the fresh estimator on ``X`` and ``y``. Do not override it."""
+        self._model.fit(X, y, **dict(self.fit_extra_parameters))
 
 
 class SKUnsupervisedOp(BaseSKOp):
@@ -109,7 +108,5 @@ class SKUnsupervisedOp(BaseSKOp):
     predict_function: str = "transform"
 
     def fit(self, X: Any) -> None:  # noqa: N803
-        """Fit a fresh estimator on ``X``. Do not override it."""
-        model = self._init_model()
-        model.fit(X, **dict(self.fit_extra_parameters))
-        self._model = model
+        """Fit the fresh estimator on ``X``. Do not override it."""
+        self._model.fit(X, **dict(self.fit_extra_parameters))

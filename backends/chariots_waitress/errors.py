@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from chariots_core import errors as core_errors
-from chariots_core.errors import ChariotsError, NodeExecutionError
+from chariots_core.errors import ChariotsError, NodeExecutionError, describe_failure, mark_failed_node
 
 __all__ = ["ServerUnavailableError", "ServeError", "RequestError", "status_for", "error_body", "error_from_body"]
 
@@ -80,10 +80,14 @@ def status_for(exc: BaseException) -> int:
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
-    """The JSON body describing ``exc``: its class name, message and failing node."""
-    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, NodeExecutionError) and exc.node_name is not None:
-        error["node"] = exc.node_name
+    """The JSON body describing ``exc``: its class name, message and failing node.
+
+    An op's own exception (``ZeroDivisionError``) keeps its type name; the client raises a
+    :class:`NodeExecutionError` with that name in ``error_type``.
+    """
+    error = describe_failure(exc)
+    if error["node"] is None:
+        del error["node"]
     return {"error": error}
 
 
@@ -99,9 +103,15 @@ def error_from_body(body: Any, status: int, where: str) -> ChariotsError:
     kind, message = error["type"], str(error.get("message", ""))
     if kind == RequestError.__name__:
         return RequestError(message, status)
+    node = error.get("node") if isinstance(error.get("node"), str) else None
     if kind == NodeExecutionError.__name__:
-        return NodeExecutionError(message, node_name=error.get("node"))
+        return NodeExecutionError(message, node_name=node)
     cls = _CLASSES.get(kind)
     if cls is None:
+        if node is not None:  # an op's own exception, which cannot be rebuilt here
+            return NodeExecutionError(message, node_name=node, error_type=kind)
         return ChariotsError(f"the server failed with {kind}: {message}")
-    return cls(message)
+    rebuilt = cls(message)
+    if node is not None:
+        mark_failed_node(rebuilt, node)
+    return rebuilt

@@ -7,8 +7,23 @@ outputs nothing; in ``MLMode.PREDICT`` it predicts with a model it loaded; in
 a retrain is a new version, and with the default ``"major"`` compatibility a retrained
 MAJOR-op forces the models downstream of it to be retrained too.
 
-Subclass it for a framework Chariots does not cover: implement ``fit`` (set ``self._model``)
-and ``predict``, and change ``serializer_cls`` if dill is not the right format::
+Subclass it for a framework Chariots does not cover: implement ``fit`` and ``predict``, and
+change ``serializer_cls`` if dill is not the right format. As in chariots 0.2, define how a new
+model is made with ``_init_model``: each fit starts from the model it returns, in
+``self._model``. It may take the fit's input datasets (``_init_model(self, *input_data_sets)``,
+to size a network) or nothing (``_init_model(self)``)::
+
+    class ScalerOp(BaseMLOp):
+        def _init_model(self):
+            return StandardScaler()
+
+        def fit(self, X):
+            self._model.fit(X)
+
+        def predict(self, X):
+            return self._model.transform(X)
+
+An op without ``_init_model`` builds its model in ``fit`` instead (``self._model = ...``)::
 
     class MeanOp(BaseMLOp):
         serializer_cls = JSONSerializer
@@ -26,6 +41,7 @@ exactly the ``op_version`` it was saved with) followed by the serializer's bytes
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import time
 import uuid
@@ -33,7 +49,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import MLOpDefinitionError, NotFittedError, SerializationError
-from ..pipelines.callbacks import OpCallBack
+from ..pipelines.callbacks import OpCallBack, overrides
 from ..pipelines.ops import LoadableOp
 from ..pipelines.serializers import BaseSerializer, DillSerializer
 from ..versioning import Version, VersionType
@@ -76,6 +92,8 @@ class BaseMLOp(LoadableOp):
     training_update_version: VersionType | str = VersionType.PATCH
     #: Turns ``self._model`` into bytes and back when the op is saved and loaded.
     serializer_cls: type[BaseSerializer] = DillSerializer
+    # Set per class: whether its _init_model receives the fit's inputs.
+    _init_model_takes_inputs: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,6 +112,15 @@ class BaseMLOp(LoadableOp):
                 f"DillSerializer (got {cls.serializer_cls!r})"
             )
             raise MLOpDefinitionError(msg)
+        if f"_{cls.__name__.lstrip('_')}__init_model" in vars(cls):
+            # chariots 0.2's rendered docs show `def __init_model(...)`, which Python renames.
+            msg = (
+                f"{cls.__name__} defines __init_model, which Python renames to "
+                f"_{cls.__name__.lstrip('_')}__init_model so Chariots never calls it; name it "
+                "_init_model (one leading underscore)"
+            )
+            raise MLOpDefinitionError(msg)
+        cls._init_model_takes_inputs = _takes_positional_arguments(cls._init_model)
 
     def __init__(self, mode: MLMode | str, op_callbacks: Iterable[OpCallBack] | None = None) -> None:
         super().__init__(op_callbacks)
@@ -123,6 +150,15 @@ class BaseMLOp(LoadableOp):
         """Whether the op holds a model, fitted here or loaded from a store."""
         return self._training_id is not None
 
+    def _init_model(self, *input_data_sets: Any) -> Any:
+        """A new, unfitted model; each fit starts from it, in ``self._model``.
+
+        Override it with ``_init_model(self)`` or ``_init_model(self, *input_data_sets)`` (it
+        then receives the fit's inputs). Ops that do not override it build their model in
+        :meth:`fit`.
+        """
+        return None
+
     def fit(self, *args: Any) -> None:
         """Fit ``self._model`` on the op's inputs (return nothing)."""
         raise NotImplementedError(f"{type(self).__name__} must override fit(self, *args)")
@@ -139,7 +175,14 @@ class BaseMLOp(LoadableOp):
         if self._mode is MLMode.PREDICT:
             self._require_model()
             return self.predict(*args)
-        self.fit(*args)
+        previous = self._model
+        if overrides(self, BaseMLOp, "_init_model"):
+            self._model = self._init_model(*args) if self._init_model_takes_inputs else self._init_model()
+        try:
+            self.fit(*args)
+        except BaseException:
+            self._model = previous  # a failed fit leaves the op with the model it had
+            raise
         # A new identity per fit: two trainings on the same data are still two versions,
         # because nothing guarantees they produced the same model.
         self._set_training(uuid.uuid4().hex, time.time())
@@ -258,3 +301,13 @@ class BaseMLOp(LoadableOp):
             msg = f"{where}: the saved header lacks a valid training_id/trained_at ({header!r})"
             raise SerializationError(msg)
         return training_id, float(trained_at)
+
+
+def _takes_positional_arguments(method: Any) -> bool:
+    """Whether ``method`` (a function taking ``self``) accepts positional arguments after ``self``."""
+    try:
+        parameters = list(inspect.signature(method).parameters.values())[1:]
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    return any(parameter.kind in positional for parameter in parameters)

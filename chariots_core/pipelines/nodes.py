@@ -305,11 +305,7 @@ class _DataNode(BaseNode):
         if not isinstance(path, str):
             msg = f"'path' of {kind} must be a string such as 'iris.csv' (got {path!r})"
             raise PipelineDefinitionError(msg)
-        try:
-            check_relative_path(path)
-        except ChariotsError as exc:
-            msg = f"{kind} {name or path!r}: the dataset path is invalid: {exc}"
-            raise PipelineDefinitionError(msg) from exc
+        path = _dataset_path(path, kind, name)
         if isinstance(serializer, type) and issubclass(serializer, BaseSerializer):
             serializer = serializer()
         if not isinstance(serializer, BaseSerializer):
@@ -347,7 +343,7 @@ class _DataNode(BaseNode):
 
     @property
     def path(self) -> str:
-        """The dataset's path as given (relative to :data:`DATA_PREFIX` in the saver)."""
+        """The dataset's path relative to :data:`DATA_PREFIX` in the saver (without a leading ``/``)."""
         return self._path
 
     @property
@@ -401,6 +397,23 @@ class _DataNode(BaseNode):
         return f"<{type(self).__name__} {self._name!r} path={self._path!r}>"
 
 
+def _dataset_path(path: str, kind: str, name: str | None) -> str:
+    """``path`` as a saver path: a leading ``/`` means the saver's root, as in chariots 0.2.
+
+    ``"/train.csv"`` and ``"train.csv"`` are the same dataset (and the same node version);
+    ``..``, empty parts and a second leading ``/`` are refused, so no path leaves the saver.
+    """
+    relative = path[1:] if path.startswith("/") else path
+    try:
+        return check_relative_path(relative)
+    except ChariotsError as exc:
+        msg = (
+            f"{kind} {name or path!r}: the dataset path {path!r} is invalid: it must name a file "
+            f"below the saver's root, such as 'iris.csv' or '/iris.csv' ({exc})"
+        )
+        raise PipelineDefinitionError(msg) from exc
+
+
 class DataLoadingNode(_DataNode):
     """A node that reads a dataset from the saver; it takes no input.
 
@@ -409,8 +422,9 @@ class DataLoadingNode(_DataNode):
         DataLoadingNode(CSVSerializer(), "iris.csv", output_nodes="raw")
 
     :param serializer: reads the bytes back (a serializer instance or class).
-    :param path: the dataset's relative path; it is stored at ``data/<path>`` in the saver,
-        e.g. ``<app path>/blobs/data/iris.csv`` for an app on local files.
+    :param path: the dataset's path below the saver's root (``"iris.csv"``, or ``"/iris.csv"``
+        as chariots 0.2 wrote it); it is stored at ``data/<path>`` in the saver, e.g.
+        ``<app path>/blobs/data/iris.csv`` for an app on local files.
     :param output_nodes: the name of the loaded value.
     :param name: the node's name (default ``"load:<path>"``).
     :param saver: a saver to read from instead of the app's (to run the pipeline without an app).
@@ -475,8 +489,8 @@ class DataSavingNode(_DataNode):
         DataSavingNode(JSONSerializer(), "clean.json", input_nodes=["clean"])
 
     :param serializer: turns the value into bytes (a serializer instance or class).
-    :param path: the dataset's relative path; it is stored at ``data/<path>`` in the saver
-        and replaced by each run.
+    :param path: the dataset's path below the saver's root (a leading ``/`` is allowed, as
+        in chariots 0.2); it is stored at ``data/<path>`` in the saver and replaced by each run.
     :param input_nodes: the one value to save.
     :param output_nodes: where to pass the value on to (optional).
     :param name: the node's name (default ``"save:<path>"``).

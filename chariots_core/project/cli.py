@@ -3,27 +3,29 @@
 ::
 
     chariots new iris                                  # a ready project in ./iris
-    chariots call train_iris                           # progress on stderr, value as JSON on stdout
+    chariots call train_iris                           # progress on stderr, what happened on stdout
     chariots save train_iris
     chariots load pred_iris [--strategy latest_compatible]
-    chariots call pred_iris --input '[[5.1, 3.5, 1.4, 0.2]]'
+    chariots call pred_iris --input '[[5.1, 3.5, 1.4, 0.2]]'   # the value, as JSON
     chariots versions pred_iris                        # served and saved versions, as a table
     chariots jobs                                      # asynchronous jobs, as a table
-    chariots serve                                     # the app over HTTP, on waitress
+    chariots serve                                     # the app over HTTP (waitress)
+    chariots -v ...                                    # log what happens (-vv: debug)
 
 Commands read the configuration given by ``--config``, else the first ``chariots.toml``,
 ``chariots.yaml`` or ``pyproject.toml`` with ``[tool.chariots]`` found from the current
 directory upwards (see :mod:`chariots_core.project.config`). They work in-process on the configured
-store or, with ``--url``, against a running server through ``chariots_waitress.PipelinesClient``.
+store or, with ``--url``, against a running server through the ``client`` backend
+(``chariots_waitress.PipelinesClient``).
 
-In-process, each command is a new process, yet a sequence of commands must behave like calls
-to one long-lived app: the models ``chariots call train_iris`` fitted must still be there for
-``chariots save train_iris``, and the versions ``chariots load pred_iris`` chose must serve the
-next ``chariots call pred_iris``. So the command keeps the state of that app in the app's saver,
-under ``cli/``: for each pipeline, which bytes each of its loadable ops holds (a JSON index, the
-bytes sha256-checked), restored at the start of the next command. Ops held from code that has
-since changed are dropped, never served. ``chariots serve`` starts a server with what the store
-holds, like any new app: load its pipelines with ``chariots load PIPELINE --url URL``.
+In-process, each command is a new process that behaves like the next call to one long-lived
+app: what a call trained and what a load chose are held for the next command through the op
+store's own saves (see :mod:`chariots_core.project.held`). ``chariots serve`` starts a server
+with what the store holds, like any new app: load its pipelines with
+``chariots load PIPELINE --url URL``.
+
+``jobs`` and ``versions`` answer from the store alone: they never import the project's code
+(its ops may import heavy libraries), so they start fast.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -35,27 +37,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import hashlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from ..errors import ChariotsError, IntegrityError, NotFittedError, WorkerError
+from ..errors import ChariotsError, NotFittedError, WorkerError, describe_failure
+from ..log import get_logger, log_to_stderr
 from ..op_store.lineage import STRATEGIES
 from ..pipelines.callbacks import PipelineCallback
 from ..serving.jsonsafe import to_jsonable
 from ..serving.workers import JobStatus
 from ..versioning import Version
-from .config import ChariotsConfig, http_backend
-from .templates import write_project
+from .config import ChariotsConfig
+from .held import HeldState, holding_location
 
 __all__ = ["main", "build_parser", "ProgressCallback"]
 
 _FINISHED = (JobStatus.done, JobStatus.failed)
 _POLL_SECONDS = 0.1
+_log = get_logger("cli")
 
 
 class ProgressCallback(PipelineCallback):
@@ -97,121 +100,34 @@ class ProgressCallback(PipelineCallback):
         self._stream.flush()
 
 
-# -- the state in-process commands share -----------------------------------------------------
-class _Session:
-    """The ops an in-process "app" holds for each pipeline, kept in the app's saver across commands."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.saver = app.saver
-
-    @staticmethod
-    def _index_path(pipeline_name: str) -> str:
-        return f"cli/pipelines/{pipeline_name}.json"
-
-    def held(self, pipeline_name: str) -> dict[str, dict[str, str]]:
-        path = self._index_path(pipeline_name)
-        if not self.saver.exists(path):
-            return {}
-        return json.loads(self.saver.load(path))
-
-    def _write(self, pipeline_name: str, held: dict[str, dict[str, str]]) -> None:
-        self.saver.save(self._index_path(pipeline_name), json.dumps(held, sort_keys=True).encode())
-
-    def restore(self, pipeline_name: str) -> None:
-        """Put back the ops earlier commands left in ``pipeline_name``."""
-        held = self.held(pipeline_name)
-        if not held:
-            return
-        ops, kept = {}, {}
-        for node in self.app.serving_pipeline(pipeline_name).loadable_nodes():
-            entry = held.get(node.name)
-            if entry is None:
-                continue
-            if entry["code"] != _code_version(node.op):
-                print(
-                    f"chariots: the {node.name!r} op held for {pipeline_name!r} came from code that has "
-                    f"changed since; dropped it (run chariots load {pipeline_name} again)",
-                    file=sys.stderr,
-                )
-                continue
-            op = copy.deepcopy(node.op)
-            op.load(self._read_bytes(entry, node.name, pipeline_name))
-            ops[node.name], kept[node.name] = op, entry
-        if kept != held:
-            self._write(pipeline_name, kept)
-        if ops:
-            self.app.install_ops(pipeline_name, ops)
-
-    def _read_bytes(self, entry: dict[str, str], node_name: str, pipeline_name: str) -> bytes:
-        try:
-            data = self.saver.load(entry["path"])
-        except FileNotFoundError:
-            data = None
-        if data is None or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            self.saver.delete(self._index_path(pipeline_name))
-            msg = (
-                f"the bytes of op {node_name!r} held for pipeline {pipeline_name!r} at "
-                f"{entry['path']!r} are missing or corrupt; the held state was reset: run "
-                f"chariots load {pipeline_name} (or call its training pipeline) again"
-            )
-            raise IntegrityError(msg)
-        return data
-
-    def keep_trained(self, pipeline_name: str, before: dict[str, Version]) -> None:
-        """Hold the ops whose version changed since ``before`` (they were trained by a call)."""
-        held = self.held(pipeline_name)
-        changed = False
-        for node in self.app.serving_pipeline(pipeline_name).loadable_nodes():
-            if str(node.node_version) == str(before.get(node.name)):
-                continue
-            data = node.op.serialize()
-            digest = hashlib.sha256(data).hexdigest()
-            path = f"cli/ops/{node.name}/{digest}"
-            if not self.saver.exists(path):
-                self.saver.save(path, data)
-            held[node.name] = {"path": path, "sha256": digest, "code": _code_version(node.op)}
-            changed = True
-        if changed:
-            self._write(pipeline_name, held)
-
-    def keep_loaded(self, pipeline_name: str, chosen: dict[str, Version]) -> None:
-        """Hold the versions a load chose: the store's own bytes."""
-        held = self.held(pipeline_name)
-        nodes = {node.name: node for node in self.app.serving_pipeline(pipeline_name).loadable_nodes()}
-        for name, version in chosen.items():
-            records = {record.version: record for record in self.app.op_store.op_versions(name)}
-            record = records[str(version)]
-            held[name] = {"path": record.blob_path, "sha256": record.sha256, "code": _code_version(nodes[name].op)}
-        self._write(pipeline_name, held)
-
-
-def _code_version(op: Any) -> str:
-    version = type(op).__version__  # the creation time differs per process: compare hashes only
-    return f"{version.major}_{version.minor}_{version.patch}"
-
-
 # -- where commands run: an in-process app or a remote server --------------------------------
 class _Target:
-    """What a command talks to: ``api`` is a Chariots app or a PipelinesClient (same methods)."""
+    """What a command talks to: ``api`` is a Chariots app or a PipelinesClient (same methods).
 
-    def __init__(self, api: Any, session: _Session | None) -> None:
+    ``held`` keeps an in-process app's state between commands; ``None`` against a server.
+    """
+
+    def __init__(self, api: Any, held: HeldState | None) -> None:
         self.api = api
-        self.session = session
+        self.held = held
 
     @property
     def local(self) -> bool:
-        return self.session is not None
+        return self.held is not None
 
     def restore(self, pipeline_name: str) -> None:
-        if self.session is not None:
-            self.session.restore(pipeline_name)
+        if self.held is not None:
+            self.held.restore(pipeline_name)
+
+    def hold(self, pipeline_name: str) -> None:
+        if self.held is not None:
+            self.held.hold(pipeline_name)
 
 
 @contextlib.contextmanager
 def _open_target(args: argparse.Namespace, progress: bool = False) -> Iterator[_Target]:
     if getattr(args, "url", None):
-        client = http_backend("PipelinesClient")(args.url)
+        client = ChariotsConfig().get_client(args.url)  # the URL says everything the client needs
         try:
             yield _Target(client, None)
         finally:
@@ -224,10 +140,20 @@ def _open_target(args: argparse.Namespace, progress: bool = False) -> Iterator[_
         for pipeline in pipelines:
             pipeline.pipeline_callbacks.append(callback)
     with config.get_app(pipelines) as app:
+        held = HeldState(config, app)
         try:
-            yield _Target(app, _Session(app))
+            yield _Target(app, held)
         finally:
             callback.end_failed_line()
+            held.close()
+
+
+@contextlib.contextmanager
+def _open_store(args: argparse.Namespace, holding: bool = False) -> Iterator[Any]:
+    """An app serving nothing, on the configured store (or the holding store): imports no project code."""
+    config = _config(args)
+    with config.get_store_app(*holding_location(config)) if holding else config.get_store_app() as app:
+        yield app
 
 
 def _config(args: argparse.Namespace) -> ChariotsConfig:
@@ -236,27 +162,28 @@ def _config(args: argparse.Namespace) -> ChariotsConfig:
 
 # -- commands ------------------------------------------------------------------------------
 def _cmd_new(args: argparse.Namespace) -> None:
+    from .templates import write_project  # only `new` reads the templates
+
     target = write_project(args.name, args.directory)
     print(f"created project {args.name!r} in {target}")
-    print(f"next: cd {target} && pytest, then chariots call train_iris")
+    print(f"next: cd {target} && pip install -e '.[test]' && pytest, then chariots call train_iris")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    serve = http_backend("serve")
     config = _config(args)
-    host = args.host or config.pipelines.host
-    port = args.port or config.pipelines.port
     with config.get_app() as app:
+        host = args.host or config.pipelines.bind_host
+        port = args.port or config.pipelines.port
         pipelines = ", ".join(app.available_pipelines())
         print(f"chariots: serving {pipelines} on http://{host}:{port} (Ctrl+C to stop)", file=sys.stderr)
-        serve(app, host=host, port=port)
+        config.serve(app, host=host, port=port)
 
 
 def _cmd_call(args: argparse.Namespace) -> None:
     pipeline_input = _read_input(args)
     with _open_target(args, progress=not args.quiet) as target:
         target.restore(args.pipeline)
-        before = target.api.pipeline_versions(args.pipeline) if target.local else {}
+        before = target.api.pipeline_versions(args.pipeline)
         response = target.api.call_pipeline(args.pipeline, pipeline_input, use_worker=args.use_worker)
         if response.job_id is not None:
             print(f"chariots: job {response.job_id} {response.job_status.value}", file=sys.stderr)
@@ -264,9 +191,25 @@ def _cmd_call(args: argparse.Namespace) -> None:
                 print(json.dumps(response.to_json()))
                 return
             response = _wait(target.api, response.job_id, response.job_status)
-        if target.session is not None:
-            target.session.keep_trained(args.pipeline, before)
-        print(json.dumps(to_jsonable(response.value)))
+        after = target.api.pipeline_versions(args.pipeline)
+        trained = [name for name, version in after.items() if version != before.get(name)]
+        if trained:
+            target.hold(args.pipeline)
+        if response.value is not None:
+            print(json.dumps(to_jsonable(response.value)))
+            return
+        print(_what_happened(args.pipeline, trained, before, after, target.local))
+
+
+def _what_happened(
+    pipeline: str, trained: list[str], before: dict[str, Version], after: dict[str, Version], local: bool
+) -> str:
+    """The line ``chariots call`` prints for a pipeline that returns nothing (a training one)."""
+    if not trained:
+        return f"pipeline {pipeline!r} ran and returned nothing"
+    models = ", ".join(f"{name} ({_change(before.get(name), after[name])})" for name in trained)
+    where = "held for the next command" if local else "held by the server"
+    return f"pipeline {pipeline!r} trained {models}; not saved yet ({where}): run chariots save {pipeline}"
 
 
 def _wait(api: Any, job_id: str, status: JobStatus | None) -> Any:
@@ -293,6 +236,7 @@ def _cmd_save(args: argparse.Namespace) -> None:
                 f"fitted nor loaded; run chariots call {args.pipeline} first"
             )
             raise NotFittedError(msg) from exc
+        _log.info("saved pipeline %r", args.pipeline)
         print(f"saved pipeline {args.pipeline!r}")
         _print_versions(target.api.pipeline_versions(args.pipeline))
 
@@ -301,42 +245,67 @@ def _cmd_load(args: argparse.Namespace) -> None:
     with _open_target(args) as target:
         target.restore(args.pipeline)
         chosen = target.api.load_pipeline(args.pipeline, strategy=args.strategy)
-        if target.session is not None:
-            target.session.keep_loaded(args.pipeline, chosen)
+        target.hold(args.pipeline)
+        _log.info("loaded pipeline %r (%s)", args.pipeline, args.strategy)
         print(f"loaded pipeline {args.pipeline!r}")
         _print_versions(chosen)
 
 
 def _cmd_versions(args: argparse.Namespace) -> None:
-    with _open_target(args) as target:
-        target.restore(args.pipeline)
-        versions = target.api.pipeline_versions(args.pipeline)
-        headers = ["NODE", "MAJOR", "MINOR", "PATCH", "SAVED", "LATEST SAVED"]
+    headers = ["NODE", "MAJOR", "MINOR", "PATCH", "SAVED", "LATEST SAVED"]
+    if args.url:
+        with _open_target(args) as target:
+            versions = target.api.pipeline_versions(args.pipeline)
+        print(_table(headers, [[name, *_parts(version), "-", "-"] for name, version in versions.items()]))
+        return
+    with _open_store(args, holding=True) as holding:
+        held = holding.op_store.snapshots(args.pipeline)
+    with _open_store(args) as app:
+        snapshots = held or app.op_store.snapshots(args.pipeline)
+        if not snapshots:
+            print(
+                f"pipeline {args.pipeline!r} has no held nor saved versions yet: run chariots call, "
+                f"load or save {args.pipeline} first"
+            )
+            return
+        source = "served (held by the last call or load)" if held else "of its last save (not loaded)"
+        print(f"chariots: versions of pipeline {args.pipeline!r} {source}", file=sys.stderr)
         rows = []
-        for name, version in versions.items():
-            saved = target.api.op_store.op_versions(name) if target.local else None
-            count = "-" if saved is None else str(len(saved))
+        for name, text in snapshots[-1].versions.items():
+            saved = app.op_store.op_versions(name)
             latest = _time(saved[-1].saved_at) if saved else "-"
-            rows.append([name, *_parts(version), count, latest])
-        print(_table(headers, rows))
+            rows.append([name, *_parts(Version.parse(text)), str(len(saved)), latest])
+    print(_table(headers, rows))
 
 
 def _cmd_jobs(args: argparse.Namespace) -> None:
-    with _open_target(args) as target:
-        if args.job_ids:
-            responses = [target.api.fetch_job(job_id) for job_id in args.job_ids]
-            rows = [[r.job_id, r.job_status.value, _error_text(r.error)] for r in responses]
-            print(_table(["JOB", "STATUS", "ERROR"], rows))
-            return
-        if not target.local:
+    if args.url:
+        if not args.job_ids:
             raise ChariotsError("with --url, give the ids of the jobs to show: chariots jobs JOB_ID ... --url URL")
+        with _open_target(args) as target:
+            responses = [target.api.fetch_job(job_id) for job_id in args.job_ids]
+        print(_table(["JOB", "STATUS", "ERROR"], [[r.job_id, r.job_status.value, _error_text(r.error)] for r in responses]))
+        return
+    with _open_store(args) as app:
+        if args.job_ids:
+            jobs = [_current(app, _job(app, job_id)) for job_id in args.job_ids]
+            print(_table(["JOB", "STATUS", "ERROR"], [[job.job_id, job.status, _error_text(job.error)] for job in jobs]))
+            return
         headers = ["JOB", "PIPELINE", "STATUS", "SUBMITTED", "UPDATED", "WORKER", "ERROR"]
         rows = [
             [job.job_id, job.pipeline_name, job.status, _time(job.submitted_at), _time(job.updated_at),
              job.worker or "-", _error_text(job.error)]
-            for job in (_current(target.api, record) for record in target.api.op_store.jobs())
+            for job in (_current(app, record) for record in app.op_store.jobs())
         ]
-        print(_table(headers, rows) if rows else "no jobs")
+    print(_table(headers, rows) if rows else "no jobs")
+
+
+def _job(app: Any, job_id: str) -> Any:
+    """The record of ``job_id`` (``fetch_job`` raises the app's own error for an unknown id)."""
+    record = app.op_store.get_job(job_id)
+    if record is None:
+        app.fetch_job(job_id)
+    return record
 
 
 def _current(app: Any, job: Any) -> Any:
@@ -382,6 +351,13 @@ def _parts(version: Version) -> list[str]:
     return [version.major[:7], version.minor[:7], version.patch[:7]]
 
 
+def _change(before: Version | None, after: Version) -> str:
+    """The subversions that differ, e.g. ``patch 3f2a1b0``: what a training changed."""
+    old = _parts(before) if before is not None else ["", "", ""]
+    changed = [f"{part} {new}" for part, was, new in zip(("major", "minor", "patch"), old, _parts(after)) if was != new]
+    return ", ".join(changed)
+
+
 def _time(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
@@ -408,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'chariots COMMAND --help' for a command's options.",
     )
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log what Chariots does on stderr (-vv: debug details)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     configured = argparse.ArgumentParser(add_help=False)
@@ -469,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``chariots`` command; errors print one line on stderr and return a non-zero code."""
     args = build_parser().parse_args(argv)
+    handler = log_to_stderr(logging.DEBUG if args.verbose > 1 else logging.INFO) if args.verbose else None
+    started = time.perf_counter()
     try:
         args.handler(args)
     except KeyboardInterrupt:
@@ -477,8 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # every failure becomes one line, unless --traceback asks for more
         if args.traceback:
             raise
-        print(f"chariots: {type(exc).__name__}: {exc}", file=sys.stderr)
+        failure = describe_failure(exc)  # an op's error names its node and pipeline in its notes
+        print(f"chariots: {failure['type']}: {failure['message']}", file=sys.stderr)
         return 1
+    finally:
+        _log.debug("chariots %s took %.3f s", args.command, time.perf_counter() - started)
+        if handler is not None:
+            logging.getLogger("chariots").removeHandler(handler)
     return 0
 
 

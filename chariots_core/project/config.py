@@ -12,9 +12,10 @@ installed) or the ``[tool.chariots]`` table of a project's ``pyproject.toml``::
 
     [pipelines]
     import_path = "iris.pipelines:PIPELINES"
-    runner = "sequential"
-    host = "127.0.0.1"
+    runner = "sequential"        # also "SequentialRunner", "sequential-runner" (chariots 0.2)
+    host = "127.0.0.1"           # "http://localhost" and "https://host" work too
     port = 8080
+    server = "waitress"          # the HTTP server backend of `chariots serve`
 
     [workers]
     pool = "multiprocess"        # none by default
@@ -22,13 +23,15 @@ installed) or the ``[tool.chariots]`` table of a project's ``pyproject.toml``::
     use_worker = false           # the app-wide default for asynchronous calls
 
 Every key is optional, so an empty file (or no file) is a working configuration. A key that
-does not exist or holds the wrong type raises :class:`~chariots_core.errors.ConfigError`
-naming the key, the file and, when it can be found, the line::
+does not exist or holds the wrong type, and a backend name that no backend answers to, raise
+:class:`~chariots_core.errors.ConfigError` when the configuration is built, naming the key, the
+file and, when it can be found, the line::
 
     >>> config = ChariotsConfig("chariots.toml")
     >>> app = config.get_app()
 
-Backends named here are resolved through :mod:`chariots_core.registry` only when
+Backend names are checked against :mod:`chariots_core.registry` (case and ``-``/``_`` do not
+matter, as in chariots 0.2) but their packages are imported only when
 ``get_app``/``get_worker_pool``/``get_client`` are called.
 """
 
@@ -36,24 +39,22 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
-from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
-from ..errors import BackendError, ConfigError
-from ..op_store.lineage import POLICIES
+from ..errors import ConfigError
+from ..log import get_logger
+from ..pipelines.runners import BaseRunner
 from ..registry import get_backend, known_backends, url_scheme
+from .config_files import CONFIG_FILE_NAMES, Source, has_tool_chariots, read_file
+from .sections import SECTIONS, OpStoreConfig, PipelinesConfig, WorkersConfig, structure_section
 
 if TYPE_CHECKING:
     from ..pipelines.pipeline import Pipeline
-    from ..pipelines.runners import BaseRunner
     from ..serving.app import Chariots
     from ..serving.workers import BaseWorkerPool
 
@@ -63,262 +64,26 @@ __all__ = [
     "PipelinesConfig",
     "WorkersConfig",
     "CONFIG_FILE_NAMES",
-    "http_backend",
 ]
 
-# Looked for in this order, in a directory and then in each of its parents.
-CONFIG_FILE_NAMES = ("chariots.toml", "chariots.yaml", "chariots.yml", "pyproject.toml")
-
-
-class _InvalidValue(ConfigError):
-    """A value has the wrong type or is out of range; ``key`` names the field."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"'{key}' {message}")
-        self.key = key
-        self.detail = message
-
-
-def _expect(expected: str, accepts: Callable[[Any], bool]) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """An attrs validator raising "'<field>' must be <expected> (got <value> ...)"."""
-
-    def validate(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if not accepts(value):
-            raise _InvalidValue(attribute.name, _must_be(expected, value))
-
-    return validate
-
-
-def _must_be(expected: str, value: Any) -> str:
-    return f"must be {expected} (got {value!r} that is a {type(value).__name__})"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _name(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-def _optional_name(value: Any) -> bool:
-    return value is None or _name(value)
-
-
-@attrs.frozen
-class OpStoreConfig:
-    """Where the app keeps op versions, links, jobs (the op store) and model bytes (the saver).
-
-    :param path: the app's data directory, relative to the configuration file, or an
-        object-storage URL (``s3://bucket/prefix``).
-    :param store: the op store backend (``"lmdb"``, ``"memory"``...); default: the one that
-        fits ``path``.
-    :param saver: a saver name (``"memory"``), URL (``"gs://bucket/blobs"``) or directory;
-        default: ``<path>/blobs``.
-    :param compatibility: ``"major"``, ``"minor"`` or ``"exact"``.
-    """
-
-    path: str = attrs.field(default="chariots_data", validator=_expect("a non-empty string", _name))
-    store: str | None = attrs.field(default=None, validator=_expect("a backend name", _optional_name))
-    saver: str | None = attrs.field(default=None, validator=_expect("a saver name or URL", _optional_name))
-    compatibility: str = attrs.field(
-        default="major", validator=_expect(f"one of {', '.join(map(repr, POLICIES))}", POLICIES.__contains__)
-    )
-
-
-@attrs.frozen
-class PipelinesConfig:
-    """Which pipelines the app serves, how it runs them, and where its HTTP server listens.
-
-    :param import_path: ``"package.module:ATTRIBUTE"`` naming a list of pipelines (or one
-        pipeline, or a function returning them).
-    :param runner: the runner backend (``"sequential"``).
-    :param host: the server's host, and the one clients contact.
-    :param port: the server's port.
-    """
-
-    import_path: str | None = attrs.field(
-        default=None,
-        validator=_expect(
-            "'package.module:ATTRIBUTE'",
-            lambda value: value is None or (isinstance(value, str) and bool(_IMPORT_PATH.match(value))),
-        ),
-    )
-    runner: str = attrs.field(default="sequential", validator=_expect("a backend name", _name))
-    host: str = attrs.field(default="127.0.0.1", validator=_expect("a host name", _name))
-    port: int = attrs.field(
-        default=8080, validator=_expect("a port number (1-65535)", lambda value: _is_int(value) and 0 < value < 65536)
-    )
-
-
-@attrs.frozen
-class WorkersConfig:
-    """How asynchronous calls run.
-
-    :param pool: the worker pool backend (``"inprocess"``, ``"multiprocess"``, ``"dask"``);
-        ``None`` (default) means no pool: every call runs synchronously.
-    :param n_workers: how many workers the pool starts.
-    :param use_worker: the app-wide default for running calls in a worker (``None``: let each
-        pipeline and call decide).
-    """
-
-    pool: str | None = attrs.field(default=None, validator=_expect("a backend name", _optional_name))
-    n_workers: int = attrs.field(
-        default=1, validator=_expect("a positive int", lambda value: _is_int(value) and value > 0)
-    )
-    use_worker: bool | None = attrs.field(
-        default=None, validator=_expect("true or false", lambda value: value in (None, True, False))
-    )
-
-
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_SECTIONS: dict[str, type] = {"op_store": OpStoreConfig, "pipelines": PipelinesConfig, "workers": WorkersConfig}
-_TYPE_NAMES = {str: "a string", int: "an int", bool: "true or false"}
-
-
-def _strict(kind: type) -> Callable[[Any, type], Any]:
-    # cattrs would turn "8080" into 8080 and 1 into True: a config file must say what it means.
-    def structure(value: Any, _type: type) -> Any:
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise TypeError(_must_be(_TYPE_NAMES[kind], value))
-        return value
-
-    return structure
-
-
-_converter = cattrs.Converter(forbid_extra_keys=True)
-for _kind in _TYPE_NAMES:
-    _converter.register_structure_hook(_kind, _strict(_kind))
-
-
-@attrs.frozen
-class _Source:
-    """A configuration file's name and text, to point errors at lines."""
-
-    path: str
-    text: str
-    prefix: str = ""  # "tool.chariots." inside pyproject.toml
-
-    def where(self, section: str, key: str | None = None) -> str:
-        line = _line_of(self.text, self.prefix, section, key)
-        return f"{self.path}, line {line}" if line else self.path
-
-
-def _line_of(text: str, prefix: str, section: str, key: str | None) -> int | None:
-    """The 1-based line where ``section`` (and ``key`` in it) is written, if it can be found."""
-    lines = text.splitlines()
-    header = re.compile(rf"^\s*(\[\s*{re.escape(prefix + section)}\s*\]|{re.escape(section)}\s*:)")
-    for start, line in enumerate(lines):
-        if header.match(line):
-            break
-    else:
-        # Inline forms: `op_store.path = ...` or `op_store = {path = ...}`.
-        dotted = re.compile(rf"^\s*{re.escape(section)}\s*(\.|=)")
-        found = [number for number, line in enumerate(lines, 1) if dotted.match(line)]
-        return found[0] if found else None
-    if key is None:
-        return start + 1
-    key_line = re.compile(rf"^\s+{re.escape(key)}\s*:|^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-    for number in range(start + 1, len(lines)):
-        line = lines[number]
-        if line.startswith("[") or (line[:1].isalpha() and line.rstrip().endswith(":")):
-            break  # the next TOML table or YAML top-level key
-        if key_line.match(line):
-            return number + 1
-    return start + 1
-
-
-def _structure_section(name: str, data: Any, source: _Source | None) -> Any:
-    """Build one section's attrs class from a mapping; every problem found raises together."""
-    cls = _SECTIONS[name]
-    where = source.where if source is not None else (lambda _section, _key=None: "the configuration")
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where(name)}: '{name}' must be a table of settings (got {data!r})")
-    try:
-        return _converter.structure(dict(data), cls)
-    except ClassValidationError as group:
-        problems = [_problem(name, cls, exc, where) for exc in group.exceptions]
-    except _InvalidValue as exc:
-        problems = [f"{where(name, exc.key)}: '{name}.{exc.key}' {exc.detail}"]
-    raise ConfigError("; ".join(problems))
-
-
-def _problem(section: str, cls: type, exc: Exception, where: Callable[..., str]) -> str:
-    if isinstance(exc, ForbiddenExtraKeysError):
-        known = ", ".join(field.name for field in attrs.fields(cls))
-        return "; ".join(
-            f"{where(section, key)}: unknown key '{section}.{key}' (known keys in [{section}]: {known})"
-            for key in sorted(exc.extra_fields)
-        )
-    if isinstance(exc, _InvalidValue):  # an attrs validator, run by the constructor
-        return f"{where(section, exc.key)}: '{section}.{exc.key}' {exc.detail}"
-    notes = [note for note in getattr(exc, "__notes__", ()) if isinstance(note, AttributeValidationNote)]
-    key = notes[0].name if notes else "?"
-    return f"{where(section, key)}: '{section}.{key}' {exc}"
-
-
-def _read_file(path: Path) -> tuple[dict[str, Any], _Source]:
-    """The raw settings of a configuration file, and its source for error messages."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        msg = f"configuration file {str(path)!r} does not exist; create it or pass the right path"
-        raise ConfigError(msg) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc}") from exc
-    if path.suffix in (".yaml", ".yml"):
-        return _parse_yaml(text, path), _Source(str(path), text)
-    if path.suffix != ".toml":
-        msg = f"{str(path)!r}: configuration files must be .toml, .yaml or .yml (or pyproject.toml)"
-        raise ConfigError(msg)
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    if path.name != "pyproject.toml":
-        return document, _Source(str(path), text)
-    table = document.get("tool", {}).get("chariots")
-    if table is None:
-        msg = f"{path} has no [tool.chariots] table; add one, or put the settings in chariots.toml"
-        raise ConfigError(msg)
-    return table, _Source(str(path), text, prefix="tool.chariots.")
-
-
-def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
-    try:
-        import yaml
-    except ImportError as exc:
-        msg = (
-            f"reading {path} needs PyYAML, which is not installed; pip install 'chariots[yaml]' "
-            "(or write the same settings in chariots.toml)"
-        )
-        raise BackendError(msg) from exc
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    return {} if document is None else document
+_log = get_logger("config")
 
 
 def _read_sections(path: Path) -> tuple[dict[str, Any], str]:
     """The sections a configuration file sets, and the file's path; every problem raises together."""
-    raw, source = _read_file(path)
+    raw, source = read_file(path)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: the configuration must be a table of sections (got {raw!r})")
-    known = ", ".join(_SECTIONS)
+    known = ", ".join(SECTIONS)
     problems = [
-        f"{source.where(name)}: unknown section '{name}' (known: {known})" for name in sorted(set(raw) - set(_SECTIONS))
+        f"{source.where(name)}: unknown section '{name}' (known: {known})" for name in sorted(set(raw) - set(SECTIONS))
     ]
     sections = {}
     for name, value in raw.items():
-        if name not in _SECTIONS:
+        if name not in SECTIONS:
             continue
         try:
-            sections[name] = _structure_section(name, value, source)
+            sections[name] = structure_section(name, value, source)
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:
@@ -365,8 +130,8 @@ class ChariotsConfig:
         given = {"op_store": op_store, "pipelines": pipelines, "workers": workers}
         for name, value in given.items():
             if value is not None:
-                sections[name] = _structure_section(name, value, None)
-            sections.setdefault(name, _SECTIONS[name]())
+                sections[name] = structure_section(name, value, None)
+            sections.setdefault(name, SECTIONS[name]())
         if base_dir is None:
             base_dir = Path(source).parent if source is not None else Path.cwd()
         self.__attrs_init__(
@@ -391,7 +156,7 @@ class ChariotsConfig:
                 candidate = directory / name
                 if not candidate.is_file():
                     continue
-                if name == "pyproject.toml" and not _has_tool_chariots(candidate):
+                if name == "pyproject.toml" and not has_tool_chariots(candidate):
                     continue
                 return cls(candidate)
         return cls(base_dir=origin)
@@ -404,8 +169,8 @@ class ChariotsConfig:
 
     @property
     def url(self) -> str:
-        """The URL the app's HTTP server listens on."""
-        return f"http://{self.pipelines.host}:{self.pipelines.port}"
+        """The URL clients of the app's HTTP server contact."""
+        return self.pipelines.url
 
     def load_pipelines(self) -> list[Pipeline]:
         """Import the pipelines named by ``pipelines.import_path``.
@@ -453,13 +218,15 @@ class ChariotsConfig:
         return list(pipelines)
 
     def get_runner(self) -> BaseRunner:
-        """A runner of the configured kind."""
-        return get_backend("runner", self.pipelines.runner)()
+        """A runner of the configured kind (the configured instance itself, if one was given)."""
+        runner = self.pipelines.runner
+        return runner if isinstance(runner, BaseRunner) else get_backend("runner", runner)()
 
     def get_worker_pool(self) -> BaseWorkerPool | None:
         """A started worker pool of the configured kind, or ``None`` if none is configured."""
         if self.workers.pool is None:
             return None
+        _log.info("starting a %s worker pool of %d worker(s)", self.workers.pool, self.workers.n_workers)
         return get_backend("worker_pool", self.workers.pool)(n_workers=self.workers.n_workers)
 
     def get_app(self, pipelines: list[Pipeline] | None = None) -> Chariots:
@@ -474,6 +241,7 @@ class ChariotsConfig:
         saver = self.op_store.saver
         if saver is not None and url_scheme(saver) is None and saver not in known_backends("saver"):
             saver = self._resolve(saver)
+        _log.debug("building the app on %s (store %s, saver %s)", self.data_path, self.op_store.store or "default", saver or "default")
         worker_pool = self.get_worker_pool()
         try:
             return Chariots(
@@ -491,9 +259,41 @@ class ChariotsConfig:
                 worker_pool.close()
             raise
 
+    def get_store_app(self, path: str | None = None, store: str | None = None) -> Chariots:
+        """An app that serves no pipeline, to read the configured op store (jobs, saved versions).
+
+        It imports none of the project's code, starts no worker pool, and its saver is a
+        throw-away :class:`~chariots_core.MemorySaver` (so no saver package is imported either):
+        use it for what the op store alone records, never to read stored bytes.
+
+        :param path: another data path (default: ``op_store.path``), with ``store`` its op store.
+        """
+        from ..serving.app import Chariots
+
+        if path is None:
+            path, store = self.data_path, self.op_store.store
+        return Chariots([], path=path, op_store=store, saver="memory", compatibility=self.op_store.compatibility)
+
     def get_client(self, url: str | None = None) -> Any:
-        """A ``chariots_waitress.PipelinesClient`` for ``url`` (default: the configured host and port)."""
-        return http_backend("PipelinesClient")(url or self.url)
+        """A client of the app's HTTP server at ``url`` (default: the configured host and port).
+
+        It is the registry's ``client`` backend (``chariots_waitress.PipelinesClient``).
+
+        :raises BackendError: if the HTTP layer is not installed.
+        """
+        return get_backend("client", "http")(url or self.url)
+
+    def serve(self, app: Chariots, host: str | None = None, port: int | None = None) -> None:
+        """Serve ``app`` over HTTP with the configured ``server`` backend until interrupted.
+
+        :param host: the interface to listen on (default: the configured host, without scheme).
+        :param port: the port (default: the configured one).
+        :raises BackendError: if the server backend is not installed.
+        """
+        serve = get_backend("server", self.pipelines.server)
+        host, port = host or self.pipelines.bind_host, port or self.pipelines.port
+        _log.info("serving %s on %s:%s with the %s server", ", ".join(app.available_pipelines()), host, port, self.pipelines.server)
+        serve(app, host=host, port=port)
 
     def _resolve(self, path: str) -> str:
         if url_scheme(path) is not None:
@@ -505,25 +305,4 @@ class ChariotsConfig:
             return "the configuration"
         text = Path(self.source).read_text(encoding="utf-8") if os.path.isfile(self.source) else ""
         prefix = "tool.chariots." if Path(self.source).name == "pyproject.toml" else ""
-        return _Source(self.source, text, prefix).where(section, key)
-
-
-def http_backend(name: str) -> Any:
-    """``chariots_waitress.<name>`` (the HTTP server and client), imported on first use.
-
-    :raises BackendError: if chariots_waitress or waitress is not installed.
-    """
-    try:
-        module = importlib.import_module("chariots_waitress")
-    except ImportError as exc:
-        missing = exc.name or "chariots_waitress"
-        msg = f"serving over HTTP needs {missing}, which is not installed; pip install 'chariots[serve]'"
-        raise BackendError(msg) from exc
-    return getattr(module, name)
-
-
-def _has_tool_chariots(pyproject: Path) -> bool:
-    try:
-        return "chariots" in tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
+        return Source(self.source, text, prefix).where(section, key)

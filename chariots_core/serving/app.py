@@ -111,11 +111,13 @@ class Chariots:
     ) -> PipelineResponse:
         """Run a pipeline and return its :class:`PipelineResponse`.
 
-        Asynchronous calls (see the class docstring's ``use_worker``) return at once with a
-        ``job_id`` and ``job_status`` ``queued``; fetch the result with :meth:`fetch_job`.
+        A synchronous call answers ``job_status`` ``done``, as in chariots 0.2. Asynchronous
+        calls (see the class docstring's ``use_worker``) return at once with a ``job_id`` and
+        ``job_status`` ``queued``; fetch the result with :meth:`fetch_job`.
 
         :raises UnknownPipelineError: if the app has no such pipeline.
-        :raises NodeExecutionError: if an op fails (synchronous calls), naming the node.
+        :raises Exception: what an op raised (synchronous calls), with a note naming the node
+            and the pipeline (see :func:`chariots_core.errors.failed_node`).
         :raises WorkerError: if asynchronous execution is asked for and no pool is configured.
         """
         serving = self.serving_pipeline(pipeline)
@@ -129,7 +131,7 @@ class Chariots:
             job_id = self.worker_pool.execute_pipeline_async(serving, pipeline_input, self)
             return PipelineResponse(job_id=job_id, job_status=JobStatus.queued)
         value = self.runner.run(serving, pipeline_input)
-        return PipelineResponse(value=value, versions=self._versions_of(serving))
+        return PipelineResponse(value=value, versions=self._versions_of(serving), job_status=JobStatus.done)
 
     def save_pipeline(self, pipeline: PipelineRef) -> None:
         """Save the state of the pipeline's loadable ops, their versions and links.

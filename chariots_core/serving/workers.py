@@ -48,9 +48,9 @@ import dill
 
 from ..errors import (
     JobNotFoundError,
-    NodeExecutionError,
     SerializationError,
     WorkerError,
+    describe_failure,
 )
 from ..op_store.store import JobRecord, OpStore
 from ..savers import BaseSaver, read_verified
@@ -259,14 +259,14 @@ def failure_details(exc: BaseException) -> dict[str, str]:
     """What a failed job records: the error's type and message, the failing node, a traceback.
 
     For an op that raised, ``type`` is the op's own exception class (``ValueError``...), the
-    message is the runner's (which names the node and the pipeline) and ``node`` the node.
+    message ends with the notes naming the node and the pipeline, and ``node`` is the node
+    (see :func:`~chariots_core.errors.describe_failure`).
     """
-    node = exc.node_name if isinstance(exc, NodeExecutionError) else None
-    cause = exc.__cause__ if isinstance(exc, NodeExecutionError) and exc.__cause__ else exc
+    details = describe_failure(exc)
     return {
-        "type": type(cause).__name__,
-        "message": str(exc),
-        "node": node or "",
+        "type": str(details["type"]),
+        "message": str(details["message"]),
+        "node": details["node"] or "",
         "traceback": "".join(traceback.format_exception(exc))[-4000:],
     }
 

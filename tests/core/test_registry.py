@@ -14,6 +14,7 @@ from chariots_core import BackendError, InProcessWorkerPool, MemoryOpStore, Memo
 from chariots_core.errors import ChariotsError, ConfigError
 from chariots_core.registry import (
     backend_for_url,
+    canonical_name,
     get_backend,
     known_backends,
     register_backend,
@@ -53,7 +54,7 @@ def test_unknown_name_and_kind_are_config_errors_listing_what_exists():
     assert "no op_store backend is called 'redis'" in message
     assert "known: " in message and "lmdb" in message and "memory" in message
     assert "register_backend" in message and "'chariots.backends'" in message
-    with pytest.raises(ConfigError, match="'kind' must be one of op_store, saver, worker_pool, runner .got 'cache'."):
+    with pytest.raises(ConfigError, match="'kind' must be one of op_store, saver, worker_pool, runner, server, client .got 'cache'."):
         get_backend("cache", "memory")
     with pytest.raises(ValueError):
         known_backends("cache")
@@ -96,6 +97,76 @@ def test_register_backend_refuses_to_clobber_unless_asked():
     assert name in known_backends("op_store")
     with pytest.raises(ConfigError):
         register_backend("nope", name, SecondStore)
+
+
+@pytest.mark.parametrize("name", ["SequentialRunner", "sequential-runner", "sequential_runner", "Sequential", "sequential"])
+def test_runner_names_as_chariots_0_2_spelled_them(name):
+    assert canonical_name("runner", name) == "sequential"
+    assert get_backend("runner", name) is SequentialRunner
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "expected"),
+    [
+        ("worker_pool", "InProcess", "inprocess"),
+        ("worker_pool", "INPROCESS", "inprocess"),
+        ("worker_pool", "InProcessWorkerPool", "inprocess"),
+        ("worker_pool", "Multiprocess", "multiprocess"),
+        ("op_store", "MemoryOpStore", "memory"),
+        ("op_store", "LMDBOpStore", "lmdb"),
+        ("op_store", "Memory-Objects", "memory-objects"),
+        ("saver", "MemorySaver", "memory"),
+    ],
+)
+def test_names_match_ignoring_case_separators_and_the_kinds_suffix(kind, name, expected):
+    assert canonical_name(kind, name) == expected
+
+
+def test_a_name_matching_nothing_lists_the_known_names():
+    with pytest.raises(ConfigError, match=r"no runner backend is called 'parallel-runner'; known: sequential"):
+        canonical_name("runner", "parallel-runner")
+    with pytest.raises(ConfigError, match=r"no worker_pool backend is called None"):
+        canonical_name("worker_pool", None)
+
+
+def test_a_name_that_only_matches_a_taken_one_is_taken_too():
+    name = unique("store")
+    register_backend("op_store", name, FirstStore)
+    with pytest.raises(ConfigError, match=rf"already taken by .*FirstStore.* \(as {name!r}\); pass clobber=True"):
+        register_backend("op_store", name.upper() + "OpStore", SecondStore)
+    register_backend("op_store", name.upper() + "OpStore", SecondStore, clobber=True)
+    assert get_backend("op_store", name) is SecondStore
+    assert name not in known_backends("op_store")  # replaced by the new spelling
+
+
+def test_the_http_server_and_client_are_backends_too():
+    waitress_backend = pytest.importorskip("chariots_waitress")
+    assert get_backend("server", "waitress") is waitress_backend.serve
+    assert get_backend("client", "http") is waitress_backend.PipelinesClient
+
+
+def write_plugin(tmp_path, module: str, entries: str, source: str = "") -> None:
+    """An installed distribution ``module`` declaring ``entries`` in the chariots.backends group."""
+    (tmp_path / f"{module}.py").write_text(
+        source or "from chariots_core import MemoryOpStore\n\nclass PluginStore(MemoryOpStore):\n    pass\n"
+    )
+    dist_info = tmp_path / f"{module}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[chariots.backends]\n{entries}\n")
+
+
+def test_an_entry_point_clashing_with_a_taken_name_is_refused_not_dropped(tmp_path, monkeypatch):
+    module = unique("chariots_clashing_plugin")
+    write_plugin(tmp_path, module, f"op_store.Memory = {module}:PluginStore")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        known_backends("op_store")
+    message = str(caught.value)
+    assert "the op_store backend name 'Memory' is already taken by 'chariots_core.op_store.store:MemoryOpStore'" in message
+    assert f"the entry point 'op_store.Memory' = '{module}:PluginStore' of {module} clashes with it" in message
+    assert "register_backend(..., clobber=True)" in message
+    assert get_backend("op_store", "memory") is MemoryOpStore  # the built-in stays
 
 
 def test_entry_points_add_backends(tmp_path, monkeypatch):

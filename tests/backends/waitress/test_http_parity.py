@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chariots_core import Chariots, JobStatus, PipelineResponse, Version, VersionError
-from chariots_core.errors import ChariotsError, NodeExecutionError, NotSavedError
+from chariots_core.errors import ChariotsError, NodeExecutionError, describe_failure
 from chariots_waitress import PipelinesClient
 
 API = [
@@ -35,6 +35,8 @@ class Recorder:
     Versions become ``v0, v1, ...`` in order of first appearance (training ids are random,
     so two apps never share trained versions, but they must share the pattern); job ids
     become a marker. VersionError messages quote versions, so only their class is kept.
+    Errors are recorded as :func:`describe_failure` sees them: an op's own exception raised
+    in process and the NodeExecutionError standing for it over HTTP read the same.
     """
 
     def __init__(self) -> None:
@@ -44,9 +46,10 @@ class Recorder:
     def step(self, label: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             result = call(*args, **kwargs)
-        except ChariotsError as exc:
-            message = None if isinstance(exc, VersionError) else str(exc)
-            self.log.append((label, type(exc), getattr(exc, "node_name", None), message))
+        except Exception as exc:
+            failure = describe_failure(exc)
+            message = None if isinstance(exc, VersionError) else failure["message"]
+            self.log.append((label, failure["type"], failure["node"], message))
             return None
         self.log.append((label, self._canonical(result)))
         return result
@@ -119,9 +122,10 @@ def test_the_same_scenario_gives_identical_results_in_process_and_over_http(kit,
     # The scenario is not vacuous: it predicted, and it met each kind of failure.
     steps = dict((entry[0], entry[1:]) for entry in in_process)
     assert steps["predict"][0][1] == kit.expected
-    assert steps["load stale pred"][0] is VersionError
-    assert steps["load unsaved"][0] is NotSavedError
-    assert steps["predict unfitted"][:2] == (NodeExecutionError, "centerer")
+    assert steps["load stale pred"][0] == "VersionError"
+    assert steps["load unsaved"][0] == "NotSavedError"
+    assert steps["predict unfitted"][:2] == ("NotFittedError", "centerer")
+    assert steps["add fails"][:2] == ("TypeError", "addone")
     assert steps["fetch async"][0][1] == 2
 
 
@@ -145,6 +149,18 @@ def test_remote_errors_keep_the_servers_class_and_message(app, client, kit) -> N
     # TypeError still catches it, as in chariots 0.2.
     with pytest.raises(TypeError):
         client.load_pipeline(pred)
+
+
+def test_an_ops_own_exception_crosses_http_as_node_execution_error_keeping_its_type(app, client) -> None:
+    with pytest.raises(TypeError) as local:
+        app.call_pipeline("add", "forty-one")
+    with pytest.raises(NodeExecutionError) as remote:
+        client.call_pipeline("add", "forty-one")
+    error = remote.value
+    assert (error.error_type, error.node_name) == ("TypeError", "addone")
+    assert str(error) == f"TypeError: {local.value} (in node 'addone' of pipeline 'add')"
+    assert describe_failure(error) == describe_failure(local.value)
+    assert isinstance(error, ChariotsError)
 
 
 def test_iris_train_save_load_predict_over_http(client, kit) -> None:

@@ -10,7 +10,7 @@ import dill
 import pytest
 
 from chariots_core import Chariots, Node, Pipeline, VersionType
-from chariots_core.errors import NodeExecutionError, NotFittedError, SerializationError
+from chariots_core.errors import NotFittedError, SerializationError, failed_node
 from chariots_core.ml import BaseMLOp, BaseSerializer, DillSerializer, JSONSerializer, MLMode, MLOpDefinitionError
 
 
@@ -223,7 +223,7 @@ def test_train_save_load_predict_through_an_app_keeps_the_trained_version(store_
 def test_predicting_through_an_app_before_loading_names_the_node(store_kwargs):
     train, pred = pipelines()
     with Chariots([train, pred], **store_kwargs) as app:
-        with pytest.raises(NodeExecutionError, match="node 'meanop' of pipeline 'pred' failed: NotFittedError") as caught:
+        with pytest.raises(NotFittedError, match="'meanop' has no model") as caught:
             app.call_pipeline(pred, [1.0])
-    assert caught.value.node_name == "meanop"
-    assert isinstance(caught.value.__cause__, NotFittedError)
+    assert failed_node(caught.value) == "meanop"
+    assert caught.value.__notes__ == ["in node 'meanop' of pipeline 'pred'"]

@@ -24,11 +24,11 @@ from chariots_core import (
 from chariots_core.errors import (
     ChariotsError,
     ConfigError,
-    NodeExecutionError,
     NotSavedError,
     PipelineDefinitionError,
     SerializationError,
     WrongTypeError,
+    failed_node,
 )
 from chariots_core.ml import CSVSerializer, DillSerializer, JSONSerializer
 
@@ -123,8 +123,12 @@ def test_node_objects_wire_data_nodes_and_nested_pipelines_are_bound():
     saver.save("data/numbers.pkl", DillSerializer().serialize_object((1, 2)))
     app = Chariots([outer], op_store="memory", saver=saver)
     assert app.call_pipeline("outer").value == 3
-    with pytest.raises(NodeExecutionError, match="has no saver"):
+    with pytest.raises(ConfigError, match="has no saver") as caught:
         SequentialRunner().run(outer)
+    assert failed_node(caught.value) == "load:numbers.pkl"  # the innermost node, inside 'inner'
+    assert caught.value.__notes__ == [
+        "in node 'load:numbers.pkl' of pipeline 'inner'", "in node 'inner' of pipeline 'outer'"
+    ]
 
 
 def test_async_calls_run_bound_data_nodes():
@@ -171,13 +175,14 @@ def test_worker_processes_refuse_a_memory_saver_they_would_only_copy():
 # -- binding -----------------------------------------------------------------------------
 def test_an_unbound_data_node_says_how_to_bind_it():
     total = total_pipeline()
-    with pytest.raises(NodeExecutionError, match="node 'load:numbers.json' of pipeline 'total' failed") as caught:
+    with pytest.raises(ConfigError) as caught:
         SequentialRunner().run(total)
-    cause = caught.value.__cause__
-    assert isinstance(cause, ConfigError) and isinstance(cause, ChariotsError)
+    cause = caught.value
+    assert isinstance(cause, ChariotsError)
+    assert cause.__notes__ == ["in node 'load:numbers.json' of pipeline 'total'"]
     assert "has no saver to load dataset 'numbers.json'" in str(cause)
     assert "add its pipeline to a Chariots app" in str(cause) and "pass saver=... to DataLoadingNode" in str(cause)
-    with pytest.raises(NodeExecutionError, match="has no saver to save dataset 'numbers.json'"):
+    with pytest.raises(ConfigError, match="has no saver to save dataset 'numbers.json'"):
         SequentialRunner().run(prepare_pipeline(), [1])
 
 
@@ -188,7 +193,7 @@ def test_the_app_binds_copies_and_leaves_the_users_nodes_alone():
     app.saver.save("data/numbers.json", b"[1, 2]")
     assert app.call_pipeline(total).value == 3
     assert loader.saver is None  # the user's node was not changed...
-    with pytest.raises(NodeExecutionError, match="has no saver"):
+    with pytest.raises(ConfigError, match="has no saver"):
         SequentialRunner().run(total)  # ...so the pipeline object given to the app is still unbound
     served = app.serving_pipeline(total)
     assert served is not total and served.pipeline_nodes[0].saver is app.saver
@@ -235,10 +240,10 @@ def test_a_data_nodes_version_comes_from_its_path_and_serializer_class():
 # -- failures ----------------------------------------------------------------------------
 def test_a_missing_dataset_names_the_path_and_who_writes_it(app_for):
     app = app_for([prepare_pipeline(), total_pipeline()])
-    with pytest.raises(NodeExecutionError) as caught:
+    with pytest.raises(NotSavedError) as caught:
         app.call_pipeline("total")
-    cause = caught.value.__cause__
-    assert isinstance(cause, NotSavedError) and isinstance(cause, LookupError)
+    cause = caught.value
+    assert isinstance(cause, LookupError) and failed_node(cause) == "load:numbers.json"
     message = str(cause)
     assert "no dataset is saved at 'data/numbers.json'" in message
     assert "(read by node 'load:numbers.json')" in message
@@ -247,34 +252,49 @@ def test_a_missing_dataset_names_the_path_and_who_writes_it(app_for):
 
 def test_a_missing_dataset_nobody_writes_says_how_to_provide_it(app_for):
     app = app_for([total_pipeline()])
-    with pytest.raises(NodeExecutionError) as caught:
+    with pytest.raises(NotSavedError) as caught:
         app.call_pipeline("total")
-    assert isinstance(caught.value.__cause__, NotSavedError)
     assert "run a pipeline with a DataSavingNode(..., 'numbers.json') first, or put the file at 'data/numbers.json'" in str(
-        caught.value.__cause__
+        caught.value
     )
 
 
 def test_unreadable_and_unwritable_datasets(app_for):
     app = app_for([prepare_pipeline(), total_pipeline()])
     app.saver.save("data/numbers.json", b"\x00 not json")
-    with pytest.raises(NodeExecutionError) as caught:
+    with pytest.raises(SerializationError) as caught:
         app.call_pipeline("total")
-    assert isinstance(caught.value.__cause__, SerializationError)
-    assert "dataset 'numbers.json' (at 'data/numbers.json' in" in str(caught.value.__cause__)
-    assert "JSONSerializer cannot read these bytes" in str(caught.value.__cause__)
-    with pytest.raises(NodeExecutionError, match="node 'save:numbers.json' of pipeline 'prepare' failed: WrongTypeError") as caught:
+    assert "dataset 'numbers.json' (at 'data/numbers.json' in" in str(caught.value)
+    assert "JSONSerializer cannot read these bytes" in str(caught.value)
+    with pytest.raises(WrongTypeError) as caught:
         app.call_pipeline("prepare", [float("nan")])
-    assert isinstance(caught.value.__cause__, WrongTypeError)
+    assert caught.value.__notes__ == ["in node 'save:numbers.json' of pipeline 'prepare'"]
     assert app.saver.load("data/numbers.json") == b"\x00 not json"  # a failed save writes nothing
 
 
-@pytest.mark.parametrize("path", ["../secret.csv", "/etc/passwd", "", "a//b.csv", "a/./b.csv", "a/.."])
+@pytest.mark.parametrize(
+    "path", ["../secret.csv", "/../secret.csv", "//etc/passwd", "", "/", "a//b.csv", "a/./b.csv", "a/.."]
+)
 def test_unsafe_dataset_paths_are_refused(path):
-    with pytest.raises(PipelineDefinitionError, match="the dataset path is invalid: saver paths must be relative"):
+    with pytest.raises(PipelineDefinitionError, match="the dataset path .* is invalid: it must name a file below the saver's root"):
         DataLoadingNode(JSONSerializer(), path)
-    with pytest.raises(PipelineDefinitionError, match="the dataset path is invalid"):
+    with pytest.raises(PipelineDefinitionError, match=f"DataSavingNode {path!r}: the dataset path"):
         DataSavingNode(JSONSerializer(), path, input_nodes=[IN])
+
+
+def test_a_leading_slash_means_the_savers_root_as_in_chariots_0_2(app_for):
+    """The 0.2 docs wrote dataset paths from the saver's root: '/train.csv'."""
+    save = Pipeline([DataSavingNode(JSONSerializer(), "/sets/train.json", input_nodes=[IN])], "save")
+    load = Pipeline([DataLoadingNode(JSONSerializer(), "sets/train.json", output_nodes=OUT)], "load")
+    app = app_for([save, load])
+
+    app.call_pipeline(save, [1, 2])
+
+    assert app.call_pipeline(load).value == [1, 2]
+    assert app.saver.exists("data/sets/train.json")
+    rooted = DataLoadingNode(JSONSerializer(), "/sets/train.json")
+    assert rooted.path == "sets/train.json" and rooted.name == "load:sets/train.json"
+    assert rooted.node_version == load.pipeline_nodes[0].node_version  # one dataset, one version
 
 
 def test_wrong_arguments_are_definition_errors():

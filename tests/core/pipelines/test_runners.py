@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import traceback
 import weakref
 
 import pytest
@@ -22,6 +23,8 @@ from chariots_core.errors import (
     NodeExecutionError,
     NotAPipelineError,
     PipelineDefinitionError,
+    describe_failure,
+    failed_node,
 )
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
@@ -102,7 +105,9 @@ class Explode(BaseOp):
 
 
 @pytest.mark.parametrize("with_hooks", [False, True])
-def test_an_op_exception_names_node_and_pipeline_and_keeps_the_cause(with_hooks):
+def test_an_op_raises_its_own_exception_noted_with_node_and_pipeline(with_hooks):
+    """As in chariots 0.2, `except ZeroDivisionError` catches what the op raised."""
+
     class NodeWatcher(PipelineCallback):
         def before_node_execution(self, pipeline, node, args):
             pass
@@ -115,13 +120,18 @@ def test_an_op_exception_names_node_and_pipeline_and_keeps_the_cause(with_hooks)
         "fragile",
         pipeline_callbacks=[NodeWatcher()] if with_hooks else [],
     )
-    with pytest.raises(NodeExecutionError) as info:
+    with pytest.raises(ZeroDivisionError) as info:
         run(pipeline, 1)
     error = info.value
-    assert str(error) == "node 'exploder' of pipeline 'fragile' failed: ZeroDivisionError: cannot handle 2"
-    assert error.node_name == "exploder"
-    assert isinstance(error.__cause__, ZeroDivisionError)
-    assert isinstance(error, ChariotsError) and isinstance(error, RuntimeError)
+    assert str(error) == "cannot handle 2"
+    assert error.__notes__ == ["in node 'exploder' of pipeline 'fragile'"]
+    assert failed_node(error) == "exploder"
+    assert describe_failure(error) == {
+        "type": "ZeroDivisionError",
+        "message": "cannot handle 2 (in node 'exploder' of pipeline 'fragile')",
+        "node": "exploder",
+    }
+    assert "in node 'exploder' of pipeline 'fragile'" in "".join(traceback.format_exception(error))
 
 
 def test_a_failure_inside_a_nested_pipeline_names_the_inner_node_and_pipeline():
@@ -130,9 +140,10 @@ def test_a_failure_inside_a_nested_pipeline_names_the_inner_node_and_pipeline():
         Node(AddOneOp(), input_nodes=[IN], output_nodes="x"),
         Node(inner, input_nodes=["x"], output_nodes=OUT),
     ], "outer")
-    with pytest.raises(NodeExecutionError, match="node 'explode' of pipeline 'inner' failed") as info:
+    with pytest.raises(ZeroDivisionError) as info:
         run(outer, 1)
-    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert info.value.__notes__ == ["in node 'explode' of pipeline 'inner'", "in node 'inner' of pipeline 'outer'"]
+    assert failed_node(info.value) == "explode"
 
 
 def test_a_failure_in_the_middle_of_a_chain_names_that_node_and_stops_the_run():
@@ -150,11 +161,60 @@ def test_a_failure_in_the_middle_of_a_chain_names_that_node_and_stops_the_run():
         source = IN if index == 0 else names[index - 1]
         target = OUT if index == 4 else name
         nodes.append(Node(op, input_nodes=[source], output_nodes=target, name=name))
-    expected = "node 'step_2' of pipeline 'chain_failure' failed: ZeroDivisionError: cannot handle 12"
-    with pytest.raises(NodeExecutionError, match=expected) as info:
+    with pytest.raises(ZeroDivisionError, match="cannot handle 12") as info:
         run(Pipeline(nodes, "chain_failure"), 10)
-    assert info.value.node_name == "step_2"
+    assert failed_node(info.value) == "step_2"
+    assert info.value.__notes__ == ["in node 'step_2' of pipeline 'chain_failure'"]
     assert ran == [10, 11]  # the nodes after the failure never ran
+
+
+def test_a_new_runner_implements_only_run_and_inherits_checks_and_hook_order():
+    calls = []
+
+    class Recording(PipelineCallback):
+        def before_execution(self, pipeline, args):
+            calls.append(("before", pipeline.name, args))
+
+        def before_node_execution(self, pipeline, node, args):
+            calls.append(("node", node.name, args))
+
+        def after_execution(self, pipeline, args, output):
+            calls.append(("after", pipeline.name, output))
+
+    class ReversedArgsRunner(BaseRunner):
+        """Runs each node by hand from the plan: only _run is written."""
+
+        def _run(self, pipeline, pipeline_input, node_hooks):
+            value = pipeline_input
+            for node in pipeline.ordered_nodes:
+                for hook in node_hooks:
+                    hook.before_node_execution(pipeline, node, [value])
+                value = node.execute(value)
+            return value
+
+    pipeline = Pipeline(
+        [Node(AddOneOp(), input_nodes=[IN], output_nodes="x"), Node(IsOddOp(), input_nodes=["x"], output_nodes=OUT)],
+        "custom",
+        pipeline_callbacks=[Recording()],
+    )
+    assert ReversedArgsRunner().run(pipeline, 2) is True
+    assert calls == [("before", "custom", 2), ("node", "addoneop", [2]), ("node", "isoddop", [3]), ("after", "custom", True)]
+    with pytest.raises(NotAPipelineError):
+        ReversedArgsRunner().run("custom", 2)
+    with pytest.raises(NotImplementedError, match="Unfinished must implement _run"):
+
+        class Unfinished(BaseRunner):
+            pass
+
+        Unfinished().run(pipeline, 1)
+
+
+def test_a_chariots_0_2_runner_that_overrides_run_still_works():
+    class ConstantRunner(BaseRunner):
+        def run(self, pipeline, pipeline_input=None):
+            return 42
+
+    assert ConstantRunner().run(Pipeline([Node(AddOneOp(), input_nodes=[IN], output_nodes=OUT)], "p"), 1) == 42
 
 
 def test_chains_next_to_branches_and_joins_compute_the_right_values():
@@ -203,10 +263,12 @@ def test_wrong_number_of_outputs_names_the_node(result, got, with_hooks):
     with pytest.raises(NodeExecutionError) as info:
         run(pipeline, 0)
     assert str(info.value) == (
-        f"node 'splitter' of pipeline 'outputs' declares 2 outputs but its op returned {got}; "
+        f"node 'splitter' declares 2 outputs but its op returned {got}; "
         "return a tuple of 2 values or change output_nodes"
     )
-    assert info.value.node_name == "splitter"
+    assert info.value.__notes__ == ["in node 'splitter' of pipeline 'outputs'"]
+    assert info.value.node_name == "splitter" and info.value.error_type is None
+    assert isinstance(info.value, ChariotsError) and isinstance(info.value, RuntimeError)
 
 
 # -- memory: intermediates are dropped after their last consumer -----------------------------

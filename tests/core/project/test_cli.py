@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,8 @@ def test_usage_errors_exit_2_with_a_message(project):
 # -- in-process: the seed's train -> save -> load -> predict, one command per process -------
 def test_call_save_load_call_across_processes(project, tmp_path_factory):
     trained = run(project, "call", "train")
-    assert trained.stdout.strip() == "null"
+    assert trained.stdout.startswith("pipeline 'train' trained center (major ")  # the parts training changed
+    assert trained.stdout.rstrip().endswith("not saved yet (held for the next command): run chariots save train")
     assert "[train] 1/2 numbers ... done" in trained.stderr
     assert "[train] 2/2 center ... done" in trained.stderr
 
@@ -199,7 +201,9 @@ def test_call_save_load_call_across_processes(project, tmp_path_factory):
     versions = run(project, "versions", "pred")
     header, row = versions.stdout.splitlines()
     assert header.split() == ["NODE", "MAJOR", "MINOR", "PATCH", "SAVED", "LATEST", "SAVED"]
-    assert row.split()[0] == "center" and row.split()[4] == "1"
+    assert row.split()[:4] == center_line.split()  # the version the load chose, still served
+    assert row.split()[4] == "1"
+    assert "versions of pipeline 'pred' served (held by the last call or load)" in versions.stderr
 
 
 def test_a_prediction_pipeline_is_not_served_before_load(project):
@@ -208,8 +212,9 @@ def test_a_prediction_pipeline_is_not_served_before_load(project):
 
     result = run(project, "call", "pred", "--input", "[1]", code=1)
 
-    line = one_line_error(result, "NodeExecutionError")
+    line = one_line_error(result, "NotFittedError")
     assert "neither fitted nor loaded" in line
+    assert "(in node 'center' of pipeline 'pred')" in line
     assert "[pred] 1/1 center ... failed" in result.stderr
 
 
@@ -229,6 +234,17 @@ def test_retraining_through_the_cli_is_refused_by_downstream_models(project):
     assert json.loads(predicted.stdout) == pytest.approx([1.0 - 0.5])  # 6/6 minus the mean of the scaled numbers
 
 
+def test_a_load_that_leaves_a_model_unfitted_is_not_held_and_says_so(project):
+    use_pipelines(project, "BOTH")
+    run(project, "call", "train_scale", "--quiet")
+    run(project, "save", "train_scale")  # scale is saved, center never was
+
+    loaded = run(project, "load", "train_both")
+
+    assert "loaded pipeline 'train_both'" in loaded.stdout
+    assert "what pipeline 'train_both' serves now cannot be held for the next command" in loaded.stderr
+
+
 def test_ops_held_from_changed_code_are_dropped_not_served(project):
     run(project, "call", "train")
     run(project, "save", "train")
@@ -239,19 +255,21 @@ def test_ops_held_from_changed_code_are_dropped_not_served(project):
     result = run(project, "call", "pred", "--input", "[4]", code=1)
 
     assert "came from code that has changed since; dropped it" in result.stderr
-    assert "neither fitted nor loaded" in one_line_error(result, "NodeExecutionError")
+    assert "neither fitted nor loaded" in one_line_error(result, "NotFittedError")
 
 
-def test_corrupt_held_bytes_are_detected_and_the_state_reset(project):
+def test_corrupt_held_bytes_are_detected_and_never_served(project):
     run(project, "call", "train", "--quiet")
-    held = list((project / "data").rglob("cli/ops/center/*"))
-    assert len(held) == 1
+    held = list((project / "data" / "blobs").rglob("ops/center/*"))
+    assert len(held) == 1  # the held model, in the app's saver: nothing of it is in the store yet
     held[0].write_bytes(b"garbage")
 
     corrupt = run(project, "save", "train", code=1)
-    assert "missing or corrupt" in one_line_error(corrupt, "IntegrityError")
-    again = run(project, "save", "train", code=1)
-    assert "nothing trained to save in pipeline 'train'" in one_line_error(again, "NotFittedError")
+    assert "the ops held for 'train' cannot be read back" in corrupt.stderr
+    assert "the bytes are corrupt" in corrupt.stderr
+    assert "nothing trained to save in pipeline 'train'" in one_line_error(corrupt, "NotFittedError")
+    run(project, "call", "train", "--quiet")  # training again replaces the damaged state
+    assert "saved pipeline 'train'" in run(project, "save", "train").stdout
 
 
 @pytest.mark.parametrize(
@@ -260,7 +278,7 @@ def test_corrupt_held_bytes_are_detected_and_the_state_reset(project):
         (("save", "train"), "NotFittedError", "run chariots call train first"),
         (("load", "pred"), "NotSavedError", "was ever saved"),
         (("call", "nope"), "UnknownPipelineError", "available pipelines: 'train', 'pred', 'explode'"),
-        (("call", "explode", "--input", "7"), "NodeExecutionError", "exploded on 7"),
+        (("call", "explode", "--input", "7"), "ValueError", "exploded on 7 (in node 'explode' of pipeline 'explode')"),
     ],
 )
 def test_failures_print_one_line_and_exit_1(project, args, kind, expected):
@@ -289,11 +307,73 @@ def test_explicit_config_file_and_traceback_flag(project, tmp_path_factory):
     assert "Traceback" in traced.stderr
 
 
+def test_a_pipeline_that_returns_and_trains_nothing_says_so(project):
+    module = project / "cli_mini.py"
+    module.write_text(module.read_text() + 'quiet = Pipeline([Node(Numbers(), output_nodes="numbers")], "quiet")\n'
+                      "PIPELINES.append(quiet)\n")
+
+    assert run(project, "call", "quiet", "--quiet").stdout == "pipeline 'quiet' ran and returned nothing\n"
+
+
+def test_versions_of_a_pipeline_never_run_says_what_to_do(project):
+    result = run(project, "versions", "pred")
+
+    assert "pipeline 'pred' has no held nor saved versions yet" in result.stdout
+
+
+def test_versions_after_a_save_alone_show_the_saved_snapshot(project):
+    run(project, "call", "train", "--quiet")
+    run(project, "save", "train")
+    (project / "data" / "cli").rename(project / "elsewhere")  # as if nothing were held
+
+    result = run(project, "versions", "train")
+
+    assert "versions of pipeline 'train' of its last save (not loaded)" in result.stderr
+    assert sorted(row.split()[0] for row in result.stdout.splitlines()[1:]) == ["center", "numbers"]
+
+
+STORE_ONLY = """
+import json, sys
+from chariots_core.project.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(name for name in ("cli_mini", "chariots_fsspec", "fsspec", "chariots_waitress") if name in sys.modules)
+print(json.dumps({"code": code, "imported": heavy}))
+"""
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["versions", "pred"]])
+def test_jobs_and_versions_answer_from_the_store_without_importing_the_project(project, command):
+    run(project, "call", "train", "--quiet")
+    run(project, "save", "train")
+    run(project, "load", "pred")
+    (project / "cli_mini.py").write_text("raise RuntimeError('the project must not be imported')\n")
+
+    result = subprocess.run([sys.executable, "-c", STORE_ONLY, *command], cwd=project, capture_output=True,
+                            text=True, timeout=60, env=ENV)
+
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome == {"code": 0, "imported": []}, result.stderr
+
+
+def test_verbose_logs_what_the_commands_do(project):
+    trained = run(project, "-v", "call", "train", "--quiet")
+    assert "chariots.cli INFO: held center of pipeline 'train' for the next command" in trained.stderr
+
+    saved = run(project, "-vv", "save", "train")
+    assert "chariots.cli INFO: restored center in pipeline 'train' from the holding store" in saved.stderr
+    assert "chariots.cli INFO: saved pipeline 'train'" in saved.stderr
+    assert "chariots.runner DEBUG" not in saved.stderr  # saving runs no pipeline
+    assert "chariots.cli DEBUG: chariots save took" in saved.stderr
+
+    assert "chariots.runner DEBUG: running pipeline 'pred'" in run(project, "-vv", "call", "pred", code=1).stderr
+    assert " INFO" not in run(project, "call", "train", "--quiet").stderr  # quiet unless asked
+
+
 # -- asynchronous jobs ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_jobs_run_in_workers_and_are_listed(project):
     trained = run(project, "call", "train", "--use-worker")
-    assert trained.stdout.strip() == "null"
+    assert trained.stdout.startswith("pipeline 'train' trained center")
     job_id = trained.stderr.split("job ")[1].split()[0]
     failed = run(project, "call", "explode", "--input", "5", "--use-worker", code=1)
     assert "exploded on 5" in one_line_error(failed, "WorkerError")
@@ -383,7 +463,7 @@ def server(project):
 @pytest.mark.slow
 def test_url_mode_talks_to_a_running_server(project, server):
     trained = run(project, "call", "train", "--url", server)
-    assert trained.stdout.strip() == "null"
+    assert "pipeline 'train' trained center" in trained.stdout and "(held by the server)" in trained.stdout
     assert "saved pipeline 'train'" in run(project, "save", "train", "--url", server).stdout
     assert "loaded pipeline 'pred'" in run(project, "load", "pred", "--url", server).stdout
     assert json.loads(run(project, "call", "pred", "--input", "[4, 3]", "--url", server).stdout) == [1.0, 0.0]
@@ -446,6 +526,11 @@ def test_new_writes_a_project_and_never_overwrites(tmp_path):
     refused = run(tmp_path, "new", "My-Shop", "--directory", "shop", code=1)
     assert "already exists and is not empty" in one_line_error(refused, "ConfigError")
     assert (target / "README.md").read_text() == before
+
+    pyproject = tomllib.loads((target / "pyproject.toml").read_text())
+    assert any(requirement.startswith("pytest") for requirement in pyproject["project"]["optional-dependencies"]["test"])
+    assert "pip install -e '.[test]'" in (target / "README.md").read_text()
+    assert "pip install -e '.[test]' && pytest" in created.stdout  # the next steps install pytest too
 
     bad_name = run(tmp_path, "new", "123 ???", code=1)
     assert "cannot make a Python package name" in one_line_error(bad_name, "ConfigError")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chariots_core import Chariots, ChariotsConfig, InProcessWorkerPool, Node, Pipeline
+from chariots_core import Chariots, ChariotsConfig, InProcessWorkerPool, Node, Pipeline, SequentialRunner
 from chariots_core.errors import ConfigError
 from chariots_core.project.config import OpStoreConfig, PipelinesConfig, WorkersConfig
+from chariots_core.registry import register_backend
 
 FULL_TOML = """\
 [op_store]
@@ -421,13 +422,78 @@ def test_get_app_with_explicit_pipelines_needs_no_import_path(tmp_path):
         assert app.call_pipeline("double", 4).value == 8
 
 
-def test_unknown_backend_names_are_reported_when_building(tmp_path):
-    config = ChariotsConfig(workers={"pool": "celery"}, base_dir=tmp_path)
+def test_unknown_backend_names_are_refused_when_the_config_is_built_not_later(tmp_path):
+    with pytest.raises(ConfigError, match=r"'workers.pool' must name a worker_pool backend \(got 'celery'\); known: .*inprocess"):
+        ChariotsConfig(workers={"pool": "celery"}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"'pipelines.runner' must name a runner backend \(got 'fast'\); known: sequential"):
+        ChariotsConfig(pipelines={"runner": "fast"})
+    with pytest.raises(ConfigError, match=r"'op_store.store' must name a op_store backend \(got 'redis'\)"):
+        ChariotsConfig(op_store={"store": "redis"})
+    with pytest.raises(ConfigError, match=r"'pipelines.server' must name a server backend \(got 'gunicorn'\)"):
+        ChariotsConfig(pipelines={"server": "gunicorn"})
+    file = write(tmp_path / "chariots.toml", '[pipelines]\nrunner = "parallel-runner"\n\n[workers]\npool = "rq"\n')
+    with pytest.raises(ConfigError) as caught:
+        ChariotsConfig(file)
+    assert "chariots.toml, line 2: 'pipelines.runner' must name a runner backend" in str(caught.value)
+    assert "chariots.toml, line 5: 'workers.pool' must name a worker_pool backend (got 'rq')" in str(caught.value)
 
-    with pytest.raises(ConfigError, match=r"no worker_pool backend is called 'celery'; known: .*inprocess"):
-        config.get_worker_pool()
-    with pytest.raises(ConfigError, match=r"no runner backend is called 'fast'"):
-        ChariotsConfig(pipelines={"runner": "fast"}).get_runner()
+
+@pytest.mark.parametrize("runner", ["SequentialRunner", "sequential-runner", "sequential_runner", "Sequential"])
+def test_runner_names_as_chariots_0_2_accepted_them(tmp_path, runner):
+    config = ChariotsConfig(write(tmp_path / "chariots.toml", f'[pipelines]\nrunner = "{runner}"\n'))
+
+    assert config.pipelines.runner == "sequential"
+    assert isinstance(config.get_runner(), SequentialRunner)
+
+
+def test_a_runner_instance_is_used_as_given():
+    runner = SequentialRunner()
+    config = ChariotsConfig(pipelines={"runner": runner})
+
+    assert config.get_runner() is runner
+    with pytest.raises(ConfigError, match="'pipelines.runner' must be a runner backend name .got 3 that is a int."):
+        ChariotsConfig(pipelines={"runner": 3})
+
+
+@pytest.mark.parametrize("pool", ["InProcess", "INPROCESS", "inprocess", "InProcessWorkerPool"])
+def test_pool_names_are_case_insensitive(tmp_path, pool):
+    config = ChariotsConfig(workers={"pool": pool}, base_dir=tmp_path)
+
+    with config.get_worker_pool() as started:
+        assert isinstance(started, InProcessWorkerPool)
+    assert config.workers.pool == "inprocess"
+
+
+@pytest.mark.parametrize(
+    ("host", "url", "bind"),
+    [
+        ("localhost", "http://localhost:5000", "localhost"),
+        ("http://localhost", "http://localhost:5000", "localhost"),
+        ("http://localhost/", "http://localhost:5000", "localhost"),
+        ("https://models.example.com", "https://models.example.com:5000", "models.example.com"),
+        ("::1", "http://[::1]:5000", "::1"),
+    ],
+)
+def test_a_host_given_with_a_scheme_does_not_double_it(host, url, bind):
+    config = ChariotsConfig(pipelines={"host": host, "port": 5000})
+
+    assert config.url == url
+    assert config.pipelines.bind_host == bind
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("http://localhost:5000", "without port or path .* set the port in 'port'"),
+        ("http://localhost/api", "without port or path"),
+        ("ftp://localhost", "http:// or https://"),
+        ("localhost/api", "must be a host name such as 'localhost'"),
+        ("", "must be a host name"),
+    ],
+)
+def test_hosts_that_are_not_a_host_are_refused(host, expected):
+    with pytest.raises(ConfigError, match=f"'pipelines.host' .*{expected}"):
+        ChariotsConfig(pipelines={"host": host})
 
 
 def test_get_client_points_at_the_configured_server(tmp_path):
@@ -435,9 +501,23 @@ def test_get_client_points_at_the_configured_server(tmp_path):
     from chariots_waitress import PipelinesClient
 
     client = ChariotsConfig(pipelines={"host": "127.0.0.1", "port": 9123}, base_dir=tmp_path).get_client()
+    schemed = ChariotsConfig(pipelines={"host": "http://localhost", "port": 9123}).get_client()
 
     assert isinstance(client, PipelinesClient)
     assert client.backend_url == "http://127.0.0.1:9123"
+    assert schemed.backend_url == "http://localhost:9123"
+
+
+def test_serve_runs_the_configured_server_backend_on_the_bare_host(tmp_path):
+    served = []
+    name = f"recording_{abs(hash(tmp_path)) % 10**8}"
+    register_backend("server", name, lambda app, host, port: served.append((app, host, port)))
+    config = ChariotsConfig(pipelines={"host": "http://localhost", "port": 9123, "server": name})
+    with Chariots([], op_store="memory", saver="memory") as app:
+        config.serve(app)
+        config.serve(app, host="0.0.0.0", port=80)
+
+    assert served == [(app, "localhost", 9123), (app, "0.0.0.0", 80)]
 
 
 def test_importing_chariots_core_loads_no_config_parser_nor_backend():

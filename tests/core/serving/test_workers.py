@@ -148,7 +148,7 @@ def test_in_process_failure_records_the_op_error_type_and_node(pool):
     assert failed.job_status is JobStatus.failed
     assert failed.error["type"] == "KeyError"
     assert failed.error["node"] == "addop"
-    assert "node 'addop' of pipeline 'add' failed" in failed.error["message"]
+    assert "(in node 'addop' of pipeline 'add')" in failed.error["message"]
     assert "traceback" not in failed.error  # kept in the record, not sent to clients
     assert "Traceback" in app.op_store.get_job(failed.job_id).error["traceback"]
 

@@ -180,8 +180,7 @@ class _Session:
         held = self.held(pipeline_name)
         nodes = {node.name: node for node in self.app.serving_pipeline(pipeline_name).loadable_nodes()}
         for name, version in chosen.items():
-            records = {record.version: record for record in self.app.op_store.op_versions(name)}
-            record = records[str(version)]
+            record = self.app.op_store.op_version(name, str(version))
             held[name] = {"path": record.blob_path, "sha256": record.sha256, "code": _code_version(nodes[name].op)}
         self._write(pipeline_name, held)
 
@@ -314,9 +313,9 @@ def _cmd_versions(args: argparse.Namespace) -> None:
         headers = ["NODE", "MAJOR", "MINOR", "PATCH", "SAVED", "LATEST SAVED"]
         rows = []
         for name, version in versions.items():
-            saved = target.api.op_store.op_versions(name) if target.local else None
+            saved = target.api.op_store.op_versions(name) if target.local else None  # newest first
             count = "-" if saved is None else str(len(saved))
-            latest = _time(saved[-1].saved_at) if saved else "-"
+            latest = _time(saved[0].saved_at) if saved else "-"
             rows.append([name, *_parts(version), count, latest])
         print(_table(headers, rows))
 
@@ -334,7 +333,7 @@ def _cmd_jobs(args: argparse.Namespace) -> None:
         rows = [
             [job.job_id, job.pipeline_name, job.status, _time(job.submitted_at), _time(job.updated_at),
              job.worker or "-", _error_text(job.error)]
-            for job in (_current(target.api, record) for record in target.api.op_store.jobs())
+            for job in (_current(target.api, record) for record in target.api.job_store.jobs())
         ]
         print(_table(headers, rows) if rows else "no jobs")
 
@@ -344,7 +343,7 @@ def _current(app: Any, job: Any) -> Any:
     if JobStatus(job.status) in _FINISHED:
         return job
     app.fetch_job(job.job_id)
-    return app.op_store.get_job(job.job_id)
+    return app.job_store.get_job(job.job_id)
 
 
 def _cmd_pipelines(args: argparse.Namespace) -> None:

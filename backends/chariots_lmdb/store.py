@@ -181,7 +181,7 @@ class LMDBOpStore(OpStore, JobStore):
                 pairs = tables.walk(("jobs",), limit, start)
             except MissingEntry as exc:
                 raise tables.damaged(f"job {before!r} is missing from the list of jobs") from exc
-            return [_job(tables, job_id, required=True) for _, job_id in pairs]
+            return [_job(tables, job_id, required=True) for job_id in tables.parse([item for _, item in pairs])]
 
         return self._read(read, JOBS)
 
@@ -243,7 +243,7 @@ def _store_version(tables: Tables, record: OpVersionRecord, plain: dict[str, Any
     at = key("version", op, version_key(record.version))
     found = tables.get(at)
     if found is not None:
-        replaced = from_plain(tables.item(("versions", op), found["seq"]), OpVersionRecord)
+        (replaced,) = (from_plain(plain, OpVersionRecord) for plain in tables.items(("versions", op), [found["seq"]]))
         tables.remove(("versions", op), found["seq"])
         for policy in POLICIES:
             tables.remove(("versions", op, policy, code_key(replaced.code_version, policy)), found["seq"])
@@ -293,7 +293,7 @@ class _LMDBView(OpStoreView):
 
     def op_version(self, op_name: str, version: str) -> OpVersionRecord | None:
         found = self._tables.get(key("version", op_name, version_key(version)))
-        return None if found is None else self._record(op_name, found["seq"])
+        return None if found is None else self._stored(op_name, found["seq"])
 
     def op_versions(
         self,
@@ -310,16 +310,18 @@ class _LMDBView(OpStoreView):
         start = None
         if before is not None:
             found = self._tables.get(key("version", op_name, version_key(before)))
-            check_listed(None if found is None else self._record(op_name, found["seq"]), op_name, before, code, policy)
+            check_listed(None if found is None else self._stored(op_name, found["seq"]), op_name, before, code, policy)
             start = found["seq"]
         try:
             pairs = self._tables.walk(chain, limit, start)
         except MissingEntry as exc:
             raise self._tables.damaged(f"version {before!r} of op {op_name!r} is missing from its listing") from exc
         if code is None:
-            return [self._record(op_name, position, plain) for position, plain in pairs]
-        records = [self._record(op_name, position) for position, _ in pairs]
-        for record in records:
+            plains = self._tables.parse([item for _, item in pairs])
+        else:  # the code's chain says which versions: their records are in the op's chain
+            plains = self._tables.items(("versions", op_name), [position for position, _ in pairs])
+        records = [self._record(op_name, plain) for plain in plains]
+        for record in records if code is not None else ():
             if code_key(record.code_version, policy) != code:
                 raise self._tables.damaged(f"the {policy} listing of op {op_name!r} holds {record.version!r} of other code")
         return records
@@ -343,11 +345,14 @@ class _LMDBView(OpStoreView):
                 "what an earlier page of it listed"
             )
             raise NotSavedError(msg) from None
-        return [JournalEntry(position, from_plain(plain, record_type)) for position, plain in pairs]
+        plains = self._tables.parse([item for _, item in pairs])
+        return [JournalEntry(position, from_plain(plain, record_type)) for (position, _), plain in zip(pairs, plains)]
 
-    def _record(self, op_name: str, position: int, plain: Any = None) -> OpVersionRecord:
-        if plain is None:
-            plain = self._tables.item(("versions", op_name), position)
+    def _stored(self, op_name: str, position: int) -> OpVersionRecord:
+        """The record saved at ``position`` of ``op_name``'s chain."""
+        return self._record(op_name, self._tables.items(("versions", op_name), [position])[0])
+
+    def _record(self, op_name: str, plain: Any) -> OpVersionRecord:
         record = from_plain(plain, OpVersionRecord)
         if record.op_name != op_name:
             raise self._tables.damaged(f"the record filed under op {op_name!r} is one of op {record.op_name!r}")

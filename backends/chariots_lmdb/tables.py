@@ -2,8 +2,8 @@
 
 An environment of the store has two named sub-databases, ``index`` and ``entries``.
 
-**Values.** Every value is ``crc32(key + body)`` (4 bytes, big-endian) followed by its JSON
-``body``. A flipped byte in a value, or a value found under another key than the one it was
+**Values.** Every value starts with ``crc32(key + rest of the value)`` (4 bytes, big-endian); index
+values continue with a JSON body. A flipped byte in a value, or a value found under another key than the one it was
 written under (a flipped byte in a key), fails the check and is reported as damage.
 
 **The index** maps keys made by :func:`key` (JSON arrays of names, e.g. ``["version", "pca",
@@ -14,17 +14,20 @@ after it) and an entry lost to a damaged page is reported, never taken for one n
 
 **Chains** are lists read newest first: a head in the index (``key("chain", *chain)`` ->
 ``{"newest", "oldest", "count"}``) and one entry per item in ``entries`` under the chain's
-prefix and the item's position (8 bytes, big-endian) -> ``{"p": previous position, "n": next
-position, "i": item}`` (0: none). A page is read by walking ``p`` from the head, or from the
-entry of the ``before`` position: each entry must name the one it was reached from, the walk
-must end at ``oldest``, and a walk over the whole chain must count ``count`` entries, so no
-damage can make a page skip or lose an item silently. Removing an item relinks its neighbours.
+prefix and the item's position (8 bytes, big-endian). An entry's value is its checksum, the
+previous and the next position (8 bytes each, big-endian; 0: none) and the item's JSON. A page
+is read by walking "previous" from the head, or from the entry of the ``before`` position:
+each entry must name the one it was reached from, the walk must end at ``oldest``, and a walk
+over the whole chain must count ``count`` entries, so no damage can make a page skip or lose
+an item silently. Removing an item relinks its neighbours.
 
-Reading an entry is one B-tree lookup, whatever the length of the chain.
+Reading an entry is one B-tree lookup, whatever the length of the chain; the items of a page
+are parsed by one ``json.loads`` (whose fixed cost per call is most of a small record's).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -39,10 +42,12 @@ FORMAT = 2  # bumped whenever the layout changes; a store of another format is r
 SUBDATABASES = ("index", "entries")
 _CRC = struct.Struct(">I")
 _POSITION = struct.Struct(">Q")
+_LINKS = struct.Struct(">QQ")  # an entry's previous and next positions
+_ENTRY_HEADER = _CRC.size + _LINKS.size
 _SENTINEL = b"\x00"
 _FORMAT_KEY = b'["meta","format"]'
 _HEAD_KEY = b'["meta","head"]'
-_LONGEST_NAME = 120  # bytes: longer names are replaced by their sha256, so keys stay < 511 bytes
+_LONGEST_NAME = 160  # bytes: longer names are replaced by their sha256, so keys stay < 511 bytes
 
 
 def _short(name: str) -> str:
@@ -51,13 +56,20 @@ def _short(name: str) -> str:
     return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=65536)  # keys repeat: a listing reads its chain's prefix per entry
 def key(*parts: str) -> bytes:
     """The index key of ``parts`` (long names shortened); JSON, so no key is a prefix of another's parts."""
     return json.dumps([_short(str(part)) for part in parts], separators=(",", ":")).encode()
 
 
+@functools.lru_cache(maxsize=4096)
 def _chain_prefix(chain: tuple[str, ...]) -> bytes:
     return key(*chain)[:-1] + b","
+
+
+def _intact(at: bytes, value: bytes) -> bool:
+    """Whether ``value`` is what was written under ``at``."""
+    return len(value) >= _CRC.size and _CRC.unpack_from(value)[0] == zlib.crc32(memoryview(value)[_CRC.size :], zlib.crc32(at))
 
 
 class MissingEntry(LookupError):
@@ -104,7 +116,7 @@ class Tables:
         return None if value is None else self._decode(db_name, at, value)
 
     def _decode(self, db_name: str, at: bytes, value: bytes) -> Any:
-        if len(value) < _CRC.size or _CRC.unpack_from(value)[0] != zlib.crc32(memoryview(value)[_CRC.size :], zlib.crc32(at)):
+        if not _intact(at, value):
             raise self.damaged(f"the record under {bytes(at)[:200]!r} in {db_name!r} fails its checksum")
         try:
             return json.loads(value[_CRC.size :])
@@ -163,30 +175,47 @@ class Tables:
         return previous_key, previous, following
 
     # -- chains ---------------------------------------------------------------------------
-    def _entry(self, chain: tuple[str, ...], position: int) -> dict[str, Any]:
-        body = self._read(self._entries, "entries", _chain_prefix(chain) + _POSITION.pack(position))
-        if body is None:
-            raise self.damaged(f"entry {position} of the chain {list(chain)} is missing")
-        return body
+    def _entry(self, chain: tuple[str, ...], position: int, required: bool = True) -> tuple[int, int, bytes] | None:
+        """(previous, next, item JSON) of the entry at ``position``."""
+        at = _chain_prefix(chain) + _POSITION.pack(position)
+        value = self.txn.get(at, db=self._entries)
+        if value is None:
+            if required:
+                raise self.damaged(f"entry {position} of the chain {list(chain)} is missing")
+            return None
+        if not _intact(at, value):
+            raise self.damaged(f"entry {position} of the chain {list(chain)} fails its checksum")
+        previous, following = _LINKS.unpack_from(value, _CRC.size)
+        return previous, following, value[_ENTRY_HEADER:]
 
-    def _put_entry(self, chain: tuple[str, ...], position: int, body: dict[str, Any]) -> None:
-        self._write(self._entries, _chain_prefix(chain) + _POSITION.pack(position), body)
+    def _put_entry(self, chain: tuple[str, ...], position: int, previous: int, following: int, item: bytes) -> None:
+        at = _chain_prefix(chain) + _POSITION.pack(position)
+        rest = _LINKS.pack(previous, following) + item
+        self.txn.put(at, _CRC.pack(zlib.crc32(rest, zlib.crc32(at))) + rest, db=self._entries)
 
-    def item(self, chain: tuple[str, ...], position: int) -> Any:
-        """The item at ``position`` of ``chain``, which must be there."""
-        return self._entry(chain, position)["i"]
+    def items(self, chain: tuple[str, ...], positions: list[int]) -> list[Any]:
+        """The items at ``positions`` of ``chain``, which must be there."""
+        return self.parse([self._entry(chain, position)[2] for position in positions])  # type: ignore[index]
+
+    def parse(self, items: list[bytes]) -> list[Any]:
+        """The items of a walk, parsed: one ``json.loads`` for all of them."""
+        if not items:
+            return []
+        try:
+            return json.loads(b"[" + b",".join(items) + b"]")
+        except ValueError as exc:  # a checksum collision: as damaged as a failed checksum
+            raise self.damaged("an entry of a chain is not JSON") from exc
 
     def append(self, chain: tuple[str, ...], position: int, item: Any) -> None:
         """Add ``item`` as the newest of ``chain`` (``position`` must be higher than any there)."""
         head_key = key("chain", *chain)
         head = self.get(head_key) or {"newest": 0, "oldest": 0, "count": 0}
         if head["newest"]:
-            newest = self._entry(chain, head["newest"])
-            newest["n"] = position
-            self._put_entry(chain, head["newest"], newest)
+            previous, _, newest = self._entry(chain, head["newest"])  # type: ignore[misc]
+            self._put_entry(chain, head["newest"], previous, position, newest)
         else:
             head["oldest"] = position
-        self._put_entry(chain, position, {"p": head["newest"], "n": 0, "i": item})
+        self._put_entry(chain, position, head["newest"], 0, json.dumps(item, separators=(",", ":")).encode())
         head["newest"], head["count"] = position, head["count"] + 1
         self.put(head_key, head)
 
@@ -194,20 +223,25 @@ class Tables:
         """Take the item at ``position`` out of ``chain``."""
         head_key = key("chain", *chain)
         head = self.required(head_key, f"the head of the chain {list(chain)}")
-        entry = self._entry(chain, position)
-        for side, other_side, end in (("p", "n", "oldest"), ("n", "p", "newest")):
-            if entry[side]:
-                neighbour = self._entry(chain, entry[side])
-                neighbour[other_side] = entry[other_side]
-                self._put_entry(chain, entry[side], neighbour)
-            else:
-                head[end] = entry[other_side]
+        previous, following, _ = self._entry(chain, position)  # type: ignore[misc]
+        if previous:
+            before_it, _, item = self._entry(chain, previous)  # type: ignore[misc]
+            self._put_entry(chain, previous, before_it, following, item)
+        else:
+            head["oldest"] = following
+        if following:
+            _, after_it, item = self._entry(chain, following)  # type: ignore[misc]
+            self._put_entry(chain, following, previous, after_it, item)
+        else:
+            head["newest"] = previous
         self.txn.delete(_chain_prefix(chain) + _POSITION.pack(position), db=self._entries)
         head["count"] -= 1
         self.put(head_key, head)
 
-    def walk(self, chain: tuple[str, ...], limit: int | None, before: int | None = None) -> list[tuple[int, Any]]:
-        """Up to ``limit`` (position, item) of ``chain``, newest first, after position ``before``.
+    def walk(self, chain: tuple[str, ...], limit: int | None, before: int | None = None) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` (position, item JSON) of ``chain``, newest first, after position ``before``.
+
+        Parse the items with :meth:`parse`.
 
         :raises MissingEntry: if ``before`` is not a position of the chain.
         """
@@ -217,19 +251,27 @@ class Tables:
                 return []
             position, following = head["newest"], 0
         else:
-            start = self._read(self._entries, "entries", _chain_prefix(chain) + _POSITION.pack(before))
+            start = self._entry(chain, before, required=False)
             if start is None:
                 raise MissingEntry(before)
             if head is None:
                 raise self.damaged(f"the chain {list(chain)} has entries but no head")
-            position, following = start["p"], before
-        found: list[tuple[int, Any]] = []
+            position, following = start[0], before
+        found: list[tuple[int, bytes]] = []
+        # The hot loop of every listing: one lookup and one checksum per entry, no parsing.
+        prefix, pack, get, entries = _chain_prefix(chain), _POSITION.pack, self.txn.get, self._entries
         while position and (limit is None or len(found) < limit):
-            entry = self._entry(chain, position)
-            if entry["n"] != following or len(found) >= head["count"]:
+            at = prefix + pack(position)
+            value = get(at, db=entries)
+            if value is None:
+                raise self.damaged(f"entry {position} of the chain {list(chain)} is missing")
+            if not _intact(at, value):
+                raise self.damaged(f"entry {position} of the chain {list(chain)} fails its checksum")
+            previous, next_one = _LINKS.unpack_from(value, _CRC.size)
+            if next_one != following or len(found) >= head["count"]:
                 raise self.damaged(f"the chain {list(chain)} is broken at entry {position}")
-            found.append((position, entry["i"]))
-            following, position = position, entry["p"]
+            found.append((position, value[_ENTRY_HEADER:]))
+            following, position = position, previous
         if not position and (head["oldest"] != following or (before is None and len(found) != head["count"])):
             raise self.damaged(f"the chain {list(chain)} does not hold the {head['count']} entries its head counts")
         return found

@@ -756,3 +756,41 @@ def test_reloading_keeps_ops_that_already_serve_the_chosen_version(make_app):
     restarted = make_app([tutorial()[2]])  # another app does not serve them: it needs the bytes
     with pytest.raises(IntegrityError, match="'centerop'.*the bytes are missing"):
         restarted.load_pipeline("pred")
+
+
+def _latest_compatible_deep_history(app):
+    """The only compatible pair is 21 versions back: newer models were built on code since changed."""
+    store, saver = app.op_store, app.saver
+    centered = craft(store, saver, CenterOp(MLMode.FIT))
+    oldest = craft(store, saver, ThresholdOp(MLMode.FIT), [("centerop", centered)])
+    changed = craft(store, saver, center_class(5)(MLMode.FIT))  # other code: never a candidate
+    for _ in range(20):
+        craft(store, saver, ThresholdOp(MLMode.FIT), [("centerop", changed)])
+    craft(store, saver, CenterOp(MLMode.FIT))  # the newest centerop: nothing was built on it
+    return centered, oldest
+
+
+def test_latest_compatible_looks_further_back_in_widening_windows(make_app):
+    app = make_app([tutorial()[2]])
+    centered, oldest = _latest_compatible_deep_history(app)
+
+    picked = app.load_pipeline("pred", strategy="latest_compatible")
+
+    assert {name: str(version).split("_")[:3] for name, version in picked.items()} == {
+        "centerop": centered.split("_")[:3],
+        "thresholdop": oldest.split("_")[:3],
+    }
+
+
+def test_latest_compatible_gives_up_at_its_bound_and_says_so(make_app, monkeypatch):
+    from chariots_core.op_store import lineage
+
+    monkeypatch.setattr(lineage, "LATEST_COMPATIBLE_BOUND", 16)
+    app = make_app([tutorial()[2]])
+    _latest_compatible_deep_history(app)
+
+    with pytest.raises(VersionError, match="no combination of the newest 16 versions of each op") as caught:
+        app.load_pipeline("pred", strategy="latest_compatible")
+
+    assert "LATEST_COMPATIBLE_BOUND" in str(caught.value) and "'centerop' -> 'thresholdop'" in str(caught.value)
+    assert not app.is_pipeline_loaded("pred")

@@ -45,20 +45,8 @@ import cattrs
 import fsspec
 
 from chariots_core.errors import BackendError, ChariotsError, StoreError
-from chariots_core.op_store.records import (
-    Commit,
-    JobRecord,
-    JournalEntry,
-    LinkRecord,
-    OpVersionRecord,
-    Position,
-    code_key,
-    from_json,
-    journal_kind,
-    page,
-    to_json,
-    version_key,
-)
+from chariots_core.op_store.records import Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord, Position
+from chariots_core.op_store.records import code_key, from_json, page, to_json, version_key
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 __all__ = ["ObjectOpStore"]
@@ -435,17 +423,10 @@ class _ObjectView(OpStoreView):
         wanted = version_key(version)
         return next((record for record in self._versions(op_name) if version_key(record.version) == wanted), None)
 
-    def op_versions(
-        self,
-        op_name: str,
-        *,
-        compatible_with: str | None = None,
-        policy: str = "major",
-        limit: int | None = None,
-        before: str | None = None,
+    def _op_versions(
+        self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
     ) -> list[OpVersionRecord]:
         records = self._versions(op_name)
-        code = None if compatible_with is None else code_key(compatible_with, policy)
         if code is not None:
             records = [record for record in records if code_key(record.code_version, policy) == code]
         if before is not None:
@@ -461,10 +442,9 @@ class _ObjectView(OpStoreView):
             seen.update(dict.fromkeys(link for link in links if version_key(link.downstream_version) == wanted))
         return list(seen)
 
-    def journal(
-        self, record_type: type[_Record], name: str, *, limit: int | None = None, before: Position | None = None
+    def _journal(
+        self, record_type: type[_Record], kind: str, name: str, limit: int | None, before: Position | None
     ) -> list[JournalEntry[_Record]]:
-        kind = journal_kind(record_type)
         entries = [
             JournalEntry(f"{save_id}:{index}", record)
             for save_id, records in self._records(_journal_dir(kind), name, list[record_type])  # type: ignore[valid-type]

@@ -44,21 +44,8 @@ from typing import Any, TypeVar
 
 
 from chariots_core.errors import NotSavedError, StoreError
-from chariots_core.op_store.records import (
-    POLICIES,
-    Commit,
-    JobRecord,
-    JournalEntry,
-    LinkRecord,
-    OpVersionRecord,
-    Position,
-    check_limit,
-    code_key,
-    from_plain,
-    journal_kind,
-    to_plain,
-    version_key,
-)
+from chariots_core.op_store.records import POLICIES, Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord
+from chariots_core.op_store.records import Position, check_limit, code_key, from_plain, to_plain, version_key
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 from . import environments
@@ -295,17 +282,9 @@ class _LMDBView(OpStoreView):
         found = self._tables.get(key("version", op_name, version_key(version)))
         return None if found is None else self._stored(op_name, found["seq"])
 
-    def op_versions(
-        self,
-        op_name: str,
-        *,
-        compatible_with: str | None = None,
-        policy: str = "major",
-        limit: int | None = None,
-        before: str | None = None,
+    def _op_versions(
+        self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
     ) -> list[OpVersionRecord]:
-        check_limit(limit)
-        code = None if compatible_with is None else code_key(compatible_with, policy)
         chain: tuple[str, ...] = ("versions", op_name) if code is None else ("versions", op_name, policy, code)
         start = None
         if before is not None:
@@ -330,11 +309,9 @@ class _LMDBView(OpStoreView):
         known = self._tables.get(key("links", downstream_op, version_key(downstream_version))) or []
         return [LinkRecord(up, up_version, downstream_op, down_version) for up, up_version, down_version in known]
 
-    def journal(
-        self, record_type: type[_Record], name: str, *, limit: int | None = None, before: Position | None = None
+    def _journal(
+        self, record_type: type[_Record], kind: str, name: str, limit: int | None, before: Position | None
     ) -> list[JournalEntry[_Record]]:
-        check_limit(limit)
-        kind = journal_kind(record_type)
         if before is not None and (not isinstance(before, int) or isinstance(before, bool) or before <= 0):
             raise NotSavedError(f"{before!r} is not a position of the {kind} journal of {name!r}")
         try:

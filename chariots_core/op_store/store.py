@@ -47,54 +47,29 @@ never answers with less or other than what was committed.
 from __future__ import annotations
 
 import abc
+import functools
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import NotSavedError, StoreError
-from .records import (
-    POLICIES,
-    Commit,
-    JobRecord,
-    JournalAppend,
-    JournalEntry,
-    LinkRecord,
-    OpVersionRecord,
-    Position,
-    SnapshotRecord,
-    code_key,
-    from_json,
-    journal_kind,
-    page,
-    to_json,
-    version_key,
-)
+from .records import Commit, JournalEntry, LinkRecord, OpVersionRecord, Position, check_limit, code_key, journal_kind
+from .records import JobRecord, SnapshotRecord, from_json, page, to_json, version_key  # noqa: F401 - older import path
 
-__all__ = [
-    "OpStore",
-    "OpStoreView",
-    "JobStore",
-    "MemoryOpStore",
-    "POLICIES",
-    "Position",
-    "Commit",
-    "OpVersionRecord",
-    "LinkRecord",
-    "SnapshotRecord",
-    "JobRecord",
-    "JournalAppend",
-    "JournalEntry",
-    "to_json",
-    "from_json",
-]
+__all__ = ["OpStore", "OpStoreView", "JobStore", "MemoryOpStore", "check_listed"]
 
 _Record = TypeVar("_Record")
+_Result = TypeVar("_Result")
 
 
 class OpStoreView(abc.ABC):
-    """One committed state of an op store (see the module docstring for paging)."""
+    """One committed state of an op store (see the module docstring for paging).
+
+    A backend implements :meth:`head`, :meth:`op_version`, :meth:`links`, :meth:`_op_versions`
+    and :meth:`_journal`; the public listings check their arguments first.
+    """
 
     @abc.abstractmethod
     def head(self) -> Position:
@@ -105,6 +80,9 @@ class OpStoreView(abc.ABC):
         """The record of ``version`` of ``op_name`` (same subversions, any creation time), or ``None``."""
 
     @abc.abstractmethod
+    def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
+        """The links into ``downstream_op`` at ``downstream_version``, in the order first recorded."""
+
     def op_versions(
         self,
         op_name: str,
@@ -122,32 +100,58 @@ class OpStoreView(abc.ABC):
         :param limit: at most that many (``None``: all).
         :param before: a version this listing gave: start after it.
         :raises NotSavedError: if ``before`` is not in this listing.
+        :raises ConfigError: if ``policy`` or ``limit`` is not valid.
         """
+        code = None if compatible_with is None else code_key(compatible_with, policy)
+        return self._op_versions(op_name, code, policy, check_limit(limit), before)
 
-    @abc.abstractmethod
-    def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
-        """The links into ``downstream_op`` at ``downstream_version``, in the order first recorded."""
-
-    @abc.abstractmethod
     def journal(
         self, record_type: type[_Record], name: str, *, limit: int | None = None, before: Position | None = None
     ) -> list[JournalEntry[_Record]]:
-        """The ``record_type`` journal of ``name``, newest first.
+        """The ``record_type`` journal of ``name``, newest first (see ``JournalAppend``).
 
         :param before: a position this listing gave: start after it.
         :raises NotSavedError: if ``before`` is not in this listing.
+        :raises StoreError: if ``record_type`` has no ``JOURNAL`` name.
         """
+        return self._journal(record_type, journal_kind(record_type), name, check_limit(limit), before)
+
+    @abc.abstractmethod
+    def _op_versions(
+        self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
+    ) -> list[OpVersionRecord]:
+        """:meth:`op_versions`, where ``code`` is the code key under ``policy`` a version must have (``None``: any)."""
+
+    @abc.abstractmethod
+    def _journal(
+        self, record_type: type[_Record], kind: str, name: str, limit: int | None, before: Position | None
+    ) -> list[JournalEntry[_Record]]:
+        """:meth:`journal` of the journal ``kind`` (the record type's ``JOURNAL``)."""
 
 
 # Per thread, how many views of each store (by id) it holds: a commit checks it is not inside one.
 _views_held = threading.local()
 
 
+def _read_once(read: Callable[..., _Result]) -> Callable[..., _Result]:
+    """A store method that calls the view method ``read`` through a view of its own."""
+
+    @functools.wraps(read)
+    def read_once(store: OpStore, *args: Any, **kwargs: Any) -> _Result:
+        with store.reader() as view:
+            return getattr(view, read.__name__)(*args, **kwargs)
+
+    read_once.__isabstractmethod__ = False  # type: ignore[attr-defined]  # wraps() copied the view's flag
+    return read_once
+
+
 class OpStore(abc.ABC):
     """Where op versions, links and journals are recorded (see the module docstring).
 
     A backend implements :meth:`_view`, :meth:`_commit` and :meth:`close`; the public
-    methods add the rules every backend shares, and one-off reads.
+    methods add the rules every backend shares. The read methods of :class:`OpStoreView` are
+    methods of the store too, each reading through a view of its own (one-off reads: use
+    :meth:`reader` to read several things from one state).
     """
 
     @abc.abstractmethod
@@ -186,43 +190,11 @@ class OpStore(abc.ABC):
             raise StoreError(msg)
         return self._commit(commit)
 
-    # -- one-off reads, each through a view of its own --------------------------------------
-    def head(self) -> Position:
-        """The head token of the latest commit (see :meth:`OpStoreView.head`)."""
-        with self.reader() as view:
-            return view.head()
-
-    def op_version(self, op_name: str, version: str) -> OpVersionRecord | None:
-        """See :meth:`OpStoreView.op_version`."""
-        with self.reader() as view:
-            return view.op_version(op_name, version)
-
-    def op_versions(
-        self,
-        op_name: str,
-        *,
-        compatible_with: str | None = None,
-        policy: str = "major",
-        limit: int | None = None,
-        before: str | None = None,
-    ) -> list[OpVersionRecord]:
-        """See :meth:`OpStoreView.op_versions`."""
-        with self.reader() as view:
-            return view.op_versions(
-                op_name, compatible_with=compatible_with, policy=policy, limit=limit, before=before
-            )
-
-    def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
-        """See :meth:`OpStoreView.links`."""
-        with self.reader() as view:
-            return view.links(downstream_op, downstream_version)
-
-    def journal(
-        self, record_type: type[_Record], name: str, *, limit: int | None = None, before: Position | None = None
-    ) -> list[JournalEntry[_Record]]:
-        """See :meth:`OpStoreView.journal`."""
-        with self.reader() as view:
-            return view.journal(record_type, name, limit=limit, before=before)
+    head = _read_once(OpStoreView.head)
+    op_version = _read_once(OpStoreView.op_version)
+    op_versions = _read_once(OpStoreView.op_versions)
+    links = _read_once(OpStoreView.links)
+    journal = _read_once(OpStoreView.journal)
 
 
 class JobStore(abc.ABC):
@@ -348,17 +320,10 @@ class _MemoryView(OpStoreView):
         found = self._state()._versions.get(op_name, {}).get(version_key(version))
         return None if found is None else found[1]
 
-    def op_versions(
-        self,
-        op_name: str,
-        *,
-        compatible_with: str | None = None,
-        policy: str = "major",
-        limit: int | None = None,
-        before: str | None = None,
+    def _op_versions(
+        self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
     ) -> list[OpVersionRecord]:
         records = [record for _, record in reversed(self._state()._versions.get(op_name, {}).values())]
-        code = None if compatible_with is None else code_key(compatible_with, policy)
         if code is not None:
             records = [record for record in records if code_key(record.code_version, policy) == code]
         if before is not None:
@@ -369,12 +334,11 @@ class _MemoryView(OpStoreView):
     def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
         return list(self._state()._links.get((downstream_op, version_key(downstream_version)), {}))
 
-    def journal(
-        self, record_type: type[_Record], name: str, *, limit: int | None = None, before: Position | None = None
+    def _journal(
+        self, record_type: type[_Record], kind: str, name: str, limit: int | None, before: Position | None
     ) -> list[JournalEntry[_Record]]:
-        entries = self._state()._journals.get((journal_kind(record_type), name), [])
-        listing = f"the {journal_kind(record_type)} journal of {name!r}"
-        return page(entries[::-1], lambda entry: entry.position, limit, before, listing)
+        entries = self._state()._journals.get((kind, name), [])
+        return page(entries[::-1], lambda entry: entry.position, limit, before, f"the {kind} journal of {name!r}")
 
 
 def _key(version: str | None) -> str | None:

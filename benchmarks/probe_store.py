@@ -26,7 +26,6 @@ import argparse
 import collections
 import json
 import multiprocessing
-import os
 import random
 import shutil
 import sys

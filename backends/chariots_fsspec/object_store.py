@@ -45,8 +45,19 @@ import cattrs
 import fsspec
 
 from chariots_core.errors import BackendError, ChariotsError, StoreError
-from chariots_core.op_store.records import Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord, Position
-from chariots_core.op_store.records import code_key, from_json, page, to_json, version_key
+from chariots_core.op_store.records import (
+    Commit,
+    JobRecord,
+    JournalEntry,
+    LinkRecord,
+    OpVersionRecord,
+    Position,
+    code_key,
+    from_json,
+    page,
+    to_json,
+    version_key,
+)
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 __all__ = ["ObjectOpStore"]

@@ -42,10 +42,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-
 from chariots_core.errors import NotSavedError, StoreError
-from chariots_core.op_store.records import POLICIES, Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord
-from chariots_core.op_store.records import Position, check_limit, code_key, from_plain, to_plain, version_key
+from chariots_core.op_store.records import (
+    POLICIES,
+    Commit,
+    JobRecord,
+    JournalEntry,
+    LinkRecord,
+    OpVersionRecord,
+    Position,
+    check_limit,
+    code_key,
+    from_plain,
+    to_plain,
+    version_key,
+)
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 from . import environments

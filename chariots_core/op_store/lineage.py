@@ -68,7 +68,6 @@ __all__ = [
     "STRATEGIES",
     "LATEST_COMPATIBLE_BOUND",
     "check_choice",
-    "compatible",
     "save_pipeline",
     "resolve_versions",
     "load_ops",
@@ -102,12 +101,6 @@ def _digests(version: Version | str) -> tuple[str, str, str]:
     if isinstance(version, Version):
         return version.major, version.minor, version.patch
     return _parsed(version)
-
-
-def compatible(a: Version | str, b: Version | str, policy: str) -> bool:
-    """Whether two versions are interchangeable under ``policy`` (see the module docstring)."""
-    compared = _COMPARED_PARTS[check_choice("compatibility", policy, POLICIES)]
-    return _digests(a)[:compared] == _digests(b)[:compared]
 
 
 def _show(version: Version | str) -> str:

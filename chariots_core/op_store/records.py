@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin
 
@@ -53,7 +54,7 @@ _COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
 
 # Where an entry sits in a listing and what a head token is: an int on LMDB and in memory, a
 # string on object stores. Opaque to callers: compare for equality, pass back as ``before``.
-Position = Union[int, str]
+Position = int | str
 
 _Record = TypeVar("_Record")
 _Item = TypeVar("_Item")
@@ -199,7 +200,7 @@ def _is_plain_type(annotation: Any) -> bool:
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is dict:
         return args[0] is str and all(_is_plain_type(arg) for arg in args[1:])
-    if origin is Union or type(annotation).__name__ == "UnionType":
+    if origin in (Union, types.UnionType):
         return all(_is_plain_type(arg) for arg in args)
     return False
 

@@ -56,7 +56,8 @@ from typing import Any, TypeVar
 
 from ..errors import NotSavedError, StoreError
 from .records import Commit, JournalEntry, LinkRecord, OpVersionRecord, Position, check_limit, code_key, journal_kind
-from .records import JobRecord, SnapshotRecord, from_json, page, to_json, version_key  # noqa: F401 - older import path
+from .records import page, version_key
+from .records import JobRecord, SnapshotRecord, from_json, to_json  # noqa: F401 - their older import path
 
 __all__ = ["OpStore", "OpStoreView", "JobStore", "MemoryOpStore", "check_listed"]
 

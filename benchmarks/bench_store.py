@@ -1,27 +1,41 @@
-"""Cost of saving and loading through the op store, against a floor and MLflow, in one run.
+"""Cost of the op store: model round trip against a floor and MLflow, cost against history, record reads.
 
-Model round trip: a fitted 10-tree ``RandomForestClassifier`` is saved and loaded back
-(timings are medians over several repeats, each in a fresh directory):
+1. **Model round trip** (``--only roundtrip``): a fitted 10-tree ``RandomForestClassifier`` is
+   saved and loaded back (medians over several repeats, each in a fresh directory):
 
-- ``floor``: ``dill.dumps`` + write + fsync + read + ``dill.loads`` of the same model, the
-  least any durable save-and-load can do;
-- ``chariots``: ``Chariots(path=...)`` (LMDB metadata + file blobs) ``save_pipeline`` of the
-  training pipeline then ``load_pipeline`` of the prediction pipeline: bytes fsynced and
-  renamed into place, one LMDB transaction, sha256 checked on load, every edge checked;
-- ``mlflow``: ``mlflow.sklearn.log_model`` in a run then ``mlflow.sklearn.load_model``, with a
-  local file tracking store and cloudpickle; once as used by default (MLflow infers the pip
-  requirements) and once with the requirements given (only when MLflow is installed:
-  ``pip install 'chariots[bench]'``).
+   - ``floor``: ``dill.dumps`` + write + fsync + read + ``dill.loads`` of the same model, the
+     least any durable save-and-load can do;
+   - ``chariots``: ``Chariots(path=...)`` (LMDB metadata + file blobs) ``save_pipeline`` of the
+     training pipeline then ``load_pipeline`` of the prediction pipeline: bytes fsynced and
+     renamed into place, one LMDB transaction, sha256 checked on load, every edge checked;
+   - ``mlflow``: ``mlflow.sklearn.log_model`` in a run then ``mlflow.sklearn.load_model``, with a
+     local file tracking store and cloudpickle; once as used by default (MLflow infers the pip
+     requirements) and once with the requirements given (only when MLflow is installed:
+     ``pip install 'chariots[bench]'``).
 
-Metadata: 10,000 version records (100 ops x 100 versions, committed 100 records per
-transaction) written and read back through ``LMDBOpStore``, against raw LMDB puts and range
-reads of the same JSON bytes (and raw reads plus ``json.loads``, as the store decodes too);
-stores are opened before the clock starts.
+   Targets: Chariots at most 1.5x the floor, and at least 10x faster than MLflow as used by
+   default (the ratio with the requirements given is printed too).
 
-Targets: Chariots at most 1.5x the floor, and at least 10x faster than MLflow as used by
-default (the ratio with the requirements given is printed too).
+2. **History** (``--only history``): one model op ("head", downstream of "weights") with 10,
+   1,000, 10,000 and 100,000 saved versions, each in its own store, timed in turns:
+   ``save_pipeline`` of a newly trained head, ``load_pipeline`` of the prediction pipeline
+   (strategy "latest": it loads the new head), ``latest_compatible`` where the newest weights
+   were never trained on (it must step back one weights version: the usual case), and
+   ``latest_compatible`` that finds no compatible set (every head was built on weights made by
+   other code, so it reads up to its bound of candidates and gives up). Printed as ratios to
+   the 10-version cost of the same column. Target: save and load at 10,000 versions at most
+   1.5x their cost at 10. The histories are written straight through the store
+   (``OpStore.commit`` of 1,000 records at a time: saving 100,000 times through the app would
+   take an hour of fsyncs); two real saves through the app frame them, so that what loads
+   has real bytes. Object-store rows (moto) go in ``HISTORY_BACKENDS``.
 
-Run: ``python benchmarks/bench_store.py [--repeats 9]``
+3. **Record reads** (``--only records``): 10,000 version records (100 ops x 100 versions,
+   committed 100 records per transaction) written and read back through ``LMDBOpStore``,
+   against raw LMDB puts and range reads of the same JSON bytes (and raw reads plus
+   ``json.loads``, as the store decodes too); stores are opened before the clock starts.
+   Target: reading through the store at most 2x raw reads plus ``json.loads``.
+
+Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records]``
 """
 
 from __future__ import annotations
@@ -43,13 +57,30 @@ import lmdb
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 
-from chariots_core import BaseOp, Chariots, Node, Pipeline, VersionedFieldDict, VersionType
+from chariots_core import (
+    BaseOp,
+    Chariots,
+    LoadableOp,
+    Node,
+    Pipeline,
+    Version,
+    VersionedField,
+    VersionedFieldDict,
+    VersionError,
+    VersionType,
+)
 from chariots_core.ml import MLMode
-from chariots_core.op_store.store import OpVersionRecord, SaveRecord, SnapshotRecord, to_json
+from chariots_core.op_store.lineage import LATEST_COMPATIBLE_BOUND
+from chariots_core.op_store.records import Commit, LinkRecord, OpVersionRecord, to_json
 from chariots_lmdb import LMDBOpStore
 from chariots_sklearn import SKSupervisedOp
 
+SECTIONS = ("roundtrip", "history", "records")
 TARGET_VS_FLOOR = 1.5
+TARGET_HISTORY = 1.5  # save and load at 10,000 versions vs 10
+TARGET_READS = 2.0  # reading records vs raw LMDB bytes + json.loads
+HISTORIES = tuple(int(size) for size in os.environ.get("BENCH_HISTORIES", "10,1000,10000,100000").split(","))
+BULK = 1_000  # records per commit when writing a history
 TARGET_VS_MLFLOW = 10.0
 OPS, VERSIONS = 100, 100
 
@@ -165,6 +196,151 @@ def mlflow_round_trip(model: Any, infer_requirements: bool) -> tuple[Callable[[s
     return prepare, run
 
 
+# -- history ------------------------------------------------------------------------------------
+class Weights(LoadableOp):
+    """A small 'model' whose version changes with its seed, as a retrain changes it.
+
+    A retrain changes the patch subversion: under the "major" policy every weights version
+    fits every head, under "exact" only the one a head was built on.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+
+    @property
+    def op_version(self) -> Version:
+        return type(self).__version__ + Version().update_patch(str(self.seed).encode())
+
+    def execute(self, value: int) -> int:
+        return value + self.seed
+
+    def serialize(self) -> bytes:
+        return json.dumps({"seed": self.seed}).encode() + b" " * 1024
+
+    def load(self, serialized_object: bytes) -> None:
+        self.seed = json.loads(serialized_object)["seed"]
+
+
+class Head(Weights):
+    """The model whose history grows, downstream of :class:`Weights`."""
+
+
+class OtherWeights(Weights):
+    """``Weights`` after a change of its code: no head was built on what it makes."""
+
+    note = VersionedField(2, VersionType.MAJOR)
+
+
+def history_pipelines(weights: type[Weights] = Weights) -> dict[str, Pipeline]:
+    def pipeline(name: str, *ops: Weights) -> Pipeline:
+        nodes = [Node(op, input_nodes=["__pipeline_input__"], output_nodes="x", name="weights") for op in ops[:1]]
+        nodes += [Node(op, input_nodes=["x"], output_nodes="__pipeline_output__", name="head") for op in ops[1:]]
+        return Pipeline(nodes, name)
+
+    return {
+        "train": pipeline("train", weights(), Head()),
+        "train_weights": pipeline("train_weights", weights()),
+        "pred": pipeline("pred", weights(), Head()),
+    }
+
+
+class History:
+    """A store whose "head" op has ``size`` saved versions, and the apps that time it."""
+
+    def __init__(self, directory: str, size: int) -> None:
+        self.size, self.seed = size, 0
+        self.app = Chariots(history_pipelines().values(), path=directory)
+        self.retrain(Weights(0))  # the weights every head is built on
+        weights = self.app.op_store.op_versions("weights")[0].version
+        code = str(Head.__version__)
+        for start in range(0, size - 2, BULK):
+            seeds = range(2 + start, min(2 + start + BULK, size))  # seed 1 is the first real head
+            records = [
+                OpVersionRecord("head", str(Head(seed).op_version), code, "train", time.time(), f"ops/head/{seed}", "0" * 64, 1)
+                for seed in seeds
+            ]
+            links = [LinkRecord("weights", weights, "head", record.version) for record in records]
+            self.app.op_store.commit(Commit(records, links))
+        self.seed = size - 1
+        self.retrain(Weights(0))  # the newest head is real, so the first load has bytes to read
+        assert len(self.app.op_store.op_versions("head")) == size
+        # For "latest_compatible": new weights no head was trained on, which only the "exact"
+        # policy refuses (the main app's "major" loads them)...
+        self.stepping = Chariots(history_pipelines().values(), path=directory, compatibility="exact")
+        self.stepping.install_ops("train_weights", {"weights": Weights(-1)})
+        self.stepping.save_pipeline("train_weights")
+        # ...and weights of changed code, which no head fits (saved last: the newest weights).
+        self.hopeless = Chariots(history_pipelines(OtherWeights).values(), path=directory)
+        self.hopeless.install_ops("train_weights", {"weights": OtherWeights(-2)})
+        self.hopeless.save_pipeline("train_weights")
+
+    def retrain(self, weights: Weights) -> None:
+        self.seed += 1
+        self.app.install_ops("train", {"weights": weights, "head": Head(self.seed)})
+        self.app.save_pipeline("train")
+
+    def timed(self) -> dict[str, float]:
+        """One round of every measurement, in seconds."""
+        times = {}
+        start = time.perf_counter()
+        self.retrain(self.app.serving_pipeline("train").node_for_name["weights"].op)
+        times["save"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.app.load_pipeline("pred")
+        times["load"] = time.perf_counter() - start
+        # Weights -1, the newest of the heads' code, were never built behind: it steps back to weights 0.
+        start = time.perf_counter()
+        picked = self.stepping.load_pipeline("pred", strategy="latest_compatible")
+        times["latest_compatible"] = time.perf_counter() - start
+        assert picked["weights"] == Weights(0).op_version
+        start = time.perf_counter()
+        try:
+            self.hopeless.load_pipeline("pred", strategy="latest_compatible")
+        except VersionError:
+            times["latest_compatible, no set"] = time.perf_counter() - start
+        else:
+            raise AssertionError("weights of changed code fitted a head")
+        return times
+
+    def close(self) -> None:
+        for app in (self.app, self.stepping, self.hopeless):
+            app.close()
+
+
+# Each backend: (name, build(directory, size)). The object store (moto) rows are added here.
+HISTORY_BACKENDS: dict[str, Callable[[str, int], History]] = {"lmdb": History}
+
+
+def history_table(repeats: int) -> bool:
+    ok = True
+    for backend, build in HISTORY_BACKENDS.items():
+        with tempfile.TemporaryDirectory(prefix="bench_history_") as root:
+            started = time.perf_counter()
+            histories = {size: build(os.path.join(root, str(size)), size) for size in HISTORIES}
+            print(f"history of one op on {backend}: built in {time.perf_counter() - started:.0f} s; "
+                  f"medians of {repeats} rounds, the sizes taking turns")
+            timings: dict[int, list[dict[str, float]]] = {size: [] for size in HISTORIES}
+            for _ in range(repeats):
+                for size, history in histories.items():
+                    timings[size].append(history.timed())
+            for history in histories.values():
+                history.close()
+        columns = list(timings[HISTORIES[0]][0])
+        medians = {size: {c: statistics.median(t[c] for t in rounds) * 1000 for c in columns} for size, rounds in timings.items()}
+        base = medians[HISTORIES[0]]
+        print("  " + f"{'versions':>9}" + "".join(f"{column:>30}" for column in columns))
+        for size, row in medians.items():
+            cells = "".join(f"{row[c]:>19.2f} ms {row[c] / base[c]:5.2f}x" for c in columns)
+            print(f"  {size:>9,}{cells}")
+        for column in ("save", "load"):
+            ratio = medians[10_000][column] / base[column]
+            print(f"  {column} at 10,000 versions / at 10 = {ratio:.2f} (target <= {TARGET_HISTORY})")
+            ok = ok and ratio <= TARGET_HISTORY
+        print(f"  (latest_compatible considers at most {LATEST_COMPATIBLE_BOUND:,} versions of each op)")
+    return ok
+
+
 # -- metadata ------------------------------------------------------------------------------------
 def records() -> list[list[OpVersionRecord]]:
     """``VERSIONS`` batches (one per save) of one new version of each of ``OPS`` ops."""
@@ -187,7 +363,7 @@ class StoreContender:
 
     def write(self, batches: list[list[OpVersionRecord]]) -> None:
         for batch in batches:
-            self.store.commit_save(SaveRecord(tuple(batch), (), SnapshotRecord("train", 1.0, {})))
+            self.store.commit(Commit(batch))
 
     def read(self) -> int:
         return sum(len(self.store.op_versions(f"op{op:03d}")) for op in range(OPS))
@@ -201,7 +377,7 @@ class RawContender:
 
     def __init__(self, directory: str, decode: bool) -> None:
         # The settings LMDBOpStore uses, so both pay the same fsyncs per commit.
-        self.env = lmdb.open(os.path.join(directory, "raw"), map_size=64 * 1024 * 1024, max_dbs=5, metasync=False)
+        self.env = lmdb.open(os.path.join(directory, "raw"), map_size=64 * 1024 * 1024, max_dbs=2, metasync=False)
         self.db = self.env.open_db(b"versions")
         self.decode = decode
 
@@ -266,15 +442,11 @@ def ratio_line(name: str, milliseconds: float, reference: float, reference_name:
     return f"  {name:<28} {milliseconds:9.2f} ms   {milliseconds / reference:6.2f}x {reference_name}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    args = parser.parse_args(argv)
-
+def round_trip_section(repeats: int) -> bool:
     X, y = make_classification(n_samples=1000, n_features=20, random_state=0)
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
     size = len(dill.dumps(model)) / 1024
-    print(f"10-tree random forest, {size:.0f} KiB as dill; medians of {args.repeats} interleaved repeats")
+    print(f"10-tree random forest, {size:.0f} KiB as dill; medians of {repeats} interleaved repeats")
 
     contenders: dict[str, Contender] = {
         "floor (dill+write+fsync)": (lambda directory: directory, floor_round_trip(model)),
@@ -287,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         mlflow_installed = True
         contenders["mlflow, requirements given"] = mlflow_round_trip(model, infer_requirements=False)
-    times = interleaved_ms(contenders, args.repeats)
+    times = interleaved_ms(contenders, repeats)
     floor, chariots = times["floor (dill+write+fsync)"], times["chariots save+load_pipeline"]
     print("save + load of the model")
     for name, milliseconds in times.items():
@@ -298,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # Seconds per call: fewer repeats, run on their own.
         slow = {"mlflow": mlflow_round_trip(model, infer_requirements=True)}
-        default = interleaved_ms(slow, min(args.repeats, 3))["mlflow"]
+        default = interleaved_ms(slow, min(repeats, 3))["mlflow"]
         lean = times["mlflow, requirements given"]
         print(ratio_line("mlflow log+load_model", default, floor, "floor"))
         print(
@@ -307,14 +479,31 @@ def main(argv: list[str] | None = None) -> int:
         )
         ok = ok and default >= TARGET_VS_MLFLOW * chariots
     print(f"  chariots / floor = {chariots / floor:.2f} (target <= {TARGET_VS_FLOOR})")
+    return ok
 
-    metadata = interleaved_ms(metadata_contenders(records()), args.repeats)
+
+def records_section(repeats: int) -> bool:
+    metadata = interleaved_ms(metadata_contenders(records()), repeats)
     print(f"{OPS * VERSIONS:,} version records: written in {VERSIONS} transactions, read back per op")
     for phase in ("write", "read"):
         raw = metadata[f"{phase}: raw lmdb (bytes)"]
         for name, milliseconds in metadata.items():
             if name.startswith(phase):
                 print(ratio_line(name, milliseconds, raw, "raw"))
+    ratio = metadata["read: LMDBOpStore"] / metadata["read: raw lmdb + json.loads"]
+    print(f"  reading through the store / raw + json.loads = {ratio:.2f} (target <= {TARGET_READS})")
+    return ratio <= TARGET_READS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    sections = {"roundtrip": round_trip_section, "history": history_table, "records": records_section}
+    ok = True
+    for name in args.only.split(","):
+        ok = sections[name](args.repeats) and ok
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

@@ -7,7 +7,8 @@ coordinating server is needed. Under ``<url>/meta/``::
 
     ops/_<op>/<save id>.json         the OpVersionRecords of <op> written by one save
     links/_<downstream op>/<save id>.json  the LinkRecords into <op> written by one save
-    snapshots/_<pipeline>/<save id>.json   the SnapshotRecord of one save
+    journal/_<kind>/_<name>/<save id>.json the records one save appended to a journal
+                                     (kind "snapshots": the SnapshotRecord of a pipeline)
     commits/<save id>.json           the commit marker: names the records of one save
     jobs/_<job id>/<stamp>-<uuid>.json     one JobRecord per state change; the newest wins
 
@@ -15,9 +16,13 @@ coordinating server is needed. Under ``<url>/meta/``::
 
 A save writes its records first and its commit marker last; readers ignore records whose
 marker does not exist, so a save is seen whole or not at all (a crashed save leaves only
-invisible records behind). "Latest" is always resolved by listing the bucket; a local LMDB
-index caches the bytes of objects already read. Those objects never change, so the cache can
-make a read faster but never wrong: what exists is decided by the listing, not the cache.
+invisible records behind). A view lists the commit markers once when it opens and reads only
+the records of those saves: one committed state, never a mix. Each listing a view needs is
+read once per view (the simplest correct approach: a view costs one listing of every commit,
+and a record listing per op, link and journal name it reads). The head token is the number of
+commits and the newest one's id. "Latest" is always resolved by listing the bucket; a local
+LMDB index caches the bytes of objects already read. Those objects never change, so the cache
+can make a read faster but never wrong: what exists is decided by the listing, not the cache.
 
 Ordering follows the writers' clocks (the timestamp in each name): keep machines on NTP.
 """
@@ -40,15 +45,20 @@ import cattrs
 import fsspec
 
 from chariots_core.errors import BackendError, ChariotsError, StoreError
-from chariots_core.op_store.store import (
+from chariots_core.op_store.records import (
+    Commit,
     JobRecord,
+    JournalEntry,
     LinkRecord,
     OpVersionRecord,
-    SaveRecord,
-    SnapshotRecord,
+    Position,
+    code_key,
     from_json,
+    page,
     to_json,
+    version_key,
 )
+from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 __all__ = ["ObjectOpStore"]
 
@@ -192,8 +202,8 @@ def _release_index(path: str) -> None:
                 entry[0].close()
 
 
-class ObjectOpStore:
-    """An op store whose records are immutable objects in an fsspec filesystem.
+class ObjectOpStore(OpStore, JobStore):
+    """An op store and job store whose records are immutable objects in an fsspec filesystem.
 
     :param url: where the store lives, e.g. ``s3://bucket/prefix``, ``gs://bucket/prefix`` or
         ``memory://prefix`` (``memory-objects://prefix`` is the same in-memory filesystem).
@@ -232,20 +242,22 @@ class ObjectOpStore:
         self._held: tuple[int, _LocalIndex] | None = (os.getpid(), _acquire_index(self.cache_dir))
 
     # -- writes --------------------------------------------------------------------------
-    def commit_save(self, save: SaveRecord) -> None:
-        """Write the save's records, then its commit marker: readers see all of it or none."""
+    def _commit(self, commit: Commit) -> Position:
+        """Write the commit's records, then its marker: readers see all of it or none."""
         save_id = _unique_name()
         objects: dict[str, bytes] = {}
-        for kind, records in (("ops", _group(save.ops, "op_name")), ("links", _group(save.links, "downstream_op"))):
+        for kind, records in (("ops", _group(commit.ops, "op_name")), ("links", _group(commit.links, "downstream_op"))):
             for name, group in records.items():
                 objects[self._key(kind, name, save_id)] = to_json(group)
-        snapshot = save.snapshot
-        objects[self._key("snapshots", snapshot.pipeline_name, save_id)] = to_json(snapshot)
+        for kind, appends in _group(commit.journal, "kind").items():
+            for name, group in _group(appends, "name").items():
+                objects[self._key(_journal_dir(kind), name, save_id)] = to_json([append.record for append in group])
         self._put(objects)
         relative = tuple(sorted(key[len(self._meta) + 1 :] for key in objects))
         marker = {self._key("commits", None, save_id): to_json(CommitMarker(save_id, relative))}
         self._put(marker)
         self._index.put_many({**objects, **marker})
+        return self.head()
 
     def put_job(self, job: JobRecord) -> None:
         """Write a new version of the job's record (the newest one is the job's state)."""
@@ -254,25 +266,9 @@ class ObjectOpStore:
         self._index.put_many(objects)
 
     # -- reads ---------------------------------------------------------------------------
-    def op_versions(self, op_name: str) -> list[OpVersionRecord]:
-        """Every committed version of ``op_name``, oldest first (a re-saved version moves last)."""
-        latest: dict[str, OpVersionRecord] = {}
-        for records in self._committed("ops", op_name, list[OpVersionRecord]):
-            for record in records:
-                latest.pop(record.version, None)
-                latest[record.version] = record
-        return list(latest.values())
-
-    def links(self, downstream_op: str) -> list[LinkRecord]:
-        """Every committed link into ``downstream_op``, each once, oldest first."""
-        seen: dict[LinkRecord, None] = {}
-        for links in self._committed("links", downstream_op, list[LinkRecord]):
-            seen.update(dict.fromkeys(links))
-        return list(seen)
-
-    def snapshots(self, pipeline_name: str) -> list[SnapshotRecord]:
-        """Every committed snapshot of ``pipeline_name``, oldest first."""
-        return self._committed("snapshots", pipeline_name, SnapshotRecord)
+    @contextmanager
+    def _view(self) -> Iterator[OpStoreView]:
+        yield _ObjectView(self)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """The newest record of ``job_id``, or ``None``."""
@@ -281,8 +277,8 @@ class ObjectOpStore:
             return None
         return self._read(keys[-1:], JobRecord)[0]
 
-    def jobs(self) -> list[JobRecord]:
-        """The newest record of every job, oldest submission first (ties: first put first)."""
+    def jobs(self, *, limit: int | None = None, before: str | None = None) -> list[JobRecord]:
+        """The newest record of every job, newest created first (see ``JobStore``)."""
         # Keys come sorted, so each job's first key is its first put and its last the newest.
         first: dict[str, str] = {}
         newest: dict[str, str] = {}
@@ -290,10 +286,9 @@ class ObjectOpStore:
             job_dir = posixpath.dirname(key)
             first.setdefault(job_dir, key)
             newest[job_dir] = key
-        in_put_order = sorted(first, key=lambda job_dir: posixpath.basename(first[job_dir]))
-        records = self._read([newest[job_dir] for job_dir in in_put_order], JobRecord)
-        # Stable sort: jobs submitted at the same time keep the order they were first put in.
-        return sorted(records, key=lambda job: job.submitted_at)
+        newest_first = sorted(first, key=lambda job_dir: posixpath.basename(first[job_dir]), reverse=True)
+        records = self._read([newest[job_dir] for job_dir in newest_first], JobRecord)
+        return page(records, lambda job: job.job_id, limit, before, f"the jobs of {self!r}")
 
     def close(self) -> None:
         """Release the local index (the store reopens it if used again). Idempotent."""
@@ -395,27 +390,75 @@ class ObjectOpStore:
         self._index.put_many({key: data})
         return record
 
-    def _committed(self, kind: str, name: str, record_type: Any) -> list[Any]:
-        """The records of ``kind``/``name`` whose save has a commit marker, oldest first."""
-        keys = self._list(self._dir(kind, name))
-        if not keys:
-            return []
-        committed = self._committed_saves({_basename_id(key) for key in keys})
-        return self._read([key for key in keys if _basename_id(key) in committed], record_type)
+    def _committed(self, kind: str, name: str, record_type: Any, committed: set[str]) -> list[tuple[str, Any]]:
+        """(save id, records) of ``kind``/``name`` written by the ``committed`` saves, oldest first."""
+        keys = [key for key in self._list(self._dir(kind, name)) if _basename_id(key) in committed]
+        return list(zip(map(_basename_id, keys), self._read(keys, record_type)))
 
-    def _committed_saves(self, save_ids: set[str]) -> set[str]:
-        """Which of ``save_ids`` are committed: known markers from the index, the rest listed."""
-        markers = {self._key("commits", None, save_id): save_id for save_id in save_ids}
-        known = {markers[key] for key in self._index.get_many(markers)}
-        if len(known) == len(save_ids):
-            return known
-        listed = {key for key in self._list(self._dir("commits", None))}
-        new = {}
-        for key in listed:
-            save_id = _basename_id(key)
-            if save_id in save_ids and save_id not in known:
-                known.add(save_id)
-                new[self._key("commits", None, save_id)] = b""  # presence is all a reader needs
-        # Only markers seen are indexed: an uncommitted save is looked for again next time.
-        self._index.put_many(new)
-        return known
+    def _commit_ids(self) -> list[str]:
+        """The ids of every committed save, oldest first."""
+        return [_basename_id(key) for key in self._list(self._dir("commits", None))]
+
+
+def _journal_dir(kind: str) -> str:
+    return f"journal/{_segment(kind)}"
+
+
+class _ObjectView(OpStoreView):
+    """The saves committed when the view opened; each listing it needs is read once."""
+
+    def __init__(self, store: ObjectOpStore) -> None:
+        self._store = store
+        self._commits = store._commit_ids()
+        self._committed = set(self._commits)
+        self._listings: dict[tuple[str, str], list[tuple[str, Any]]] = {}
+
+    def _records(self, kind: str, name: str, record_type: Any) -> list[tuple[str, Any]]:
+        if (kind, name) not in self._listings:
+            self._listings[kind, name] = self._store._committed(kind, name, record_type, self._committed)
+        return self._listings[kind, name]
+
+    def _versions(self, op_name: str) -> list[OpVersionRecord]:
+        """Every version of ``op_name``, newest first (a re-saved version counts where it was last saved)."""
+        latest: dict[str, OpVersionRecord] = {}
+        for _, records in self._records("ops", op_name, list[OpVersionRecord]):
+            for record in records:
+                latest.pop(version_key(record.version), None)
+                latest[version_key(record.version)] = record
+        return list(reversed(latest.values()))
+
+    def head(self) -> Position:
+        return f"{len(self._commits)}:{self._commits[-1] if self._commits else ''}"
+
+    def op_version(self, op_name: str, version: str) -> OpVersionRecord | None:
+        wanted = version_key(version)
+        return next((record for record in self._versions(op_name) if version_key(record.version) == wanted), None)
+
+    def _op_versions(
+        self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
+    ) -> list[OpVersionRecord]:
+        records = self._versions(op_name)
+        if code is not None:
+            records = [record for record in records if code_key(record.code_version, policy) == code]
+        if before is not None:
+            check_listed(self.op_version(op_name, before), op_name, before, code, policy)
+            before = version_key(before)
+        listing = f"the versions of op {op_name!r}"
+        return page(records, lambda record: version_key(record.version), limit, before, listing)
+
+    def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
+        wanted = version_key(downstream_version)
+        seen: dict[LinkRecord, None] = {}
+        for _, links in self._records("links", downstream_op, list[LinkRecord]):
+            seen.update(dict.fromkeys(link for link in links if version_key(link.downstream_version) == wanted))
+        return list(seen)
+
+    def _journal(
+        self, record_type: type[_Record], kind: str, name: str, limit: int | None, before: Position | None
+    ) -> list[JournalEntry[_Record]]:
+        entries = [
+            JournalEntry(f"{save_id}:{index}", record)
+            for save_id, records in self._records(_journal_dir(kind), name, list[record_type])  # type: ignore[valid-type]
+            for index, record in enumerate(records)
+        ]
+        return page(entries[::-1], lambda entry: entry.position, limit, before, f"the {kind} journal of {name!r}")

@@ -1,90 +1,89 @@
-"""``LMDBOpStore``: the embedded op store, in an LMDB directory.
+"""``LMDBOpStore``: the embedded op store and job store, in an LMDB directory.
 
-Layout: named sub-databases whose keys and values are JSON made by
-:func:`chariots_core.op_store.store.to_json` (never pickles), in two LMDB environments: the store's
-directory, whose commits are fsynced, and its ``jobs`` subdirectory, whose commits are not
-(see :class:`LMDBOpStore` for what that means):
+Layout (format 2; :mod:`chariots_lmdb.tables` describes the checksummed values, the verified
+index and the chains). The store's directory holds the op records, its ``jobs`` subdirectory
+the job records, each an LMDB environment with an ``index`` and ``entries`` sub-database:
 
-=========  ====================================  ===========================================
-database   key                                   value
-=========  ====================================  ===========================================
-versions   ``[op_name, version]``                ``{"seq": n, "record": OpVersionRecord}``
-links      ``[downstream_op, upstream_op,        ``n``
-           upstream_version, downstream_version]``
-snapshots  ``[pipeline_name, n]``                ``SnapshotRecord``
-meta       ``"seq"``, ``"format"``               the commit counter, the layout version
-jobs/jobs  ``job_id``                            ``{"seq": n, "record": JobRecord}``
-jobs/meta  ``"seq"``                             the job counter
-=========  ====================================  ===========================================
+============================================  ================================================
+index key                                     payload
+============================================  ================================================
+``["meta", "format"]``                        ``2``
+``["meta", "head"]``                          the last position handed out: the head token
+``["version", op, version key]``              ``{"seq": p}``: the op's record is item ``p``
+                                              of the chain ``("versions", op)``
+``["links", down op, down version key]``      ``[[up op, up version, down version], ...]``
+``["chain", *chain]``                         the head of a chain (see below)
+``["job", job id]`` (jobs)                    ``{"seq": p, "record": JobRecord}``
+============================================  ================================================
 
-``n`` comes from a counter of its environment bumped inside each write transaction, so
-sorting by it gives commit order across every process that writes to the directory. Keys
-start with the name they are listed by, so a listing is one cursor range scan.
+===========================================  =====================================================
+chain                                        items, newest first
+===========================================  =====================================================
+``("versions", op)``                         every version's ``OpVersionRecord`` (a version saved
+                                             again is removed and appended anew)
+``("versions", op, policy, code key)``       ``null`` at the same positions: the versions whose
+                                             code has that key under that policy
+``("journal", kind, name)``                  the records of a journal (``SnapshotRecord``...)
+``("jobs",)`` (jobs)                         job ids, in creation order
+===========================================  =====================================================
+
+Positions come from the head counter, bumped inside each write transaction: they order
+records across every process that writes to the directory. So the hot path reads O(1)
+records whatever the history: "is this version stored" is one index lookup, the newest version
+a given code may load is the head of its chain, the links of a version one lookup, and a
+page of a listing O(page) lookups. Records are JSON made by
+:func:`~chariots_core.op_store.records.to_plain`, never pickles.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import attrs
-import lmdb
-
-from chariots_core.errors import StoreError
-from chariots_core.op_store.store import (
+from chariots_core.errors import NotSavedError, StoreError
+from chariots_core.op_store.records import (
+    POLICIES,
+    Commit,
     JobRecord,
+    JournalEntry,
     LinkRecord,
     OpVersionRecord,
-    SaveRecord,
-    SnapshotRecord,
-    from_json,
-    to_json,
+    Position,
+    check_limit,
+    code_key,
+    from_plain,
+    to_plain,
+    version_key,
 )
+from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 from . import environments
 from .environments import JOBS, OPS, Layout, SharedEnvironment
+from .tables import MissingEntry, Tables, key
 
 __all__ = ["LMDBOpStore", "DEFAULT_MAP_SIZE"]
 
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024  # grows on demand; on Linux the file only takes what is used
-FORMAT = 1
-_SEQ_KEY = to_json("seq")
-_FORMAT_KEY = to_json("format")
+_Result = TypeVar("_Result")
 _Record = TypeVar("_Record")
 
 
-@attrs.frozen
-class _StoredVersion:
-    seq: int
-    record: OpVersionRecord
-
-
-@attrs.frozen
-class _StoredJob:
-    seq: int
-    record: JobRecord
-
-
-def _sequenced(seq: int, record_json: bytes) -> bytes:
-    # Same bytes to_json(_Stored*(seq, record)) would give, without re-encoding the record.
-    return b'{"record":%s,"seq":%d}' % (record_json, seq)
-
-
-def _prefix(name: str) -> bytes:
-    """The key prefix shared by every ``[name, ...]`` key and by no other name's keys."""
-    return to_json([name])[:-1] + b","
-
-
-class LMDBOpStore:
-    """An :class:`~chariots_core.OpStore` kept in an LMDB directory.
+class LMDBOpStore(OpStore, JobStore):
+    """An :class:`~chariots_core.OpStore` and job store kept in an LMDB directory.
 
     Several processes may open one directory and save and load at once: LMDB serialises
-    writers with its lock file and readers see every committed save. All records of one
-    :meth:`commit_save` go in one write transaction, so a crash leaves all of them or none.
-    A killed process loses no committed save; an OS crash or power cut may undo the last
-    one (LMDB's ``metasync=False``, which halves the fsyncs of a commit), never part of it.
-    The memory map grows by itself when full.
+    writers with its lock file and a view is one read transaction, which sees one committed
+    state. All records of one :meth:`commit` go in one write transaction, so a crash leaves all
+    of them or none. A killed process loses no committed save; an OS crash or power cut may
+    undo the last one (LMDB's ``metasync=False``, which halves the fsyncs of a commit), never
+    part of it. The memory map grows by itself when full.
+
+    Every record carries a checksum, and every listing and lookup is checked against the
+    records around it (see :mod:`chariots_lmdb.tables`): a damaged store raises
+    :class:`~chariots_core.errors.StoreError` (``IntegrityError`` for a damaged record) naming
+    what is damaged and the store's path, never answers less or other than was committed.
 
     Job records (:meth:`put_job`) are not fsynced: a job changes state several times and an
     fsync each would cost more than a small job. A record is in the kernel's hands when
@@ -101,109 +100,92 @@ class LMDBOpStore:
 
     :param path: the directory of the store (created if missing).
     :param map_size: initial size in bytes of LMDB's memory map.
-    :raises StoreError: if ``path`` is a file, cannot be created or written, or is not an
-        LMDB store.
+    :raises StoreError: if ``path`` is a file, cannot be created or written, is not an LMDB
+        op store of this layout version, or is damaged.
     """
 
     def __init__(self, path: str | os.PathLike, map_size: int = DEFAULT_MAP_SIZE) -> None:
-        if not isinstance(map_size, int) or map_size <= 0:
+        if not isinstance(map_size, int) or isinstance(map_size, bool) or map_size <= 0:
             msg = f"'map_size' must be a positive number of bytes (got {map_size!r})"
             raise StoreError(msg)
         self.path = os.path.abspath(os.fspath(path))
         self.map_size = map_size
         # Per layout, the environment borrowed and the pid that borrowed it.
         self._handles: dict[Layout, tuple[int, SharedEnvironment]] = {}
-        self._check_format(self._shared())
+        # Both opened now: a bad path fails here, and no environment is first opened inside a
+        # view, where opening waits for a fork that waits for the view (see environments).
+        self._shared(OPS)
+        self._shared(JOBS)
 
-    # -- the OpStore protocol -------------------------------------------------------------
-    def commit_save(self, save: SaveRecord) -> None:
-        """Record every op version, link and the snapshot of one save in one transaction."""
-        ops = [(to_json([r.op_name, r.version]), self._encode(r)) for r in save.ops]
-        links = [
-            to_json([link.downstream_op, link.upstream_op, link.upstream_version, link.downstream_version])
-            for link in save.links
-        ]
-        snapshot = self._encode(save.snapshot)
+    # -- OpStore ------------------------------------------------------------------------------
+    @contextmanager
+    def _view(self) -> Iterator[OpStoreView]:
+        shared = self._shared()
+        with environments.reading(shared) as txn:
+            view = _LMDBView(Tables(txn, shared.dbs, shared.path))
+            try:
+                yield view
+            finally:
+                view.closed = True
 
-        def write(txn: lmdb.Transaction) -> None:
-            dbs = self._shared().dbs
-            seq = self._read_seq(txn)
-            for key, value in ops:
-                seq += 1
-                txn.put(key, _sequenced(seq, value), db=dbs["versions"])
-            for key in links:
-                # A link already known keeps its place (first-seen order).
-                if txn.get(key, db=dbs["links"]) is None:
-                    seq += 1
-                    txn.put(key, to_json(seq), db=dbs["links"])
-            seq += 1
-            txn.put(to_json([save.snapshot.pipeline_name, seq]), snapshot, db=dbs["snapshots"])
-            txn.put(_SEQ_KEY, to_json(seq), db=dbs["meta"])
+    def _commit(self, commit: Commit) -> Position:
+        ops = [(record, to_plain(record)) for record in commit.ops]
+        appends = [(("journal", append.kind, append.name), to_plain(append.record)) for append in commit.journal]
 
-        self._transaction(write, write=True)
+        def write(tables: Tables) -> int:
+            for record, plain in ops:
+                _store_version(tables, record, plain)
+            for link in commit.links:
+                _store_link(tables, link)
+            for chain, plain in appends:
+                tables.append(chain, tables.next_position(), plain)
+            return tables.next_position()  # the commit's own: the head moves even if it wrote only links
 
-    def op_versions(self, op_name: str) -> list[OpVersionRecord]:
-        """Every saved version of ``op_name``, oldest first (a re-saved version moves last)."""
+        return self._write(write, OPS, commit)
 
-        def decode(key: bytes, value: bytes) -> tuple[int, OpVersionRecord]:
-            stored = self._decode("versions", key, value, _StoredVersion)
-            return stored.seq, stored.record
-
-        return self._scan("versions", _prefix(op_name), decode)
-
-    def links(self, downstream_op: str) -> list[LinkRecord]:
-        """Every link whose downstream is ``downstream_op``, in the order first recorded."""
-
-        def decode(key: bytes, value: bytes) -> tuple[int, LinkRecord]:
-            down, up, up_version, down_version = self._decode("links", key, key, tuple[str, str, str, str])
-            return self._decode("links", key, value, int), LinkRecord(up, up_version, down, down_version)
-
-        return self._scan("links", _prefix(downstream_op), decode)
-
-    def snapshots(self, pipeline_name: str) -> list[SnapshotRecord]:
-        """Every snapshot saved for ``pipeline_name``, oldest first."""
-
-        def decode(key: bytes, value: bytes) -> tuple[int, SnapshotRecord]:
-            _, seq = self._decode("snapshots", key, key, tuple[str, int])
-            return seq, self._decode("snapshots", key, value, SnapshotRecord)
-
-        return self._scan("snapshots", _prefix(pipeline_name), decode)
-
+    # -- JobStore -----------------------------------------------------------------------------
     def put_job(self, job: JobRecord) -> None:
-        """Create or replace the record of ``job.job_id``."""
-        key, value = to_json(job.job_id), self._encode(job)
+        """Create or replace the record of ``job.job_id`` (not fsynced: see the class docs)."""
+        plain = to_plain(job)
 
-        def write(txn: lmdb.Transaction) -> None:
-            dbs = self._shared(JOBS).dbs
-            existing = txn.get(key, db=dbs["jobs"])
-            if existing is not None:
-                # Replacing a job keeps its place among jobs submitted at the same time.
-                seq = self._decode("jobs", key, existing, _StoredJob).seq
+        def write(tables: Tables) -> None:
+            at = key("job", job.job_id)
+            found = tables.get(at)
+            if found is None:
+                position = tables.next_position()
+                tables.append(("jobs",), position, job.job_id)
             else:
-                seq = self._read_seq(txn, JOBS) + 1
-                txn.put(_SEQ_KEY, to_json(seq), db=dbs["meta"])
-            txn.put(key, _sequenced(seq, value), db=dbs["jobs"])
+                position = found["seq"]
+            tables.put(at, {"seq": position, "record": plain})
 
-        self._transaction(write, write=True, layout=JOBS)
+        self._write(write, JOBS, job)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """The record of ``job_id``, or ``None``."""
-        key = to_json(job_id)
-        value = self._transaction(lambda txn: txn.get(key, db=self._shared(JOBS).dbs["jobs"]), layout=JOBS)
-        return None if value is None else self._decode("jobs", key, value, _StoredJob).record
+        return self._read(lambda tables: _job(tables, str(job_id), required=False), JOBS)
 
-    def jobs(self) -> list[JobRecord]:
-        """Every job record, oldest submission first."""
+    def jobs(self, *, limit: int | None = None, before: str | None = None) -> list[JobRecord]:
+        """Job records, newest created first (see :class:`~chariots_core.op_store.store.JobStore`)."""
+        check_limit(limit)
 
-        def decode(key: bytes, value: bytes) -> tuple[tuple[float, int], JobRecord]:
-            stored = self._decode("jobs", key, value, _StoredJob)
-            return (stored.record.submitted_at, stored.seq), stored.record
+        def read(tables: Tables) -> list[JobRecord]:
+            start = None
+            if before is not None:
+                found = tables.get(key("job", before))
+                if found is None:
+                    raise NotSavedError(f"the store at {self.path!r} has no job {before!r} to list jobs before")
+                start = found["seq"]
+            try:
+                pairs = tables.walk(("jobs",), limit, start)
+            except MissingEntry as exc:
+                raise tables.damaged(f"job {before!r} is missing from the list of jobs") from exc
+            return [_job(tables, job_id, required=True) for job_id in tables.parse([item for _, item in pairs])]
 
-        return self._scan("jobs", b"", decode, layout=JOBS)
+        return self._read(read, JOBS)
 
     @property
     def fsyncs_saves(self) -> bool:
-        """Whether :meth:`commit_save` fsyncs before returning (always ``True``)."""
+        """Whether :meth:`commit` fsyncs before returning (always ``True``)."""
         return self._syncs(OPS)
 
     @property
@@ -240,70 +222,126 @@ class LMDBOpStore:
     def _syncs(self, layout: Layout) -> bool:
         return bool(self._shared(layout).env.flags()["sync"])
 
-    def _transaction(
-        self, work: Callable[[lmdb.Transaction], _Record], write: bool = False, layout: Layout = OPS
-    ) -> _Record:
-        return environments.transaction(self._shared(layout), work, write=write)
+    def _read(self, work: Callable[[Tables], _Result], layout: Layout) -> _Result:
+        shared = self._shared(layout)
+        return environments.transaction(shared, lambda txn: work(Tables(txn, shared.dbs, shared.path)))
 
-    def _scan(
-        self,
-        db_name: str,
-        prefix: bytes,
-        decode: Callable[[bytes, bytes], tuple[Any, _Record]],
-        layout: Layout = OPS,
-    ) -> list[_Record]:
-        """The records under ``prefix``, decoded as (sort key, record), in sort-key order."""
+    def _write(self, work: Callable[[Tables], _Result], layout: Layout, what: Any) -> _Result:
+        shared = self._shared(layout)
+        try:
+            return environments.transaction(shared, lambda txn: work(Tables(txn, shared.dbs, shared.path)), write=True)
+        except (TypeError, ValueError) as exc:  # json.dumps: a value that is not JSON
+            msg = f"cannot encode {what!r} for the LMDB op store at {self.path!r}: {exc}"
+            raise StoreError(msg) from exc
 
-        def read(txn: lmdb.Transaction) -> list[tuple[Any, _Record]]:
-            cursor = txn.cursor(db=self._shared(layout).dbs[db_name])
-            return [decode(key, value) for key, value in _range(cursor, prefix)]
 
-        records = self._transaction(read, layout=layout)
-        return [record for _, record in sorted(records, key=lambda item: item[0])]
+def _store_version(tables: Tables, record: OpVersionRecord, plain: dict[str, Any]) -> None:
+    """Write a version as its op's newest, taking out the record it replaces."""
+    op = record.op_name
+    at = key("version", op, version_key(record.version))
+    found = tables.get(at)
+    if found is not None:
+        (replaced,) = (from_plain(plain, OpVersionRecord) for plain in tables.items(("versions", op), [found["seq"]]))
+        tables.remove(("versions", op), found["seq"])
+        for policy in POLICIES:
+            tables.remove(("versions", op, policy, code_key(replaced.code_version, policy)), found["seq"])
+    position = tables.next_position()
+    tables.append(("versions", op), position, plain)
+    for policy in POLICIES:
+        tables.append(("versions", op, policy, code_key(record.code_version, policy)), position, None)
+    tables.put(at, {"seq": position})
 
-    def _read_seq(self, txn: lmdb.Transaction, layout: Layout = OPS) -> int:
-        value = txn.get(_SEQ_KEY, db=self._shared(layout).dbs["meta"])
-        return 0 if value is None else self._decode("meta", _SEQ_KEY, value, int)
 
-    def _check_format(self, shared: SharedEnvironment) -> None:
-        def write(txn: lmdb.Transaction) -> int:
-            value = txn.get(_FORMAT_KEY, db=shared.dbs["meta"])
-            if value is None:
-                txn.put(_FORMAT_KEY, to_json(FORMAT), db=shared.dbs["meta"])
-                return FORMAT
-            return self._decode("meta", _FORMAT_KEY, value, int)
+def _store_link(tables: Tables, link: LinkRecord) -> None:
+    at = key("links", link.downstream_op, version_key(link.downstream_version))
+    known = tables.get(at) or []
+    item = [link.upstream_op, link.upstream_version, link.downstream_version]
+    if item not in known:
+        tables.put(at, [*known, item])
 
-        found = self._transaction(write, write=True)
-        if found != FORMAT:
-            msg = (
-                f"the LMDB op store at {self.path!r} has layout version {found}, this chariots "
-                f"reads version {FORMAT}; open it with the chariots release that wrote it"
-            )
+
+def _job(tables: Tables, job_id: str, required: bool) -> JobRecord | None:
+    found = tables.get(key("job", job_id))
+    if found is None:
+        if required:
+            raise tables.damaged(f"the record of job {job_id!r}, which the list of jobs names, is missing")
+        return None
+    job = from_plain(found["record"], JobRecord)
+    if job.job_id != job_id:
+        raise tables.damaged(f"the record filed under job {job_id!r} is that of job {job.job_id!r}")
+    return job
+
+
+class _LMDBView(OpStoreView):
+    """Reads of one read transaction."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._open_tables = tables
+        self.closed = False
+
+    @property
+    def _tables(self) -> Tables:
+        if self.closed:
+            msg = f"a view of the LMDB op store at {self._open_tables.where!r} was used after its 'with store.reader()' block ended"
             raise StoreError(msg)
+        return self._open_tables
 
-    def _encode(self, record: Any) -> bytes:
-        try:
-            return to_json(record)
-        except (TypeError, ValueError) as exc:
-            msg = f"cannot encode {record!r} for the LMDB op store at {self.path!r}: {exc}"
-            raise StoreError(msg) from exc
+    def head(self) -> Position:
+        return self._tables.head()
 
-    def _decode(self, db_name: str, key: bytes, value: bytes, record_type: type[_Record]) -> _Record:
+    def op_version(self, op_name: str, version: str) -> OpVersionRecord | None:
+        found = self._tables.get(key("version", op_name, version_key(version)))
+        return None if found is None else self._stored(op_name, found["seq"])
+
+    def _op_versions(
+        self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
+    ) -> list[OpVersionRecord]:
+        chain: tuple[str, ...] = ("versions", op_name) if code is None else ("versions", op_name, policy, code)
+        start = None
+        if before is not None:
+            found = self._tables.get(key("version", op_name, version_key(before)))
+            check_listed(None if found is None else self._stored(op_name, found["seq"]), op_name, before, code, policy)
+            start = found["seq"]
         try:
-            return from_json(value, record_type)
-        except Exception as exc:  # json and cattrs raise several unrelated types
+            pairs = self._tables.walk(chain, limit, start)
+        except MissingEntry as exc:
+            raise self._tables.damaged(f"version {before!r} of op {op_name!r} is missing from its listing") from exc
+        if code is None:
+            plains = self._tables.parse([item for _, item in pairs])
+        else:  # the code's chain says which versions: their records are in the op's chain
+            plains = self._tables.items(("versions", op_name), [position for position, _ in pairs])
+        records = [self._record(op_name, plain) for plain in plains]
+        for record in records if code is not None else ():
+            if code_key(record.code_version, policy) != code:
+                raise self._tables.damaged(f"the {policy} listing of op {op_name!r} holds {record.version!r} of other code")
+        return records
+
+    def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
+        known = self._tables.get(key("links", downstream_op, version_key(downstream_version))) or []
+        return [LinkRecord(up, up_version, downstream_op, down_version) for up, up_version, down_version in known]
+
+    def _journal(
+        self, record_type: type[_Record], kind: str, name: str, limit: int | None, before: Position | None
+    ) -> list[JournalEntry[_Record]]:
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool) or before <= 0):
+            raise NotSavedError(f"{before!r} is not a position of the {kind} journal of {name!r}")
+        try:
+            pairs = self._tables.walk(("journal", kind, name), limit, before)
+        except MissingEntry:
             msg = (
-                f"the LMDB op store at {self.path!r} holds an unreadable record in {db_name!r} "
-                f"under key {bytes(key)[:200]!r} ({type(exc).__name__}: {exc}); the store is "
-                "corrupt or was written by another program: restore it from a backup"
+                f"{before!r} is not a position of the {kind} journal of {name!r}: pass as 'before' "
+                "what an earlier page of it listed"
             )
-            raise StoreError(msg) from exc
+            raise NotSavedError(msg) from None
+        plains = self._tables.parse([item for _, item in pairs])
+        return [JournalEntry(position, from_plain(plain, record_type)) for (position, _), plain in zip(pairs, plains)]
 
+    def _stored(self, op_name: str, position: int) -> OpVersionRecord:
+        """The record saved at ``position`` of ``op_name``'s chain."""
+        return self._record(op_name, self._tables.items(("versions", op_name), [position])[0])
 
-def _range(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    if not cursor.set_range(prefix):
-        return
-    for key, value in cursor:
-        if not key.startswith(prefix):
-            return
-        yield key, value
+    def _record(self, op_name: str, plain: Any) -> OpVersionRecord:
+        record = from_plain(plain, OpVersionRecord)
+        if record.op_name != op_name:
+            raise self._tables.damaged(f"the record filed under op {op_name!r} is one of op {record.op_name!r}")
+        return record

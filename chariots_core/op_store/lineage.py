@@ -26,6 +26,16 @@ load if an edge is incompatible. ``"latest_compatible"`` finds the newest compat
 candidates newest first, upstream ops decided before downstream ones, after dropping every
 candidate that no neighbour can accept (arc consistency), so chains and trees of models are
 resolved without backtracking and the backtracking search only has diamonds left to explore.
+It looks back through each op's history in widening windows (the newest 16 compatible-code
+versions of every op, then 32, ... up to :data:`LATEST_COMPATIBLE_BOUND`) and returns the
+first set found in the smallest window that holds one; past the bound it gives up with a
+``VersionError`` that says so.
+
+**Reading the store.** Both strategies read through one view of the op store
+(:meth:`~chariots_core.op_store.store.OpStore.reader`), so a load sees one committed state even
+while other processes save; ``"latest"`` reads O(1) records per op whatever the history (the
+newest compatible version, the links of the chosen versions), ``"latest_compatible"`` at most
+the bound. Saving looks each op's version up once (is it stored already?) and then commits.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -50,20 +60,23 @@ from ..pipelines.ops import fresh_copy
 from ..pipelines.pipeline import Pipeline
 from ..savers import BaseSaver, read_verified
 from ..versioning import Version
-from .store import LinkRecord, OpStore, OpVersionRecord, SaveRecord, SnapshotRecord
+from .records import POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
+from .store import OpStore, OpStoreView
 
 __all__ = [
     "POLICIES",
     "STRATEGIES",
+    "LATEST_COMPATIBLE_BOUND",
     "check_choice",
-    "compatible",
     "save_pipeline",
     "resolve_versions",
     "load_ops",
 ]
 
-POLICIES = ("major", "minor", "exact")
 STRATEGIES = ("latest", "latest_compatible")
+# How many of each op's newest compatible-code versions "latest_compatible" considers at most.
+LATEST_COMPATIBLE_BOUND = 1024
+_FIRST_WINDOW = 16
 _COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
 _PART_NAMES = ("major", "minor", "patch")
 
@@ -90,12 +103,6 @@ def _digests(version: Version | str) -> tuple[str, str, str]:
     return _parsed(version)
 
 
-def compatible(a: Version | str, b: Version | str, policy: str) -> bool:
-    """Whether two versions are interchangeable under ``policy`` (see the module docstring)."""
-    compared = _COMPARED_PARTS[check_choice("compatibility", policy, POLICIES)]
-    return _digests(a)[:compared] == _digests(b)[:compared]
-
-
 def _show(version: Version | str) -> str:
     return "/".join(digest[:7] for digest in _digests(version))
 
@@ -107,12 +114,6 @@ def _changed_parts(old: Version | str, new: Version | str) -> str:
     return changed[0] if changed else "no"
 
 
-def _find_version(records: list[OpVersionRecord], version: Version | str) -> OpVersionRecord | None:
-    """The latest record of ``version`` (compared by digests, not creation time)."""
-    wanted = _digests(version)
-    return next((record for record in reversed(records) if _digests(record.version) == wanted), None)
-
-
 # -- saving --------------------------------------------------------------------------------
 def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> SnapshotRecord:
     """Persist every loadable op of ``pipeline`` and record its new versions, links and snapshot.
@@ -121,12 +122,14 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     :raises NotFittedError: if a model op was never fitted nor loaded.
     """
     now = time.time()
+    nodes = pipeline.loadable_nodes()
+    with op_store.reader() as view:
+        known = {id(node): view.op_version(node.name, str(node.node_version)) for node in nodes}
     records: list[OpVersionRecord] = []
     saved_as: dict[int, str] = {}  # id(node) -> the version string the store knows it by
     new: set[int] = set()  # id(node) of the ops whose version record this save writes
-    for node in pipeline.loadable_nodes():
-        version = node.node_version
-        stored = _find_version(op_store.op_versions(node.name), version)
+    for node in nodes:
+        stored = known[id(node)]
         # A version other than the class version names the state it holds (an ML op's training
         # run): once stored, its bytes are stored too and need no serializing again.
         if stored is not None and node.op.holds_trained_state and saver.exists(stored.blob_path):
@@ -143,7 +146,7 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
             continue
         # A version saved again with other bytes (a plain LoadableOp whose state changed)
         # keeps the stored string, so that the store files it under the same key.
-        text = stored.version if stored is not None else str(version)
+        text = stored.version if stored is not None else str(node.node_version)
         records.append(
             OpVersionRecord(
                 op_name=node.name,
@@ -168,7 +171,7 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         saved_at=now,
         versions={node.name: saved_as.get(id(node), str(node.node_version)) for node in pipeline.op_nodes()},
     )
-    op_store.commit_save(SaveRecord(tuple(records), links, snapshot))
+    op_store.commit(Commit(records, links, (JournalAppend(pipeline.name, snapshot),)))
     return snapshot
 
 
@@ -193,20 +196,13 @@ def _serialize(node: Node) -> bytes:
 # -- choosing versions -----------------------------------------------------------------------
 @attrs.frozen
 class _Edge:
-    """One checked edge: which upstream versions each saved downstream version was built on."""
+    """One checked edge: which upstream versions a saved downstream version was built on."""
 
     up: Node
     down: Node
-    built_on: dict[tuple[str, str, str], list[str]]  # down digests -> upstream version strings
+    built_on: Callable[[str], list[str]]  # a downstream version -> the versions of ``up`` it was built on
     compared: int  # how many subversions the policy compares
-    wanted: dict[tuple[str, str, str], frozenset[tuple[str, ...]]] = attrs.field(init=False)
-
-    @wanted.default
-    def _wanted(self) -> dict[tuple[str, str, str], frozenset[tuple[str, ...]]]:
-        return {
-            down: frozenset(_digests(up)[: self.compared] for up in ups)
-            for down, ups in self.built_on.items()
-        }
+    _wanted: dict[str, frozenset[tuple[str, ...]] | None] = attrs.field(factory=dict, init=False)
 
     def key(self, up_candidate: Candidate) -> tuple[str, ...]:
         """What the policy compares of the upstream version that would run."""
@@ -218,7 +214,12 @@ class _Edge:
             return None
         if not down_candidate.holds_trained_state:
             return None  # no trained state (a plain LoadableOp): what feeds it cannot make it stale
-        return self.wanted.get(_digests(down_candidate.version))
+        version = down_candidate.version
+        if version not in self._wanted:
+            ups = self.built_on(version)
+            # A version never built behind ``up`` puts no constraint on this edge.
+            self._wanted[version] = frozenset(_digests(up)[: self.compared] for up in ups) if ups else None
+        return self._wanted[version]
 
     def allows(self, up_candidate: Candidate, down_candidate: Candidate) -> bool:
         """Whether the downstream candidate accepts the upstream candidate."""
@@ -234,15 +235,13 @@ def _running_version(node: Node, candidate: Candidate) -> Version | str:
     return candidate.version if candidate is not None else node.node_version
 
 
-_CONCURRENT_SAVE_ATTEMPTS = 3
-
-
 def resolve_versions(
     pipeline: Pipeline, op_store: OpStore, policy: str = "major", strategy: str = "latest"
 ) -> dict[str, Candidate]:
     """Choose the saved version each loadable op of ``pipeline`` should load, by node name.
 
     ``None`` means "keep the op as it is": nothing usable was saved and the op can run without.
+    Everything is read through one view of the store: one committed state.
 
     :raises ConfigError: if ``policy`` or ``strategy`` is not a known one.
     :raises NotSavedError: if no op of the pipeline was ever saved, or a predict-only op has
@@ -252,109 +251,156 @@ def resolve_versions(
     """
     check_choice("compatibility", policy, POLICIES)
     check_choice("strategy", strategy, STRATEGIES)
-    loadable = pipeline.loadable_nodes()
-    attempts_left = _CONCURRENT_SAVE_ATTEMPTS
-    while True:
-        saved = {node.name: op_store.op_versions(node.name) for node in loadable}
-        try:
-            return _resolve(pipeline, op_store, policy, strategy, loadable, saved)
-        except VersionError:
-            # Each op's versions are read separately, so a save committed by another process
-            # between two reads can make a pair saved together look stale: refuse the load
-            # only if what was read stood still.
-            attempts_left -= 1
-            if not attempts_left or saved == {name: op_store.op_versions(name) for name in saved}:
-                raise
+    with op_store.reader() as view:
+        return _Resolution(pipeline, view, policy).resolve(strategy)
 
 
-def _resolve(
-    pipeline: Pipeline,
-    op_store: OpStore,
-    policy: str,
-    strategy: str,
-    loadable: list[Node],
-    saved: dict[str, list[OpVersionRecord]],
-) -> dict[str, Candidate]:
-    """:func:`resolve_versions` on one reading of the saved versions."""
-    if loadable and not any(saved.values()):
-        names = ", ".join(repr(node.name) for node in loadable)
-        msg = (
-            f"pipeline {pipeline.name!r} cannot be loaded: none of its ops ({names}) was ever "
-            "saved. Run a pipeline that trains them and save it with save_pipeline first"
-        )
-        raise NotSavedError(msg)
-    options = {node.name: _candidates(node, saved[node.name], policy) for node in loadable}
-    edges = _checked_edges(pipeline, op_store, policy)
-    latest = {name: candidates[0] for name, candidates in options.items()}
-    problems = [edge for edge in edges if not edge.accepts(latest)]
-    if not problems:
-        return latest
-    if strategy == "latest":
-        head = (
-            f"the pipeline you requested cannot be loaded because of version incompatibility: "
-            f"pipeline {pipeline.name!r} has {len(problems)} incompatible edge(s):"
-        )
-        hint = (
-            "HINT: retrain and save/reload in order to have a loadable version, or load with "
-            "strategy='latest_compatible' to keep serving the newest compatible versions"
-        )
-        raise VersionError(_report(head, problems, latest, saved, hint))
-    found = _newest_compatible(loadable, options, edges)
-    if found is None:
-        head = (
-            f"pipeline {pipeline.name!r} cannot be loaded: no combination of its saved versions "
-            "is compatible along every edge. With each op's latest version:"
-        )
-        hint = "HINT: retrain the ops named above on the current upstream versions and save them"
-        raise VersionError(_report(head, problems, latest, saved, hint))
-    return found
+class _Resolution:
+    """One load's choice of versions, read through one view."""
+
+    def __init__(self, pipeline: Pipeline, view: OpStoreView, policy: str) -> None:
+        self.pipeline, self.view, self.policy = pipeline, view, policy
+        self.loadable = pipeline.loadable_nodes()
+        self._links: dict[tuple[str, str], list[LinkRecord]] = {}
+
+    def _newest(self, node: Node, limit: int, after: str | None = None) -> list[OpVersionRecord]:
+        """Up to ``limit`` versions the node's code may load, newest first, after ``after``."""
+        code = str(type(node.op).__version__)
+        return self.view.op_versions(node.name, compatible_with=code, policy=self.policy, limit=limit, before=after)
+
+    def resolve(self, strategy: str) -> dict[str, Candidate]:
+        latest: dict[str, Candidate] = {}
+        for node in self.loadable:
+            newest = self._newest(node, 1)
+            latest[node.name] = newest[0] if newest else None
+        self._check_unusable([node for node in self.loadable if latest[node.name] is None])
+        edges = self._checked_edges()
+        problems = [edge for edge in edges if not edge.accepts(latest)]
+        if not problems:
+            return latest
+        if strategy == "latest":
+            head = (
+                f"the pipeline you requested cannot be loaded because of version incompatibility: "
+                f"pipeline {self.pipeline.name!r} has {len(problems)} incompatible edge(s):"
+            )
+            hint = (
+                "HINT: retrain and save/reload in order to have a loadable version, or load with "
+                "strategy='latest_compatible' to keep serving the newest compatible versions"
+            )
+            raise VersionError(self._report(head, problems, latest, hint))
+        return self._newest_compatible(latest, edges, problems)
+
+    def _check_unusable(self, missing: list[Node]) -> None:
+        """Raise for the ops that have no version their code may load, unless they can run without."""
+        newest_any = {node.name: self.view.op_versions(node.name, limit=1) for node in missing}
+        if self.loadable and len(missing) == len(self.loadable) and not any(newest_any.values()):
+            names = ", ".join(repr(node.name) for node in self.loadable)
+            msg = (
+                f"pipeline {self.pipeline.name!r} cannot be loaded: none of its ops ({names}) was ever "
+                "saved. Run a pipeline that trains them and save it with save_pipeline first"
+            )
+            raise NotSavedError(msg)
+        for node in missing:
+            op = node.op
+            if newest_any[node.name] and not op.allow_version_change:
+                latest = newest_any[node.name][0]
+                current_code = type(op).__version__
+                msg = (
+                    f"op {node.name!r} cannot be loaded: every saved version was made by other code (the "
+                    f"latest, {_show(latest.version)}, by pipeline {latest.pipeline_name!r}; the "
+                    f"{_changed_parts(latest.code_version, current_code)} version of "
+                    f"{type(op).__name__}'s versioned fields changed since). Retrain it with the current "
+                    f"code: run and save pipeline {latest.pipeline_name!r}"
+                )
+                raise VersionError(msg)
+            if op.requires_saved_state:
+                msg = (
+                    f"op {node.name!r} needs a saved version to run (it only predicts) but none was "
+                    "saved; run and save a pipeline that fits it first"
+                )
+                raise NotSavedError(msg)
+
+    def _built_on(self, up: Node, down: Node) -> Callable[[str], list[str]]:
+        def built_on(down_version: str) -> list[str]:
+            key = (down.name, version_key(down_version))
+            if key not in self._links:
+                self._links[key] = self.view.links(down.name, down_version)
+            return [link.upstream_version for link in self._links[key] if link.upstream_op == up.name]
+
+        return built_on
+
+    def _checked_edges(self) -> list[_Edge]:
+        """The edges to check: those into a pinned downstream op."""
+        return [
+            _Edge(up, down, self._built_on(up, down), _COMPARED_PARTS[self.policy])
+            for up, down in self.pipeline.op_edges()
+            if down.is_loadable and not down.op.allow_version_change
+        ]
+
+    def _newest_compatible(
+        self, latest: dict[str, Candidate], edges: list[_Edge], problems: list[_Edge]
+    ) -> dict[str, Candidate]:
+        """The first compatible set in the smallest window of history that holds one."""
+        options: dict[str, list[Candidate]] = {name: [record] for name, record in latest.items()}
+        window = _FIRST_WINDOW
+        while True:
+            exhausted = True
+            for node in self.loadable:
+                have = options[node.name]
+                if have[-1] is not None and len(have) < window:
+                    have += self._newest(node, window - len(have), after=have[-1].version)
+                exhausted = exhausted and (have[-1] is None or len(have) < window)
+            found = _search(self.loadable, options, edges)
+            if found is not None:
+                return found
+            if exhausted:
+                head = (
+                    f"pipeline {self.pipeline.name!r} cannot be loaded: no combination of its saved "
+                    "versions is compatible along every edge. With each op's latest version:"
+                )
+                hint = "HINT: retrain the ops named above on the current upstream versions and save them"
+                raise VersionError(self._report(head, problems, latest, hint))
+            if window >= LATEST_COMPATIBLE_BOUND:
+                head = (
+                    f"pipeline {self.pipeline.name!r} cannot be loaded with strategy='latest_compatible': "
+                    f"no combination of the newest {LATEST_COMPATIBLE_BOUND} versions of each op is "
+                    "compatible along every edge, and the search looks no further back "
+                    "(chariots_core.op_store.lineage.LATEST_COMPATIBLE_BOUND). With each op's latest version:"
+                )
+                hint = "HINT: retrain the ops named above on the current upstream versions and save them"
+                raise VersionError(self._report(head, problems, latest, hint))
+            window = min(window * 2, LATEST_COMPATIBLE_BOUND)
+
+    def _report(self, head: str, problems: list[_Edge], chosen: Mapping[str, Candidate], hint: str) -> str:
+        lines = [head]
+        for edge in problems:
+            up, down = edge.up.name, edge.down.name
+            down_record = chosen[down]
+            assert down_record is not None  # an edge with no downstream record accepts anything
+            built_on = edge.built_on(down_record.version)[-1]
+            running = _running_version(edge.up, chosen.get(up) if edge.up.is_loadable else None)
+            cause = self._cause(edge.up, built_on, running)
+            lines.append(
+                f"  - edge {up!r} -> {down!r}: {down!r} {_show(down_record.version)} was built on "
+                f"{up!r} {_show(built_on)}, but {up!r} is now {_show(running)} (its "
+                f"{_changed_parts(built_on, running)} version changed: {cause}). "
+                f"Retrain {down!r} on it: run and save pipeline {down_record.pipeline_name!r}"
+            )
+        lines.append(hint)
+        return "\n".join(lines)
+
+    def _cause(self, up: Node, old: str, new: Version | str) -> str:
+        if not up.is_loadable:
+            return "its code changed"
+        before, now = self.view.op_version(up.name, old), self.view.op_version(up.name, str(new))
+        if before is None or now is None:
+            return "it changed"
+        if _digests(before.code_version) == _digests(now.code_version):
+            return "it was retrained"
+        return "its code changed"
 
 
-def _candidates(node: Node, saved: list[OpVersionRecord], policy: str) -> list[Candidate]:
-    """The saved versions this op's code may load, newest first (``[None]``: keep as is)."""
-    op = node.op
-    current_code = type(op).__version__
-    usable = [record for record in reversed(saved) if compatible(record.code_version, current_code, policy)]
-    if usable:
-        return usable  # type: ignore[return-value]
-    if saved and not op.allow_version_change:
-        latest = saved[-1]
-        msg = (
-            f"op {node.name!r} cannot be loaded: every saved version was made by other code (the "
-            f"latest, {_show(latest.version)}, by pipeline {latest.pipeline_name!r}; the "
-            f"{_changed_parts(latest.code_version, current_code)} version of "
-            f"{type(op).__name__}'s versioned fields changed since). Retrain it with the current "
-            f"code: run and save pipeline {latest.pipeline_name!r}"
-        )
-        raise VersionError(msg)
-    if op.requires_saved_state:
-        msg = (
-            f"op {node.name!r} needs a saved version to run (it only predicts) but none was "
-            "saved; run and save a pipeline that fits it first"
-        )
-        raise NotSavedError(msg)
-    return [None]
-
-
-def _checked_edges(pipeline: Pipeline, op_store: OpStore, policy: str) -> list[_Edge]:
-    """The edges to check: a pinned downstream op whose saved versions were built on ``up``."""
-    links: dict[str, list[LinkRecord]] = {}
-    edges = []
-    for up, down in pipeline.op_edges():
-        if not down.is_loadable or down.op.allow_version_change:
-            continue
-        if down.name not in links:
-            links[down.name] = op_store.links(down.name)
-        built_on: dict[tuple[str, str, str], list[str]] = {}
-        for link in links[down.name]:
-            if link.upstream_op == up.name:
-                built_on.setdefault(_digests(link.downstream_version), []).append(link.upstream_version)
-        if built_on:
-            edges.append(_Edge(up, down, built_on, _COMPARED_PARTS[policy]))
-    return edges
-
-
-def _newest_compatible(
+def _search(
     loadable: list[Node], options: dict[str, list[Candidate]], edges: list[_Edge]
 ) -> dict[str, Candidate] | None:
     """The first compatible assignment, trying ops in run order and versions newest first."""
@@ -417,42 +463,6 @@ def _arc_consistent(
             if edge.up.is_loadable and len(kept_ups) < len(ups):
                 domains[edge.up.name], changed = kept_ups, True
     return domains
-
-
-def _report(
-    head: str,
-    problems: list[_Edge],
-    chosen: Mapping[str, Candidate],
-    saved: Mapping[str, list[OpVersionRecord]],
-    hint: str,
-) -> str:
-    lines = [head]
-    for edge in problems:
-        up, down = edge.up.name, edge.down.name
-        down_record = chosen[down]
-        assert down_record is not None  # an edge with no downstream record accepts anything
-        built_on = edge.built_on[_digests(down_record.version)][-1]
-        running = _running_version(edge.up, chosen.get(up) if edge.up.is_loadable else None)
-        cause = _cause(edge.up, built_on, running, saved)
-        lines.append(
-            f"  - edge {up!r} -> {down!r}: {down!r} {_show(down_record.version)} was built on "
-            f"{up!r} {_show(built_on)}, but {up!r} is now {_show(running)} (its "
-            f"{_changed_parts(built_on, running)} version changed: {cause}). "
-            f"Retrain {down!r} on it: run and save pipeline {down_record.pipeline_name!r}"
-        )
-    lines.append(hint)
-    return "\n".join(lines)
-
-
-def _cause(up: Node, old: str, new: Version | str, saved: Mapping[str, list[OpVersionRecord]]) -> str:
-    if not up.is_loadable:
-        return "its code changed"
-    before, now = _find_version(saved[up.name], old), _find_version(saved[up.name], new)
-    if before is None or now is None:
-        return "it changed"
-    if _digests(before.code_version) == _digests(now.code_version):
-        return "it was retrained"
-    return "its code changed"
 
 
 # -- loading bytes -------------------------------------------------------------------------

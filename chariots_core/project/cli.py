@@ -47,6 +47,7 @@ from typing import IO, Any
 from ..errors import ChariotsError, NotFittedError, WorkerError, describe_failure
 from ..log import get_logger, log_to_stderr
 from ..op_store.lineage import STRATEGIES
+from ..op_store.records import SnapshotRecord
 from ..pipelines.callbacks import PipelineCallback
 from ..serving.jsonsafe import to_jsonable
 from ..serving.workers import JobStatus
@@ -259,10 +260,10 @@ def _cmd_versions(args: argparse.Namespace) -> None:
         print(_table(headers, [[name, *_parts(version), "-", "-"] for name, version in versions.items()]))
         return
     with _open_store(args, holding=True) as holding:
-        held = holding.op_store.snapshots(args.pipeline)
+        held = _last_snapshot(holding.op_store, args.pipeline)
     with _open_store(args) as app:
-        snapshots = held or app.op_store.snapshots(args.pipeline)
-        if not snapshots:
+        snapshot = held or _last_snapshot(app.op_store, args.pipeline)
+        if snapshot is None:
             print(
                 f"pipeline {args.pipeline!r} has no held nor saved versions yet: run chariots call, "
                 f"load or save {args.pipeline} first"
@@ -271,11 +272,23 @@ def _cmd_versions(args: argparse.Namespace) -> None:
         source = "served (held by the last call or load)" if held else "of its last save (not loaded)"
         print(f"chariots: versions of pipeline {args.pipeline!r} {source}", file=sys.stderr)
         rows = []
-        for name, text in snapshots[-1].versions.items():
-            saved = app.op_store.op_versions(name)
-            latest = _time(saved[-1].saved_at) if saved else "-"
-            rows.append([name, *_parts(Version.parse(text)), str(len(saved)), latest])
+        with app.op_store.reader() as view:
+            for name, text in snapshot.versions.items():
+                # A count, not the history: past _COUNTED_VERSIONS the table says "N+".
+                saved = view.op_versions(name, limit=_COUNTED_VERSIONS + 1)
+                count = f"{_COUNTED_VERSIONS}+" if len(saved) > _COUNTED_VERSIONS else str(len(saved))
+                latest = _time(saved[0].saved_at) if saved else "-"
+                rows.append([name, *_parts(Version.parse(text)), count, latest])
     print(_table(headers, rows))
+
+
+_COUNTED_VERSIONS = 1000
+
+
+def _last_snapshot(op_store: Any, pipeline_name: str) -> SnapshotRecord | None:
+    """What ``pipeline_name`` ran with at its newest save in ``op_store`` (``None``: never saved)."""
+    entries = op_store.journal(SnapshotRecord, pipeline_name, limit=1)
+    return entries[0].record if entries else None
 
 
 def _cmd_jobs(args: argparse.Namespace) -> None:
@@ -295,14 +308,14 @@ def _cmd_jobs(args: argparse.Namespace) -> None:
         rows = [
             [job.job_id, job.pipeline_name, job.status, _time(job.submitted_at), _time(job.updated_at),
              job.worker or "-", _error_text(job.error)]
-            for job in (_current(app, record) for record in app.op_store.jobs())
+            for job in (_current(app, record) for record in app.job_store.jobs())
         ]
     print(_table(headers, rows) if rows else "no jobs")
 
 
 def _job(app: Any, job_id: str) -> Any:
     """The record of ``job_id`` (``fetch_job`` raises the app's own error for an unknown id)."""
-    record = app.op_store.get_job(job_id)
+    record = app.job_store.get_job(job_id)
     if record is None:
         app.fetch_job(job_id)
     return record
@@ -313,7 +326,7 @@ def _current(app: Any, job: Any) -> Any:
     if JobStatus(job.status) in _FINISHED:
         return job
     app.fetch_job(job.job_id)
-    return app.op_store.get_job(job.job_id)
+    return app.job_store.get_job(job.job_id)
 
 
 def _cmd_pipelines(args: argparse.Namespace) -> None:

@@ -24,7 +24,8 @@ import sys
 
 from ..errors import IntegrityError, NotFittedError, SerializationError
 from ..log import get_logger
-from ..op_store.lineage import compatible, load_ops
+from ..op_store.lineage import load_ops
+from ..op_store.records import SnapshotRecord, version_key
 from ..registry import url_scheme
 from ..serving.app import Chariots
 from .config import ChariotsConfig
@@ -68,26 +69,22 @@ class HeldState:
 
     def restore(self, pipeline_name: str) -> None:
         """Serve in ``pipeline_name`` the op versions the last command left it with."""
-        store = self._holding.op_store
-        snapshots = store.snapshots(pipeline_name)
-        if not snapshots:
-            return
-        held = snapshots[-1].versions
         serving = self.app.serving_pipeline(pipeline_name)
         records = {}
-        for node in serving.loadable_nodes():
-            version = held.get(node.name)
-            saved = store.op_versions(node.name) if version is not None else []
-            record = next((record for record in reversed(saved) if compatible(record.version, version, "exact")), None)
-            if record is None:
-                continue
-            if not compatible(record.code_version, type(node.op).__version__, "exact"):
-                _warn(
-                    f"the {node.name!r} op held for {pipeline_name!r} came from code that has changed "
-                    f"since; dropped it (run chariots load {pipeline_name}, or call its training pipeline, again)"
-                )
-                continue
-            records[node.name] = record
+        with self._holding.op_store.reader() as view:
+            entries = view.journal(SnapshotRecord, pipeline_name, limit=1)
+            held = entries[0].record.versions if entries else {}
+            for node in serving.loadable_nodes():
+                record = view.op_version(node.name, held[node.name]) if node.name in held else None
+                if record is None:
+                    continue
+                if version_key(record.code_version) != version_key(str(type(node.op).__version__)):
+                    _warn(
+                        f"the {node.name!r} op held for {pipeline_name!r} came from code that has changed "
+                        f"since; dropped it (run chariots load {pipeline_name}, or call its training pipeline, again)"
+                    )
+                    continue
+                records[node.name] = record
         try:
             ops = load_ops(serving, records, self.app.saver)
         except (IntegrityError, SerializationError) as exc:

@@ -24,7 +24,7 @@ import attrs
 
 from ..errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
 from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
-from ..op_store.store import OpStore
+from ..op_store.store import JobStore, OpStore
 from ..pipelines.callbacks import overrides
 from ..pipelines.nodes import DataSavingNode, Node
 from ..pipelines.ops import BaseOp
@@ -55,6 +55,9 @@ class Chariots:
         read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
+    :param job_store: where the records of asynchronous calls are kept, as
+        :attr:`job_store` (default: the op store, when it is also a
+        :class:`~chariots_core.op_store.store.JobStore`, as every built-in store is).
     :param worker_pool: runs asynchronous calls (see ``use_worker``).
     :param runner: runs pipelines (default :class:`~chariots_core.SequentialRunner`).
     :param use_worker: app-wide default for asynchronous execution.
@@ -74,6 +77,7 @@ class Chariots:
         worker_pool: BaseWorkerPool | None = None,
         runner: BaseRunner | None = None,
         use_worker: bool | None = None,
+        job_store: JobStore | None = None,
     ) -> None:
         self.compatibility = check_choice("compatibility", compatibility, POLICIES)
         self._pipelines: dict[str, Pipeline] = {}
@@ -88,8 +92,13 @@ class Chariots:
         _check_op_names(self._pipelines.values())
         self.path = os.fspath(path)
         self.op_store: OpStore = _resolve_op_store(op_store, self.path)
+        self.job_store: JobStore | None = job_store
+        if job_store is None and isinstance(self.op_store, JobStore):
+            self.job_store = self.op_store
         try:
             self.saver: BaseSaver = _resolve_saver(saver, self.path)
+            if worker_pool is not None:
+                self._needs_job_store("a worker pool")
         except BaseException:
             if op_store is None or isinstance(op_store, str):  # only close what the app opened
                 self.op_store.close()
@@ -179,7 +188,7 @@ class Chariots:
 
         :raises JobNotFoundError: if no job has that id.
         """
-        return job_response(self.op_store, self.saver, job_id)
+        return job_response(self._needs_job_store("fetching a job"), self.saver, job_id)
 
     def install_ops(self, pipeline: PipelineRef, ops_by_node_name: dict[str, Any]) -> None:
         """Swap ops trained elsewhere (e.g. by a worker process) into a pipeline, at once.
@@ -221,10 +230,12 @@ class Chariots:
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the worker pool and close the op store."""
+        """Stop the worker pool and close the op store (and the job store, if it is another)."""
         if self.worker_pool is not None:
             self.worker_pool.close()
         self.op_store.close()
+        if self.job_store is not None and self.job_store is not self.op_store:
+            self.job_store.close()
 
     def __enter__(self) -> Chariots:
         return self
@@ -234,6 +245,15 @@ class Chariots:
 
     def __repr__(self) -> str:
         return f"<Chariots serving {', '.join(self._pipelines) or 'nothing'}>"
+
+    def _needs_job_store(self, what: str) -> JobStore:
+        if self.job_store is None:
+            msg = (
+                f"{what} needs a job store, and the op store {self.op_store!r} keeps no jobs; "
+                "pass job_store=... to Chariots (e.g. chariots_core.MemoryOpStore())"
+            )
+            raise WorkerError(msg)
+        return self.job_store
 
     def _bind_data_nodes(self) -> None:
         """Give the app's saver to the data nodes of its pipelines (as new pipeline objects).

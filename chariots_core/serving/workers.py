@@ -52,7 +52,7 @@ from ..errors import (
     WorkerError,
     describe_failure,
 )
-from ..op_store.store import JobRecord, OpStore
+from ..op_store.store import JobRecord, JobStore
 from ..savers import BaseSaver, read_verified
 from ..versioning import Version
 from .jsonsafe import to_jsonable
@@ -209,7 +209,7 @@ def _owner_is_gone(owner: str) -> bool:
     return False
 
 
-def _fail_orphan(op_store: OpStore, job: JobRecord) -> JobRecord:
+def _fail_orphan(op_store: JobStore, job: JobRecord) -> JobRecord:
     """Record ``job`` failed if its owner is gone, and return its latest record."""
     if job.owner is None or not _owner_is_gone(job.owner):
         return job
@@ -224,7 +224,7 @@ def _fail_orphan(op_store: OpStore, job: JobRecord) -> JobRecord:
 
 # -- job bookkeeping shared by every pool --------------------------------------------------
 def new_job(
-    op_store: OpStore,
+    op_store: JobStore,
     pipeline_name: str,
     status: JobStatus = JobStatus.queued,
     worker: str | None = None,
@@ -243,7 +243,7 @@ def new_job(
     return job
 
 
-def mark_job(op_store: OpStore, job: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
+def mark_job(op_store: JobStore, job: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
     """Persist ``job`` in a new state and return the new record."""
     updated = attrs.evolve(job, status=status.value, updated_at=time.time(), **changes)
     op_store.put_job(updated)
@@ -272,7 +272,7 @@ def failure_details(exc: BaseException) -> dict[str, str]:
 
 
 def finish_job(
-    op_store: OpStore, saver: BaseSaver, job: JobRecord, value_data: bytes, versions: dict[str, str]
+    op_store: JobStore, saver: BaseSaver, job: JobRecord, value_data: bytes, versions: dict[str, str]
 ) -> JobRecord:
     """Save a job's dill-serialized value through the saver, then record the job ``done``.
 
@@ -314,7 +314,7 @@ def run_job(
     pipeline: Pipeline,
     pipeline_input: Any,
     runner: BaseRunner,
-    op_store: OpStore,
+    op_store: JobStore,
     saver: BaseSaver,
 ) -> JobRecord:
     """Run one job to completion, recording each state; never raises for an op's failure.
@@ -332,7 +332,7 @@ def run_job(
     return finish_job(op_store, saver, job, data, op_versions(pipeline))
 
 
-def job_response(op_store: OpStore, saver: BaseSaver, job_id: str) -> PipelineResponse:
+def job_response(op_store: JobStore, saver: BaseSaver, job_id: str) -> PipelineResponse:
     """The :class:`PipelineResponse` of a job, with its value once done.
 
     :raises JobNotFoundError: if no job has that id.
@@ -402,7 +402,7 @@ class BaseWorkerPool(abc.ABC):
         """The JSON of the job's :class:`PipelineResponse` (status, and value once done)."""
         if self._app is None:
             raise WorkerError("this worker pool has run no job yet: it is not attached to an app")
-        response = job_response(self._app.op_store, self._app.saver, job_id)
+        response = job_response(self._app.job_store, self._app.saver, job_id)
         return json.dumps(response.to_json())
 
     def wait(self, job_id: str, timeout: float | None = None) -> PipelineResponse:
@@ -419,7 +419,7 @@ class BaseWorkerPool(abc.ABC):
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.001
         while True:
-            response = job_response(self._app.op_store, self._app.saver, job_id)
+            response = job_response(self._app.job_store, self._app.saver, job_id)
             if response.job_status in TERMINAL_STATES:
                 return response
             if deadline is not None and time.monotonic() >= deadline:
@@ -475,8 +475,8 @@ class InProcessWorkerPool(BaseWorkerPool):
         if self._closed:
             raise WorkerError("this worker pool is closed; create a new one to run jobs")
         self.attach(app)
-        job = new_job(app.op_store, pipeline.name)
-        self._queue.put((job, pipeline, pipeline_input, app.runner, app.op_store, app.saver))
+        job = new_job(app.job_store, pipeline.name)
+        self._queue.put((job, pipeline, pipeline_input, app.runner, app.job_store, app.saver))
         return job.job_id
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from chariots_core import Chariots, ChariotsError, LoadableOp, Node, Pipeline, Version, VersionError
 from chariots_core.errors import IntegrityError, StoreError
-from chariots_core.op_store.store import SaveRecord, SnapshotRecord
+from chariots_core.op_store.records import Commit
 
 
 class Shift(LoadableOp):
@@ -104,7 +104,7 @@ def test_the_latest_save_is_what_loads(stores):
     server.load_pipeline("pred")
 
     assert server.call_pipeline("pred", 0).value == 15
-    assert [json.loads(server.saver.load(r.blob_path)) for r in server.op_store.op_versions("shift")] == [1, 5]
+    assert [json.loads(server.saver.load(r.blob_path)) for r in server.op_store.op_versions("shift")] == [5, 1]
 
 
 def test_a_retrained_upstream_is_refused_until_the_downstream_is_retrained(stores):
@@ -135,7 +135,7 @@ def test_corrupt_bytes_are_refused_and_the_loaded_ops_keep_serving(stores):
     app.save_pipeline("train")
 
     op_store, saver = reopen()
-    latest = op_store.op_versions("shift")[-1]
+    latest = op_store.op_versions("shift", limit=1)[0]
     stored = bytearray(saver.load(latest.blob_path))
     stored[0] ^= 0xFF
     saver.save(latest.blob_path, bytes(stored))
@@ -149,7 +149,7 @@ def test_missing_bytes_are_an_integrity_error(stores):
     first, _ = stores
     app = app_on(first, shift_then_scale("train", 4, 2), shift_then_scale("pred"))
     app.save_pipeline("train")
-    record = app.op_store.op_versions("scale")[-1]
+    record = app.op_store.op_versions("scale", limit=1)[0]
     app.saver.delete(record.blob_path)
 
     with pytest.raises(IntegrityError, match="missing"):
@@ -205,7 +205,7 @@ def test_an_existing_op_store_made_read_only_says_so(op_store_backend, tmp_path:
 
     with pytest.raises(StoreError, match=str(tmp_path)):
         store = backend.open(tmp_path)
-        store.commit_save(SaveRecord((), (), SnapshotRecord("train", 1.0, {})))
+        store.commit(Commit())
 
 
 def test_a_saver_in_a_read_only_directory_says_so(saver_backend, tmp_path: Path, make_read_only):

@@ -1,6 +1,10 @@
 """The default on-disk app (``Chariots(path=...)``: LMDB metadata + file blobs) under the
 conditions it exists for: corrupt files, processes killed in the middle of a save, and
-several processes saving and loading one store at once."""
+several processes saving and loading one store at once.
+
+The concurrency test runs 8 processes x ``CHARIOTS_STRESS_SAVES`` saves (25 in CI; set it to
+300 for the full run the store is specified against).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ pytest.importorskip("fsspec")
 
 from chariots_core import Chariots, LoadableOp, Node, Pipeline, Version  # noqa: E402
 from chariots_core.errors import IntegrityError, StoreError  # noqa: E402
+from chariots_core.op_store.records import SnapshotRecord, version_key  # noqa: E402
 from chariots_fsspec import FsspecSaver  # noqa: E402
 from chariots_lmdb import LMDBOpStore  # noqa: E402
 
@@ -89,9 +94,10 @@ def check_only_complete_saves(root: Path) -> int:
             for record in records:
                 data = saver.load(record.blob_path)
                 assert (hashlib.sha256(data).hexdigest(), len(data)) == (record.sha256, record.size)
-        for link in store.links("head"):
-            assert link.upstream_version in versions["weights"] and link.downstream_version in versions["head"]
-        snapshots = store.snapshots("train")
+        for head in recorded["head"]:
+            for link in store.links("head", head.version):
+                assert link.upstream_version in versions["weights"] and link.downstream_version == head.version
+        snapshots = [entry.record for entry in store.journal(SnapshotRecord, "train")]
         for snapshot in snapshots:
             assert all(version in versions[name] for name, version in snapshot.versions.items())
     finally:
@@ -112,7 +118,7 @@ def test_the_default_app_keeps_metadata_in_lmdb_and_blobs_in_files(tmp_path: Pat
 
     assert isinstance(app.op_store, LMDBOpStore) and isinstance(app.saver, FsspecSaver)
     assert (tmp_path / "store" / "data.mdb").is_file()
-    record = server.op_store.op_versions("head")[-1]
+    record = server.op_store.op_versions("head", limit=1)[0]
     assert (tmp_path / "blobs" / record.blob_path).is_file()
     assert server.call_pipeline("pred", 1).value == (1 + 3) * 5
     app.close()
@@ -122,7 +128,7 @@ def test_the_default_app_keeps_metadata_in_lmdb_and_blobs_in_files(tmp_path: Pat
 def test_a_byte_flipped_on_disk_is_an_integrity_error_naming_the_op(tmp_path: Path):
     app = app_at(tmp_path)
     retrain(app, seed=3, head=5, size=4096)
-    record = app.op_store.op_versions("weights")[-1]
+    record = app.op_store.op_versions("weights", limit=1)[0]
     blob = tmp_path / "blobs" / record.blob_path
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -189,53 +195,68 @@ def test_saves_killed_at_random_moments_leave_only_complete_saves(tmp_path: Path
 
     server = app_at(tmp_path)
     picked = server.load_pipeline("pred")
-    assert picked["weights"] == Version.parse(server.op_store.op_versions("weights")[-1].version)
+    assert picked["weights"] == Version.parse(server.op_store.op_versions("weights", limit=1)[0].version)
     server.close()
 
 
-def _save_and_load(root: str, worker: int, reports) -> None:
+STRESS_PROCESSES = 8
+STRESS_SAVES = int(os.environ.get("CHARIOTS_STRESS_SAVES", "25"))
+
+
+def _save_and_load(root: str, worker: int, saves: int, reports) -> None:
+    """Save ``saves`` trained pairs, loading the prediction pipeline after each save."""
     app = app_at(Path(root))
-    results = []
-    for index in range(6):
-        seed = worker * 100 + index
-        retrain(app, seed=seed, head=seed + 1)
-        # The default strategy: a save committed by another process between two of the
-        # loader's reads must not make this process's own fresh pair look stale.
-        app.load_pipeline("pred")
-        results.append((seed, app.call_pipeline("pred", 1).value))
+    seeds, failures, mixed = [], [], []
+    for index in range(saves):
+        seed = worker * 1_000_000 + index
+        retrain(app, seed=seed, head=seed + 1)  # one commit: both ops, the link, the snapshot
+        seeds.append(seed)
+        try:
+            # The default strategy, while the other processes commit: it must read one state.
+            app.load_pipeline("pred")
+        except Exception as exc:  # counted and reported: a failed load is what this test hunts
+            failures.append(f"{type(exc).__name__}: {exc}")
+            continue
+        served = app.serving_pipeline("pred")
+        weights, head = served.node_for_name["weights"].op.seed, served.node_for_name["head"].op.seed
+        if head != weights + 1:
+            mixed.append((weights, head))
     app.close()
-    reports.send(results)
+    reports.send((seeds, failures, mixed))
 
 
 @pytest.mark.slow
-def test_four_processes_saving_and_loading_one_store_lose_no_version(tmp_path: Path):
+def test_processes_saving_and_loading_one_store_see_whole_saves_only(tmp_path: Path):
     app_at(tmp_path).close()  # create the store before the processes race to
     pipes, children = [], []
-    for worker in range(1, 5):
+    for worker in range(STRESS_PROCESSES):
         receiver, sender = FORK.Pipe(duplex=False)
-        child = FORK.Process(target=_save_and_load, args=(str(tmp_path), worker, sender))
+        child = FORK.Process(target=_save_and_load, args=(str(tmp_path), worker, STRESS_SAVES, sender))
         child.start()
         sender.close()
         pipes.append(receiver)
         children.append(child)
-    results = [receiver.recv() if receiver.poll(120) else None for receiver in pipes]
+    # No deadlock: every process reports within the time limit.
+    reports = [receiver.recv() if receiver.poll(60 + STRESS_SAVES * 4) else None for receiver in pipes]
     for child in children:
         child.join(60)
 
-    assert [child.exitcode for child in children] == [0, 0, 0, 0]
-    saved_seeds = {seed for per_worker in results for seed, _ in per_worker}
-    assert len(saved_seeds) == 24
-    store, recorded = LMDBOpStore(tmp_path / "store"), set()
+    assert None not in reports and [child.exitcode for child in children] == [0] * STRESS_PROCESSES
+    assert [failure for _, failures, _ in reports for failure in failures] == []  # 0 failed loads
+    assert [pair for _, _, mixed in reports for pair in mixed] == []  # never half of a save
+    seeds = [seed for saved, _, _ in reports for seed in saved]
+    assert len(seeds) == STRESS_PROCESSES * STRESS_SAVES
+    weights_of = {version_key(str(Weights(seed).op_version)): seed for seed in seeds}
+    store = LMDBOpStore(tmp_path / "store")
     try:
-        saver, restored = FsspecSaver(tmp_path / "blobs"), Weights()
-        for record in store.op_versions("weights"):
-            restored.load(saver.load(record.blob_path))
-            recorded.add(restored.seed)
-        assert recorded == saved_seeds
-        assert len(store.op_versions("head")) == 24
-        assert len(store.snapshots("train")) == 24
+        # 0 lost and 0 phantom versions: the store holds exactly the versions saved.
+        stored = {version_key(record.version) for record in store.op_versions("weights")}
+        assert stored == set(weights_of)
+        heads = store.op_versions("head")
+        assert len(heads) == len(seeds)
+        for head in heads:
+            (link,) = store.links("head", head.version)
+            assert version_key(str(Head(weights_of[version_key(link.upstream_version)] + 1).op_version)) == version_key(head.version)
+        assert len(store.journal(SnapshotRecord, "train")) == len(seeds)
     finally:
         store.close()
-    # Every prediction came from a (weights, head) pair that was saved together.
-    valid = {(1 + seed) * (seed + 1) for seed in saved_seeds}
-    assert all(value in valid for per_worker in results for _, value in per_worker)

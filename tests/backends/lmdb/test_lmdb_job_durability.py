@@ -17,7 +17,7 @@ pytest.importorskip("lmdb")
 pytest.importorskip("fsspec")
 
 from chariots_core import Chariots, JobStatus  # noqa: E402
-from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord  # noqa: E402
+from chariots_core.op_store.records import Commit, JobRecord, LinkRecord, OpVersionRecord  # noqa: E402
 from chariots_lmdb import LMDBOpStore  # noqa: E402
 
 
@@ -49,20 +49,20 @@ def test_job_records_survive_the_writing_process_being_killed(tmp_path: Path):
     path = tmp_path / "store"
     run_until_killed(
         f"""
-        from chariots_core.op_store.store import JobRecord, LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
+        from chariots_core.op_store.records import Commit, JobRecord, OpVersionRecord
         from chariots_lmdb import LMDBOpStore
         store = LMDBOpStore({str(path)!r})
         store.put_job(JobRecord("j1", "train", "queued", 1.0, 1.0))
         store.put_job(JobRecord("j1", "train", "done", 1.0, 2.0, result_path="jobs/j1"))
         store.put_job(JobRecord("j2", "train", "running", 3.0, 3.0))
         record = OpVersionRecord("pca", "v1", "code", "train", 1.0, "ops/pca/v1", "sha", 1)
-        store.commit_save(SaveRecord((record,), (), SnapshotRecord("train", 1.0, {{"pca": "v1"}})))
+        store.commit(Commit((record,)))
         """
     )
 
     store = LMDBOpStore(path)
     try:
-        assert [(job.job_id, job.status) for job in store.jobs()] == [("j1", "done"), ("j2", "running")]
+        assert [(job.job_id, job.status) for job in store.jobs()] == [("j2", "running"), ("j1", "done")]
         assert store.get_job("j1").result_path == "jobs/j1"
         assert [record.version for record in store.op_versions("pca")] == ["v1"]
     finally:
@@ -88,7 +88,7 @@ def test_job_records_live_apart_from_saves_and_keep_their_order(tmp_path: Path):
         store.put_job(JobRecord("late", "p", "queued", 5.0, 5.0))
         record = OpVersionRecord("pca", "v1", "code", "train", 1.0, "ops/pca/v1", "sha", 1)
         link = LinkRecord("up", "u1", "pca", "v1")
-        store.commit_save(SaveRecord((record,), (link,), SnapshotRecord("train", 1.0, {})))
+        store.commit(Commit((record,), (link,)))
         store.put_job(JobRecord("b", "p", "queued", 1.0, 1.0))
         store.put_job(JobRecord("a", "p", "queued", 1.0, 1.0))
         store.put_job(JobRecord("b", "p", "done", 1.0, 2.0))
@@ -99,10 +99,10 @@ def test_job_records_live_apart_from_saves_and_keep_their_order(tmp_path: Path):
     assert (path / "jobs" / "data.mdb").is_file()
     store = LMDBOpStore(path)
     try:
-        # Same submission time: submission order, which replacing a record does not change.
+        # Newest created first, whatever their submission times; replacing a record keeps its place.
         jobs = [(job.job_id, job.status) for job in store.jobs()]
-        assert jobs == [("b", "done"), ("a", "queued"), ("late", "queued")]
-        assert [link.upstream_op for link in store.links("pca")] == ["up"]
+        assert jobs == [("a", "queued"), ("b", "done"), ("late", "queued")]
+        assert [link.upstream_op for link in store.links("pca", "v1")] == ["up"]
     finally:
         store.close()
 

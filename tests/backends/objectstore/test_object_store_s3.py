@@ -93,11 +93,11 @@ def test_a_missing_bucket_is_a_store_error_that_says_what_to_check(s3_endpoint, 
 def test_a_pickled_store_reopens_the_bucket_in_another_process(bucket, s3_endpoint, tmp_path):
     import pickle
 
-    from chariots_core.op_store.store import OpVersionRecord, SaveRecord, SnapshotRecord
+    from chariots_core.op_store.records import Commit, OpVersionRecord
 
     store = ObjectOpStore(f"s3://{bucket}/pickled", cache_dir=tmp_path / "parent", endpoint_url=s3_endpoint)
     record = OpVersionRecord("model", "v1", "code", "train", 1.0, "ops/model/v1", "0" * 64, 1)
-    store.commit_save(SaveRecord((record,), (), SnapshotRecord("train", 1.0, {"model": "v1"})))
+    store.commit(Commit((record,)))
     copy = pickle.loads(pickle.dumps(store))
     assert (copy.url, copy.cache_dir) == (store.url, store.cache_dir)
     assert [r.version for r in copy.op_versions("model")] == ["v1"]

@@ -27,7 +27,7 @@ from chariots_core import (
 )
 from chariots_core.errors import ChariotsError, IntegrityError, NotSavedError
 from chariots_core.ml import BaseMLOp, MLMode
-from chariots_core.op_store.store import LinkRecord, OpVersionRecord, SaveRecord, SnapshotRecord
+from chariots_core.op_store.records import Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 DATA = [1.0, 2.0, 3.0, 6.0]
@@ -247,7 +247,8 @@ def test_saving_a_pipeline_that_only_uses_a_version_does_not_make_it_newer(make_
     app.save_pipeline(pred)
     assert len(app.op_store.op_versions("centerop")) == 2  # one record per training run
     assert len(app.op_store.op_versions("thresholdop")) == 1
-    assert len(app.op_store.links("thresholdop")) == 1  # only the training save links it
+    (threshold,) = app.op_store.op_versions("thresholdop")
+    assert len(app.op_store.links("thresholdop", threshold.version)) == 1  # only the training save links it
     with pytest.raises(VersionError, match="'centerop' -> 'thresholdop'"):
         app.load_pipeline(pred)
     picked = app.load_pipeline(train_logistic)
@@ -619,7 +620,8 @@ def test_a_plain_loadable_op_holds_no_trained_state_so_its_upstream_may_change(m
     app.load_pipeline(train_scale)
     app.call_pipeline(train_scale)
     app.save_pipeline(train_scale)
-    assert [link.upstream_op for link in app.op_store.links("scaleop")] == ["centerop"]
+    (scale,) = app.op_store.op_versions("scaleop")
+    assert [link.upstream_op for link in app.op_store.links("scaleop", scale.version)] == ["centerop"]
     app.call_pipeline(train_pca)  # a MAJOR change upstream of the scale op
     app.save_pipeline(train_pca)
     picked = app.load_pipeline(pred_scale)
@@ -707,7 +709,7 @@ def craft(store, saver, op, links=()):
     saver.save(f"ops/{op.name}/{digest}", data)
     record = OpVersionRecord(op.name, version, str(type(op).__version__), "crafted", 0.0, f"ops/{op.name}/{digest}", digest, len(data))
     link_records = tuple(LinkRecord(up, up_version, op.name, version) for up, up_version in links)
-    store.commit_save(SaveRecord((record,), link_records, SnapshotRecord("crafted", 0.0, {})))
+    store.commit(Commit((record,), link_records, (JournalAppend("crafted", SnapshotRecord("crafted", 0.0, {})),)))
     return version
 
 
@@ -747,10 +749,48 @@ def test_reloading_keeps_ops_that_already_serve_the_chosen_version(make_app):
     app = make_app([train_pca, train_logistic, pred])
     train_all(app, train_pca, train_logistic)
     first = app.load_pipeline(pred)
-    for record in (app.op_store.op_versions(name)[-1] for name in ("centerop", "thresholdop")):
+    for record in (app.op_store.op_versions(name, limit=1)[0] for name in ("centerop", "thresholdop")):
         app.saver.delete(record.blob_path)  # a reload must not need the bytes again
     assert app.load_pipeline(pred) == first
     assert app.call_pipeline(pred, [10.0]).versions == first
     restarted = make_app([tutorial()[2]])  # another app does not serve them: it needs the bytes
     with pytest.raises(IntegrityError, match="'centerop'.*the bytes are missing"):
         restarted.load_pipeline("pred")
+
+
+def _latest_compatible_deep_history(app):
+    """The only compatible pair is 21 versions back: newer models were built on code since changed."""
+    store, saver = app.op_store, app.saver
+    centered = craft(store, saver, CenterOp(MLMode.FIT))
+    oldest = craft(store, saver, ThresholdOp(MLMode.FIT), [("centerop", centered)])
+    changed = craft(store, saver, center_class(5)(MLMode.FIT))  # other code: never a candidate
+    for _ in range(20):
+        craft(store, saver, ThresholdOp(MLMode.FIT), [("centerop", changed)])
+    craft(store, saver, CenterOp(MLMode.FIT))  # the newest centerop: nothing was built on it
+    return centered, oldest
+
+
+def test_latest_compatible_looks_further_back_in_widening_windows(make_app):
+    app = make_app([tutorial()[2]])
+    centered, oldest = _latest_compatible_deep_history(app)
+
+    picked = app.load_pipeline("pred", strategy="latest_compatible")
+
+    assert {name: str(version).split("_")[:3] for name, version in picked.items()} == {
+        "centerop": centered.split("_")[:3],
+        "thresholdop": oldest.split("_")[:3],
+    }
+
+
+def test_latest_compatible_gives_up_at_its_bound_and_says_so(make_app, monkeypatch):
+    from chariots_core.op_store import lineage
+
+    monkeypatch.setattr(lineage, "LATEST_COMPATIBLE_BOUND", 16)
+    app = make_app([tutorial()[2]])
+    _latest_compatible_deep_history(app)
+
+    with pytest.raises(VersionError, match="no combination of the newest 16 versions of each op") as caught:
+        app.load_pipeline("pred", strategy="latest_compatible")
+
+    assert "LATEST_COMPATIBLE_BOUND" in str(caught.value) and "'centerop' -> 'thresholdop'" in str(caught.value)
+    assert not app.is_pipeline_loaded("pred")

@@ -170,7 +170,7 @@ def test_loading_a_pipeline_never_saved(app_for):
 
 def corrupt(app, app_for, tmp_path, op_name):
     """Flip a byte of the op's latest blob, in memory or on disk."""
-    record = app.op_store.op_versions(op_name)[-1]
+    record = app.op_store.op_versions(op_name)[0]
     if app_for.kind == "memory":
         data = bytearray(app.saver.load(record.blob_path))
         data[-1] ^= 1
@@ -203,7 +203,7 @@ def test_corrupt_bytes_raise_integrity_error_and_change_nothing(app_for, tmp_pat
 
 def test_missing_blob_raises_integrity_error(app_for, tmp_path):
     app, train, pred = trained_app(app_for)
-    record = app.op_store.op_versions("meanop")[-1]
+    record = app.op_store.op_versions("meanop")[0]
     if app_for.kind == "memory":
         app.saver.delete(record.blob_path)
     else:
@@ -280,7 +280,7 @@ def test_default_path_uses_lmdb_and_files_under_it(tmp_path):
         assert isinstance(app.saver, fsspec_saver.FsspecSaver)
         app.call_pipeline(train, [1.0, 3.0])
         app.save_pipeline(train)
-        blob = app.op_store.op_versions("meanop")[-1].blob_path
+        blob = app.op_store.op_versions("meanop")[0].blob_path
     assert (tmp_path / "data" / "blobs" / blob).is_file()
     # Another app on the same path (a restart) loads what the first one saved.
     with Chariots(mean_pipelines(), path=tmp_path / "data") as again:
@@ -344,7 +344,7 @@ def test_versions_reported_after_each_fit_are_the_new_training(app_for):
     assert second != first  # same data, another training: another version
     assert app.pipeline_versions(train)["meanop"] == second
     app.save_pipeline(train)
-    assert app.op_store.op_versions("meanop")[-1].version == str(second)
+    assert app.op_store.op_versions("meanop")[0].version == str(second)
 
 
 def test_versions_follow_loads_and_installs(app_for):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import json
 import sys
@@ -46,6 +45,7 @@ from typing import IO, Any
 from ..errors import ChariotsError, IntegrityError, NotFittedError, WorkerError
 from ..op_store.lineage import STRATEGIES
 from ..pipelines.callbacks import PipelineCallback
+from ..pipelines.ops import fresh_copy, trained_since
 from ..serving.jsonsafe import to_jsonable
 from ..serving.workers import JobStatus
 from ..versioning import Version
@@ -135,7 +135,7 @@ class _Session:
                     file=sys.stderr,
                 )
                 continue
-            op = copy.deepcopy(node.op)
+            op = fresh_copy(node.op)
             op.load(self._read_bytes(entry, node.name, pipeline_name))
             ops[node.name], kept[node.name] = op, entry
         if kept != held:
@@ -162,15 +162,14 @@ class _Session:
         """Hold the ops whose version changed since ``before`` (they were trained by a call)."""
         held = self.held(pipeline_name)
         changed = False
-        for node in self.app.serving_pipeline(pipeline_name).loadable_nodes():
-            if str(node.node_version) == str(before.get(node.name)):
-                continue
-            data = node.op.serialize()
+        ops = {node.name: node.op for node in self.app.serving_pipeline(pipeline_name).loadable_nodes()}
+        for name, op in trained_since(ops, before).items():
+            data = op.serialize()
             digest = hashlib.sha256(data).hexdigest()
-            path = f"cli/ops/{node.name}/{digest}"
+            path = f"cli/ops/{name}/{digest}"
             if not self.saver.exists(path):
                 self.saver.save(path, data)
-            held[node.name] = {"path": path, "sha256": digest, "code": _code_version(node.op)}
+            held[name] = {"path": path, "sha256": digest, "code": _code_version(op)}
             changed = True
         if changed:
             self._write(pipeline_name, held)

@@ -476,7 +476,7 @@ class ChariotsConfig:
             saver = self._resolve(saver)
         worker_pool = self.get_worker_pool()
         try:
-            return Chariots(
+            app = Chariots(
                 pipelines,
                 path=self.data_path,
                 op_store=self.op_store.store,
@@ -490,6 +490,9 @@ class ChariotsConfig:
             if worker_pool is not None:
                 worker_pool.close()
             raise
+        if worker_pool is not None:
+            app.take_ownership(worker_pool)  # started here for the app: closing the app stops it
+        return app
 
     def get_client(self, url: str | None = None) -> Any:
         """A ``chariots_waitress.PipelinesClient`` for ``url`` (default: the configured host and port)."""

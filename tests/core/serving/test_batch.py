@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import pytest
 
 from chariots_core import BaseOp, Chariots, InProcessWorkerPool, Node, Pipeline
@@ -50,11 +53,42 @@ def app():
         yield chariots
 
 
-def test_without_a_pool_values_come_in_input_order_with_progress(app, capsys):
+@pytest.fixture
+def without_tqdm(monkeypatch):
+    """As if tqdm were not installed (it is optional)."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+
+
+def test_without_a_pool_values_come_in_input_order_with_progress(app, capsys, without_tqdm):
     assert app.map_pipeline("triple", range(20)) == [3 * n for n in range(20)]
     err = capsys.readouterr().err
     assert "map_pipeline 'triple': 20/20 inputs (100%)" in err
     assert "map_pipeline 'triple': 2/20 inputs (10%)" in err
+    assert err.count("\n") == 10  # not a terminal: a line every 10%
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_plain_progress_line_is_rewritten_in_place(app, monkeypatch, without_tqdm):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert app.map_pipeline("triple", range(300)) == [3 * n for n in range(300)]
+    text = terminal.getvalue()
+    last = text.rsplit("\r", 1)[1]
+    assert text.startswith("\rmap_pipeline 'triple': ")
+    assert last.startswith("map_pipeline 'triple': 300/300 inputs (100%), ") and last.endswith(" inputs/s\n")
+    assert text.count("\n") == 1  # one line, finished once
+
+
+def test_with_tqdm_installed_progress_is_a_tqdm_bar(app, capsys):
+    pytest.importorskip("tqdm")
+    assert app.map_pipeline("triple", range(20)) == [3 * n for n in range(20)]
+    err = capsys.readouterr().err
+    assert "map_pipeline 'triple': 100%|" in err and "20/20" in err and "input/s" in err
 
 
 def test_progress_can_be_silenced_and_no_input_gives_no_value(app, capsys):

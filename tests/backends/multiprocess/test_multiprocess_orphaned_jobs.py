@@ -16,7 +16,7 @@ pytest.importorskip("multiprocess")
 pytest.importorskip("chariots_lmdb")
 pytest.importorskip("chariots_fsspec")
 
-from chariots_test_processes import is_running
+from chariots_test_processes import is_running, wait_until
 
 from chariots_core import Chariots, JobStatus  # noqa: E402
 
@@ -44,13 +44,6 @@ APP_SCRIPT = textwrap.dedent(
     """
 )
 
-
-def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture

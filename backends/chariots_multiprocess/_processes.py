@@ -1,16 +1,19 @@
-"""The parent's handles on worker processes: starting one, stopping some, saying how one died."""
+"""The parent's side of worker processes: starting one, what it can be sent, stopping some,
+saying how one died."""
 
 from __future__ import annotations
 
 import signal
 from typing import Any
 
-from chariots_core.errors import WorkerError
+import dill
+
+from chariots_core.errors import SerializationError, WorkerError
 
 from . import _worker
 from ._units import Unit
 
-__all__ = ["WorkerProcess", "start_worker", "stop_workers", "death_reason"]
+__all__ = ["WorkerProcess", "start_worker", "stop_workers", "death_reason", "dumps_for_worker"]
 
 _STOP_GRACE = 5.0  # seconds a worker gets to exit once its job pipe is closed, then SIGKILL
 
@@ -83,3 +86,21 @@ def death_reason(worker: WorkerProcess, unit: Unit) -> str:
     else:
         how = f"exited with code {code}"
     return f"worker process {worker.process.pid} {how} while running {unit.describe()}"
+
+
+def dumps_for_worker(obj: Any, what: str) -> bytes:
+    """``obj`` as dill bytes a worker can load; ``what`` names it in the error.
+
+    :raises SerializationError: if dill cannot serialize it.
+    """
+    try:
+        # recurse: a function defined in __main__ or a test carries the globals it uses (its
+        # imports included) instead of a reference to a module the worker does not have.
+        return dill.dumps(obj, recurse=True)
+    except Exception as exc:
+        msg = (
+            f"{what} cannot be sent to a worker process: dill cannot serialize it "
+            f"({type(exc).__name__}: {exc}). Keep locks, open files and connections out of ops "
+            "and inputs (open them inside execute()), or run it with use_worker=False"
+        )
+        raise SerializationError(msg) from exc

@@ -42,13 +42,13 @@ import dill
 import multiprocess
 from multiprocess import connection, util
 
-from chariots_core.errors import SerializationError, WorkerError
-from chariots_core.serving.jobs import PayloadCache, Submission, job_error
+from chariots_core.errors import WorkerError
+from chariots_core.serving.jobs import PayloadCache, Submission
 from chariots_core.serving.responses import JobStatus, PipelineResponse
 from chariots_core.serving.workers import BaseWorkerPool
 
 from . import _worker
-from ._processes import WorkerProcess, death_reason, start_worker, stop_workers
+from ._processes import WorkerProcess, death_reason, dumps_for_worker, start_worker, stop_workers
 from ._units import Batch, Call, Task, Unit
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._idle: collections.deque[WorkerProcess] = collections.deque()
         self._pending: collections.deque[Unit] = collections.deque()
         self._outstanding: dict[str, Unit] = {}  # submitted, not yet settled, by key
-        self._payloads = PayloadCache(_dumps)
+        self._payloads = PayloadCache(dumps_for_worker)
         self._closed = False  # no new jobs
         self._stopping = False  # the supervisor exits, workers are not replaced
         self._shut_down = threading.Event()
@@ -171,7 +171,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         if self._closed:
             raise WorkerError("this worker pool is closed; create a new one to run jobs")
         payload = self._payloads.get(pipeline, app.runner)
-        input_bytes = _dumps(pipeline_input, f"the input of pipeline {pipeline.name!r}")
+        input_bytes = dumps_for_worker(pipeline_input, f"the input of pipeline {pipeline.name!r}")
         self.attach(app)
         with self._lock:
             if self._closed:
@@ -257,11 +257,11 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         if self._closed:
             raise WorkerError("this worker pool is closed; create a new one to run batches")
         name = f"{getattr(function, '__qualname__', 'function')}-{uuid.uuid4().hex[:8]}"
-        payload = _dumps((function, shared), f"the shared objects of batch {name!r}")
+        payload = dumps_for_worker((function, shared), f"the shared objects of batch {name!r}")
         token = uuid.uuid4().hex  # one per batch: each worker loads the pipeline once for it
         batch = Batch(name)
         calls = [
-            Call(batch, index, token, payload, _dumps(item, f"item #{index} of batch {name!r}"))
+            Call(batch, index, token, payload, dumps_for_worker(item, f"item #{index} of batch {name!r}"))
             for index, item in enumerate(items)
         ]
         return self._completions(batch, calls)
@@ -498,20 +498,6 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         os.close(wake_w)
         self._at_exit.cancel()  # the exit registry would otherwise keep every closed pool
         self._shut_down.set()
-
-
-def _dumps(obj: Any, what: str) -> bytes:
-    try:
-        # recurse: a function defined in __main__ or a test carries the globals it uses (its
-        # imports included) instead of a reference to a module the worker does not have.
-        return dill.dumps(obj, recurse=True)
-    except Exception as exc:
-        msg = (
-            f"{what} cannot be sent to a worker process: dill cannot serialize it "
-            f"({type(exc).__name__}: {exc}). Keep locks, open files and connections out of ops "
-            "and inputs (open them inside execute()), or run it with use_worker=False"
-        )
-        raise SerializationError(msg) from exc
 
 
 def _drain(fd: int) -> bool:

@@ -8,6 +8,7 @@ is the "lambdas and locally defined ops" promise, and the workers never import t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 pytest.importorskip("multiprocess")
 
-from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
+import chariots_test_jobs  # noqa: E402
 from chariots_test_processes import is_running, wait_until  # noqa: E402
 
 from chariots_core import (  # noqa: E402
@@ -33,7 +34,8 @@ from chariots_core import (  # noqa: E402
     VersionType,
 )
 from chariots_core.errors import SerializationError, WorkerError  # noqa: E402
-from chariots_core.ml import BaseMLOp, MLMode  # noqa: E402
+from chariots_core.ml import MLMode  # noqa: E402
+from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 
@@ -214,14 +216,8 @@ def test_a_model_defined_by_value_comes_back_trained_as_the_apps_own_class(pool)
     """The worker sends the trained state (serialize()), not the op: dill would rebuild a class
     sent by value as another class object, which the app's pipelines would not recognise."""
 
-    class MeanModel(BaseMLOp):
-        training_update_version = VersionType.MAJOR
-
-        def fit(self, numbers):
-            self._model = sum(numbers) / len(numbers)
-
-        def predict(self, number):
-            return number - self._model
+    class MeanModel(chariots_test_jobs.MeanModel):
+        """Defined here, so dill sends this class by value."""
 
     train = Pipeline([Node(MeanModel(MLMode.FIT), input_nodes=[IN])], name="train")
     predict = Pipeline([Node(MeanModel(MLMode.PREDICT), input_nodes=[IN], output_nodes=OUT)], name="predict")
@@ -256,35 +252,47 @@ def test_close_is_idempotent_and_leaves_no_process_behind():
         pool.spawn_worker()
 
 
+SLEEPING_APP = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from chariots_core import BaseOp, Chariots, Node, Pipeline
+    from chariots_multiprocess import MultiprocessWorkerPool
+
+    class SleepOp(BaseOp):
+        def execute(self, x):
+            time.sleep(120)
+
+    if __name__ == "__main__":
+        data, ending = sys.argv[1], sys.argv[2]
+        pool = MultiprocessWorkerPool(2)
+        nodes = [Node(SleepOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")]
+        app = Chariots([Pipeline(nodes, name="sleep")], path=data, worker_pool=pool)
+        jobs = [app.call_pipeline("sleep", n, use_worker=True).job_id for n in range(3)]  # the third waits
+        while [app.fetch_job(job).job_status.value for job in jobs[:2]] != ["running"] * 2:
+            time.sleep(0.01)
+        print(json.dumps({"jobs": jobs, "workers": pool.worker_pids}), flush=True)
+        if ending == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit
+        # else the program ends, its pool never closed
+    """
+)
+
+
+def run_sleeping_app(tmp_path, ending: str) -> dict:
+    """Run SLEEPING_APP on an LMDB store under ``tmp_path / "data"``; what it printed."""
+    pytest.importorskip("chariots_lmdb")
+    pytest.importorskip("chariots_fsspec")
+    script = tmp_path / "sleeping_app.py"
+    script.write_text(SLEEPING_APP)
+    result = run_script(script, str(tmp_path / "data"), ending)
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_workers_exit_when_the_parent_process_dies(tmp_path):
-    script = tmp_path / "doomed_parent.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, signal, time
-            from chariots_core import BaseOp, Chariots, Node, Pipeline
-            from chariots_multiprocess import MultiprocessWorkerPool
-
-            class SleepOp(BaseOp):
-                def execute(self, x):
-                    time.sleep(120)
-
-            if __name__ == "__main__":
-                pool = MultiprocessWorkerPool(2)
-                nodes = [Node(SleepOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")]
-                app = Chariots([Pipeline(nodes, name="sleep")], op_store="memory", saver="memory", worker_pool=pool)
-                job_id = app.call_pipeline("sleep", 1, use_worker=True).job_id
-                while app.fetch_job(job_id).job_status.value != "running":
-                    time.sleep(0.01)
-                print(*pool.worker_pids, flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: a crash
-            """
-        )
-    )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    pids = [int(pid) for pid in result.stdout.split()]
-    assert len(pids) == 2, result.stderr
-    wait_until(lambda: not any(is_running(pid) for pid in pids), timeout=20)
+    report = run_sleeping_app(tmp_path, "crash")
+    assert len(report["workers"]) == 2
+    wait_until(lambda: not any(is_running(pid) for pid in report["workers"]), timeout=20)
 
 
 def test_context_manager_closes_the_pool():
@@ -381,36 +389,11 @@ def test_exiting_never_waits_on_a_replacement_worker(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_jobs_left_running_at_exit_are_recorded_failed_with_the_reason(tmp_path):
-    pytest.importorskip("chariots_lmdb")
-    pytest.importorskip("chariots_fsspec")
-    script = tmp_path / "abandoning.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import sys, time
-            from chariots_core import BaseOp, Chariots, Node, Pipeline
-            from chariots_multiprocess import MultiprocessWorkerPool
-
-            class SleepOp(BaseOp):
-                def execute(self, x):
-                    time.sleep(60)
-
-            if __name__ == "__main__":
-                nodes = [Node(SleepOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")]
-                app = Chariots([Pipeline(nodes, "sleep")], path=sys.argv[1], worker_pool=MultiprocessWorkerPool(1))
-                running = app.call_pipeline("sleep", 1, use_worker=True).job_id
-                queued = app.call_pipeline("sleep", 2, use_worker=True).job_id
-                while app.fetch_job(running).job_status.value != "running":
-                    time.sleep(0.01)
-                print(running, queued, flush=True)
-            """
-        )
-    )
-    result = run_script(script, str(tmp_path / "data"), timeout=60)
-    assert result.returncode == 0, result.stderr
+def test_jobs_left_unfinished_at_exit_are_recorded_failed_with_the_reason(tmp_path):
+    report = run_sleeping_app(tmp_path, "exit")
+    assert not any(is_running(pid) for pid in report["workers"])
     with Chariots([], path=tmp_path / "data") as app:
-        for job_id in result.stdout.split():
+        for job_id in report["jobs"]:  # two running, one queued
             failed = app.fetch_job(job_id)
             assert failed.job_status is JobStatus.failed
             assert failed.error["message"] == (

@@ -20,7 +20,16 @@ import pytest
 from chariots_test_jobs import add_pipeline, mean_pipelines
 from chariots_test_ops import ScaleOp
 
-from chariots_core import BaseOp, Chariots, InProcessWorkerPool, JobStatus, MemoryOpStore, Node, Pipeline, SequentialRunner
+from chariots_core import (
+    BaseOp,
+    Chariots,
+    InProcessWorkerPool,
+    JobStatus,
+    MemoryOpStore,
+    Node,
+    Pipeline,
+    SequentialRunner,
+)
 from chariots_core.errors import IntegrityError, SerializationError, StoreError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.op_store.store import JobRecord, from_json, to_json

@@ -2,8 +2,9 @@
 pipelines sent by value, shutdown and interpreter exit). What every pool does is in
 ``tests/conformance/test_worker_pool_conformance.py``.
 
-Ops are defined inside functions on purpose: dill sends them to the workers by value, which
-is the "lambdas and locally defined ops" promise, and the workers never import this module.
+The plain pipeline comes from ``chariots_test_jobs``, which workers import; ops defined inside
+a test are sent by value (the "lambdas and locally defined ops" promise): the workers never
+import this module.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("multiprocess")
 
 import chariots_test_jobs  # noqa: E402
+from chariots_test_jobs import add_pipeline  # noqa: E402
 from chariots_test_processes import is_running, wait_until  # noqa: E402
 
 from chariots_core import (  # noqa: E402
@@ -30,32 +31,12 @@ from chariots_core import (  # noqa: E402
     JobStatus,
     Node,
     Pipeline,
-    VersionedField,
-    VersionType,
 )
 from chariots_core.errors import SerializationError, WorkerError  # noqa: E402
 from chariots_core.ml import MLMode  # noqa: E402
 from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
-
-
-def add_pipeline(name: str = "add", amount: int = 3) -> Pipeline:
-    """x -> x + amount; "boom" raises ValueError; a path string waits for that file to exist."""
-
-    class AddOp(BaseOp):
-        number = VersionedField(amount, VersionType.MAJOR)
-
-        def execute(self, x):
-            if x == "boom":
-                raise ValueError("boom on purpose")
-            if isinstance(x, str):
-                while not os.path.exists(x):
-                    time.sleep(0.01)
-                return x
-            return x + self.number
-
-    return Pipeline([Node(AddOp(), input_nodes=[IN], output_nodes=OUT)], name=name)
 
 
 def make_app(pool, *pipelines, **kwargs) -> Chariots:

@@ -70,7 +70,8 @@ class Chariots:
         read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
-    :param worker_pool: runs asynchronous calls (see ``use_worker``).
+    :param worker_pool: runs asynchronous calls (see ``use_worker``); it may serve other apps
+        too, and stays open when the app closes unless handed over with :meth:`take_ownership`.
     :param runner: runs pipelines (default :class:`~chariots_core.SequentialRunner`).
     :param use_worker: app-wide default for asynchronous execution.
     :raises ConfigError: if ``compatibility`` is not a known policy.
@@ -114,7 +115,8 @@ class Chariots:
         except BaseException:
             self._close_owned()
             raise
-        #: Where the app's jobs are recorded: every worker pool goes through it.
+        #: The app's job records (in its op store) and their results (through its saver):
+        #: every worker pool records and reads the app's jobs through it.
         self.jobs = JobBook(self.op_store, self.saver)
         self._bind_data_nodes()
         self.runner = runner if runner is not None else SequentialRunner()
@@ -253,7 +255,8 @@ class Chariots:
     def close(self) -> None:
         """Close what the app opened or was handed with :meth:`take_ownership`. Idempotent.
 
-        A worker pool the app was given keeps running, but no longer looks up this app's jobs.
+        A worker pool the app was given (and not handed) keeps running, but no longer looks up
+        this app's jobs.
         """
         if self.worker_pool is not None:
             self.worker_pool.detach(self)

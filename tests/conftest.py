@@ -1,4 +1,4 @@
-"""Suite-wide test ordering, and the Dask cluster the pool tests share.
+"""Suite-wide test ordering, and the Dask cluster of the pool tests.
 
 Keras (through JAX) and Dask start background threads in the test process as soon as they
 are imported. Several storage and worker tests fork the test process, and forking a process
@@ -25,13 +25,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=starts_threads)  # stable: keeps each group's own order
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client():
-    """A client on a LocalCluster of 2 single-threaded worker processes, for the whole session.
+    """A client on a LocalCluster of 2 single-threaded worker processes, one per test module,
+    so that the workers a module kills never slow another module down.
 
     ``allowed-failures`` is 1: a task is retried once after its worker dies, and fails with
     ``KilledWorker`` when a second worker dies running it. Tests that kill workers leave the
-    cluster to replace them: wait for 2 workers before counting on them.
+    cluster to replace them: wait for 2 workers before counting on them again.
     """
     pytest.importorskip("distributed")
     import dask

@@ -17,7 +17,8 @@ from .pipelines.pipeline import Pipeline
 from .pipelines.runners import BaseRunner, SequentialRunner
 from .savers import BaseSaver, MemorySaver
 from .serving.app import Chariots
-from .serving.workers import BaseWorkerPool, InProcessWorkerPool, JobStatus, PipelineResponse
+from .serving.responses import JobStatus, PipelineResponse
+from .serving.workers import BaseWorkerPool, InProcessWorkerPool
 from .versioning import Version, VersionableMeta, VersionedField, VersionedFieldDict, VersionType
 
 __all__ = [

@@ -12,16 +12,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import cloudpickle
-import dill
 from distributed import get_worker
 
-from chariots_core.errors import NodeExecutionError
-from chariots_core.serving.workers import failure_details, op_versions
+from chariots_core.serving.jobs import JobOutcome, run_pipeline
 
-__all__ = ["DONE", "FAILED", "run_job", "call_batch"]
-
-DONE, FAILED = "done", "failed"
+__all__ = ["run_job", "call_batch"]
 
 
 def _identity() -> tuple[Any, str]:
@@ -29,47 +26,22 @@ def _identity() -> tuple[Any, str]:
     return worker, f"{worker.address} pid {os.getpid()}"
 
 
-def run_job(job_id: str, topic: str, payload: bytes, input_bytes: bytes) -> tuple:
-    """Run one job; report its start on ``topic`` and return its outcome, never raising.
-
-    Returns ``(DONE, worker, value_bytes, versions, trained)`` where ``trained`` maps the name
-    of each op the run fitted to its ``serialize()`` bytes, or ``(FAILED, worker, error, versions)``.
-    """
+def run_job(job_id: str, topic: str, payload: bytes, input_bytes: bytes) -> JobOutcome:
+    """Run one job; report its start on ``topic`` and return its outcome, never raising."""
     worker, identity = _identity()
     worker.log_event(topic, {"job_id": job_id, "worker": identity})
     try:
         pipeline, runner = cloudpickle.loads(payload)
         pipeline_input = cloudpickle.loads(input_bytes)
     except Exception as exc:  # e.g. an op's module is not installed on this worker
-        error = failure_details(exc)
-        error["message"] = (
-            f"the Dask worker {identity} could not rebuild the job's pipeline or input: "
-            f"{type(exc).__name__}: {exc}. Install the package defining the ops on every worker "
-            "(or client.upload_file it), or define them in __main__ so they are sent by value"
+        return JobOutcome.unloadable(
+            exc,
+            f"the Dask worker {identity} could not rebuild the job's pipeline or input",
+            "Install the package defining the ops on every worker (or client.upload_file it), "
+            "or define them in __main__ so they are sent by value",
+            worker=identity,
         )
-        return (FAILED, identity, error, {})
-    before = {node.name: str(node.node_version) for node in pipeline.loadable_nodes()}
-    try:
-        value_bytes = dill.dumps(runner.run(pipeline, pipeline_input))
-        trained = {
-            node.name: _serialized(node, pipeline.name)
-            for node in pipeline.loadable_nodes()
-            if str(node.node_version) != before[node.name]
-        }
-    except Exception as exc:  # a job reports its failure instead of failing the Dask task
-        return (FAILED, identity, failure_details(exc), op_versions(pipeline))
-    return (DONE, identity, value_bytes, op_versions(pipeline), trained)
-
-
-def _serialized(node: Any, pipeline_name: str) -> bytes:
-    try:
-        return node.op.serialize()
-    except Exception as exc:
-        msg = (
-            f"node {node.name!r} of pipeline {pipeline_name!r} was trained on a Dask worker but "
-            f"its op could not be serialized to send it back: {type(exc).__name__}: {exc}"
-        )
-        raise NodeExecutionError(msg, node_name=node.name) from exc
+    return attrs.evolve(run_pipeline(pipeline, runner, pipeline_input, ship_trained=True), worker=identity)
 
 
 def call_batch(function: Callable[[Any, Any], Any], shared_bytes: bytes, item: Any) -> Any:

@@ -3,12 +3,12 @@
 Where the job records are written: on the client, by the pool, never on the workers. The
 app's op store may be a local LMDB file or an in-memory store that workers on other machines
 cannot reach; the client always can. A worker only computes: it rebuilds the pipeline from
-bytes, runs it, and returns the dill bytes of the value, the op versions and the
-``serialize()`` bytes of every op the run trained. The client then installs the trained ops
-in the app (:meth:`~chariots_core.Chariots.install_ops`), writes the value through the app's
-saver and records the job ``done`` (or ``failed`` with the error and the failing node). The
-worker announces the start of a job through a Dask event, on which the client records the job
-``running``.
+bytes, runs it, and returns a :class:`~chariots_core.serving.jobs.JobOutcome` (the value's
+bytes, the op versions and the ``serialize()`` bytes of every op the run trained), which the
+client records as every pool does (:mod:`chariots_core.serving.jobs`): trained ops installed in
+the app, then the value saved and the job ``done``, or ``failed`` with the error and the failing
+node. The worker announces the start of a job through a Dask event, on which the client records
+the job ``running``.
 
 A lost worker: Dask gives its task to another worker; a task whose workers keep dying
 (``distributed.scheduler.allowed-failures``) ends with ``KilledWorker``, and a cancelled task
@@ -20,12 +20,10 @@ thread, in the order Dask reported the events.
 from __future__ import annotations
 
 import concurrent.futures
-import copy
 import logging
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,24 +32,14 @@ import cloudpickle
 import distributed
 
 from chariots_core.errors import SerializationError, WorkerError
-from chariots_core.serving.workers import (
-    BaseWorkerPool,
-    JobStatus,
-    PipelineResponse,
-    failure_details,
-    finish_job,
-    job_response,
-    mark_job,
-    new_job,
-    op_versions,
-)
+from chariots_core.serving.jobs import PayloadCache, Submission, failure_details, job_error
+from chariots_core.serving.responses import PipelineResponse
+from chariots_core.serving.workers import BaseWorkerPool
 
 from . import _remote
 
 if TYPE_CHECKING:
-    from chariots_core.op_store.store import JobRecord
     from chariots_core.pipelines.pipeline import Pipeline
-    from chariots_core.pipelines.runners import BaseRunner
     from chariots_core.serving.app import Chariots
 
 __all__ = ["DaskWorkerPool"]
@@ -65,9 +53,7 @@ _CANCEL_GRACE = 10.0  # seconds a cancelled task gets to call back before the po
 class _Task:
     """A submitted job until its outcome is recorded."""
 
-    job: JobRecord
-    app: Chariots
-    pipeline: Pipeline  # as submitted: trained ops are rebuilt from its ops
+    submission: Submission
     future: Any = None
     settled: threading.Event = attrs.field(factory=threading.Event)
 
@@ -87,13 +73,14 @@ class DaskWorkerPool(BaseWorkerPool):
     """Runs pipeline jobs on a Dask cluster; job records stay in the app's op store.
 
     :param client_or_address: a ``distributed.Client``, a cluster object (``LocalCluster``...)
-        or a scheduler address such as ``"tcp://10.0.0.5:8786"``. The pool closes a client
-        it created itself, never one it was given.
+        or a scheduler address such as ``"tcp://10.0.0.5:8786"``. The pool closes only what
+        it opened (see :mod:`chariots_core.serving.app`): a client it created, never one it was given.
     :param timeout: seconds to wait for the scheduler when connecting.
     :raises WorkerError: if the scheduler cannot be reached.
     """
 
     def __init__(self, client_or_address: Any, timeout: float = 30.0) -> None:
+        super().__init__()
         self._owns_client = not isinstance(client_or_address, distributed.Client)
         if self._owns_client:
             try:
@@ -108,9 +95,7 @@ class DaskWorkerPool(BaseWorkerPool):
         self._client: distributed.Client = client_or_address
         self._lock = threading.Lock()
         self._outstanding: dict[str, _Task] = {}
-        self._payloads: weakref.WeakKeyDictionary[Pipeline, tuple[tuple, BaseRunner, bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._payloads = PayloadCache(_dumps)
         self._closed = False
         # One writer thread keeps the records of a job in the order Dask reported its events.
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chariots-dask-records")
@@ -152,24 +137,24 @@ class DaskWorkerPool(BaseWorkerPool):
         """
         if self._closed:
             raise WorkerError("this worker pool is closed; create a new one to run jobs")
-        payload = self._payload(pipeline, app.runner)
+        payload = self._payloads.get(pipeline, app.runner)
         input_bytes = _dumps(pipeline_input, f"the input of pipeline {pipeline.name!r}")
         self.attach(app)
-        task = _Task(new_job(app.op_store, pipeline.name), app, pipeline)
-        job_id = task.job.job_id
+        task = _Task(Submission(app, app.jobs.new(pipeline.name), pipeline, payload))
+        job_id = task.submission.job_id
         with self._lock:
             refused = self._closed
             if not refused:
                 self._outstanding[job_id] = task
         if refused:  # closed while this job was being recorded
-            self._record_failure(task, _cancelled(task.job, "the pool was closed before the job could be submitted"))
+            task.submission.fail(_cancelled(task, "the pool was closed before the job could be submitted"))
             raise WorkerError("this worker pool is closed; create a new one to run jobs")
         try:
             task.future = self._client.submit(
-                _remote.run_job, job_id, self._topic, payload, input_bytes, key=f"chariots-job-{job_id}", pure=False
+                _remote.run_job, job_id, self._topic, payload.data, input_bytes, key=f"chariots-job-{job_id}", pure=False
             )
         except Exception as exc:
-            self._record_failure(task, failure_details(exc))
+            task.submission.fail(failure_details(exc))
             self._forget(task)
             raise WorkerError(f"job {job_id!r} could not be submitted to the Dask cluster: {exc}") from exc
         task.future.add_done_callback(lambda future: self._writer.submit(self._settle, task))
@@ -188,7 +173,7 @@ class DaskWorkerPool(BaseWorkerPool):
         if not task.settled.wait(timeout):
             msg = f"job {job_id!r} has not finished after {timeout} s; wait longer or fetch it later with fetch_job"
             raise WorkerError(msg)
-        return job_response(task.app.op_store, task.app.saver, job_id)
+        return task.submission.app.jobs.response(job_id)
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new jobs, wait for submitted ones to be recorded, then release the client.
@@ -206,14 +191,13 @@ class DaskWorkerPool(BaseWorkerPool):
         for task in tasks:
             task.settled.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
         unfinished = [task for task in tasks if not task.settled.is_set()]
+        for task in unfinished:  # before the cancellation reports a vaguer reason
+            task.submission.fail(_cancelled(task, f"the pool was closed before the job finished (timeout {timeout} s)"))
         if unfinished:
-            # Each cancellation reaches _settle, which records the job failed; a client that
-            # lost its scheduler may never call back, so the pool then records it itself.
             self._client.cancel([task.future for task in unfinished if task.future is not None])
             for task in unfinished:
                 if not task.settled.wait(_CANCEL_GRACE):
-                    self._record_failure(task, _cancelled(task.job, "the pool was closed before the job finished"))
-                    self._forget(task)
+                    self._forget(task)  # a client that lost its scheduler may never call back
         try:
             self._client.unsubscribe_topic(self._topic)
         except ValueError:
@@ -248,18 +232,6 @@ class DaskWorkerPool(BaseWorkerPool):
             self._client.cancel([future for future in futures if not future.done()])
 
     # -- records ------------------------------------------------------------------------------
-    def _payload(self, pipeline: Pipeline, runner: BaseRunner) -> bytes:
-        """``(pipeline, runner)`` pickled once per pipeline object, runner and op versions."""
-        versions = tuple(op_versions(pipeline).items())
-        with self._lock:
-            cached = self._payloads.get(pipeline)
-        if cached is not None and cached[0] == versions and cached[1] is runner:
-            return cached[2]
-        payload = _dumps((pipeline, runner), f"pipeline {pipeline.name!r}")
-        with self._lock:
-            self._payloads[pipeline] = (versions, runner, payload)
-        return payload
-
     def _on_started(self, event: tuple[float, dict[str, str]]) -> None:
         """Dask event handler (on the client's event loop): hand the write to the writer."""
         _, message = event
@@ -272,90 +244,48 @@ class DaskWorkerPool(BaseWorkerPool):
         if task.settled.is_set() or task.future is None or task.future.done():
             return  # the outcome is known (or about to be recorded): "running" would be stale
         try:
-            task.job = mark_job(task.app.op_store, task.job, JobStatus.running, worker=worker)
+            task.submission.start(worker or "")
         except Exception:  # the outcome, recorded later, is what matters
-            logger.exception("could not record job %s as running", task.job.job_id)
+            logger.exception("could not record %s as running", task.submission.describe())
 
     def _settle(self, task: _Task) -> None:
         """Record the outcome of a finished, failed or cancelled Dask task; never raises."""
-        future, job = task.future, task.job
+        future = task.future
         if future is None:
             return  # already recorded (by close, after the cluster failed to call back in time)
         try:
             if future.cancelled():
                 why = "the task was cancelled on the Dask cluster (the pool was closed, or the client lost its scheduler)"
-                self._record_failure(task, _cancelled(job, why))
+                task.submission.fail(_cancelled(task, why))
             elif future.status == "error":
-                self._record_failure(task, _infrastructure_failure(job, future.exception()))
+                task.submission.fail(_infrastructure_failure(task, future.exception()))
             else:
-                self._record_outcome(task, future.result())
-        except Exception as exc:
+                task.submission.settle(future.result())
+        except Exception as exc:  # e.g. the outcome could not be fetched from the cluster
             details = failure_details(exc)
             details["message"] = f"the job ran but its outcome could not be recorded: {details['message']}"
-            self._record_failure(task, details)
+            task.submission.fail(details)
         finally:
             self._forget(task)
 
     def _forget(self, task: _Task) -> None:
         """The job's outcome is recorded: drop it from the pool and wake its waiters."""
         with self._lock:
-            self._outstanding.pop(task.job.job_id, None)
+            self._outstanding.pop(task.submission.job_id, None)
         task.future = None  # lets Dask release the result
         task.settled.set()
 
-    def _record_outcome(self, task: _Task, outcome: tuple) -> None:
-        app = task.app
-        if outcome[0] == _remote.DONE:
-            _, worker, value_bytes, versions, trained = outcome
-            if trained:
-                # Before "done": whoever sees the job done can save what it trained.
-                app.install_ops(task.job.pipeline_name, _rebuild(task.pipeline, trained))
-            task.job = finish_job(app.op_store, app.saver, attrs.evolve(task.job, worker=worker), value_bytes, versions)
-        else:
-            _, worker, error, versions = outcome
-            task.job = mark_job(
-                app.op_store, task.job, JobStatus.failed, versions=versions or op_versions(task.pipeline), error=error, worker=worker
-            )
-
-    def _record_failure(self, task: _Task, error: dict[str, str]) -> None:
-        try:
-            task.job = mark_job(
-                task.app.op_store, task.job, JobStatus.failed, versions=op_versions(task.pipeline), error=error
-            )
-        except Exception:
-            logger.exception("could not record job %s as failed: %s", task.job.job_id, error.get("message"))
+def _cancelled(task: _Task, why: str) -> dict[str, str]:
+    return job_error(f"{task.submission.describe()} did not run to the end: {why}; run it again", "CancelledError")
 
 
-def _cancelled(job: JobRecord, why: str) -> dict[str, str]:
-    return {
-        "type": "CancelledError",
-        "message": f"job {job.job_id!r} of pipeline {job.pipeline_name!r} did not run to the end: {why}; run it again",
-        "node": "",
-    }
-
-
-def _infrastructure_failure(job: JobRecord, exc: BaseException | None) -> dict[str, str]:
+def _infrastructure_failure(task: _Task, exc: BaseException | None) -> dict[str, str]:
     """The error of a task that Dask itself failed (the job function never raises)."""
-    name = type(exc).__name__
     why = (
         "the workers running it died (killed, out of memory, or a crash in native code) and "
         "Dask stopped retrying it; check the workers' logs and memory"
         if isinstance(exc, distributed.scheduler.KilledWorker)
         else "the Dask cluster could not run it"
     )
-    return {
-        "type": name,
-        "message": f"job {job.job_id!r} of pipeline {job.pipeline_name!r} failed: {why} ({name}: {exc})",
-        "node": "",
-    }
-
-
-def _rebuild(pipeline: Pipeline, trained: dict[str, bytes]) -> dict[str, Any]:
-    """Copies of the submitted pipeline's ops with the state a worker trained loaded into them."""
-    ops = {}
-    for node in pipeline.loadable_nodes():
-        if node.name in trained:
-            op = copy.deepcopy(node.op)
-            op.load(trained[node.name])
-            ops[node.name] = op
-    return ops
+    name = type(exc).__name__
+    return job_error(f"{task.submission.describe()} failed: {why} ({name}: {exc})", name)

@@ -1,30 +1,27 @@
 """What :class:`~chariots_multiprocess.MultiprocessWorkerPool` hands to its workers: units.
 
-A unit is a job (:class:`Task`: its record is written at every step) or one call of a batch
-(:class:`Call`: no record, its reply goes to its :class:`Batch`). The pool queues, sends and
-supervises units alike; each unit says what its start, its outcome and its loss mean.
+A unit is a job (:class:`Task`: its record is written at every step, through its
+:class:`~chariots_core.serving.jobs.Submission`) or one call of a batch (:class:`Call`: no
+record, its reply goes to its :class:`Batch`). The pool queues, sends and supervises units
+alike; each unit says what its start, its outcome and its loss mean. The pool never holds its
+lock while it calls a unit's :meth:`~Unit.start`, :meth:`~Unit.unsent`, :meth:`~Unit.settle`
+or :meth:`~Unit.fail`: for a job, they write its record.
 """
 
 from __future__ import annotations
 
 import abc
-import logging
 import queue
 from typing import TYPE_CHECKING
 
-import dill
-
-from chariots_core.serving.workers import JobStatus, failure_details, finish_job, mark_job
+from chariots_core.serving.jobs import job_error
 
 from . import _worker
 
 if TYPE_CHECKING:
-    from chariots_core.op_store.store import JobRecord
-    from chariots_core.serving.app import Chariots
+    from chariots_core.serving.jobs import JobOutcome, Submission
 
 __all__ = ["Unit", "Task", "Batch", "Call"]
-
-logger = logging.getLogger(__name__)
 
 
 class Unit(abc.ABC):
@@ -43,17 +40,17 @@ class Unit(abc.ABC):
         """What the unit is, for error messages."""
 
     def start(self, worker_name: str) -> None:  # noqa: B027 - most units record nothing here
-        """Called with the pool's lock held just before the unit is sent to a worker."""
+        """Called just before the unit is sent to a worker; raising means it cannot start."""
 
     def unsent(self) -> None:  # noqa: B027 - most units record nothing here
-        """Its worker died before receiving it: it goes back to the queue. Lock held."""
+        """Its worker died before receiving it: it goes back to the queue."""
 
     def retry(self) -> bool:
-        """Its worker died while running it: whether to run it again. Lock held."""
+        """Its worker died while running it: whether to run it again. Called with the pool's lock held."""
         return False
 
     @abc.abstractmethod
-    def settle(self, reply: tuple) -> None:
+    def settle(self, reply: object) -> None:
         """Record the worker's reply; never raises."""
 
     @abc.abstractmethod
@@ -65,50 +62,29 @@ class Task(Unit):
     """One submitted job: its record is written at every step."""
 
     kind, noun = _worker.JOB, "job"
-    __slots__ = ("job", "app", "versions")
+    __slots__ = ("submission",)
 
-    def __init__(
-        self, job: JobRecord, app: Chariots, versions: dict[str, str], token: str, payload: bytes, input_bytes: bytes
-    ) -> None:
-        super().__init__(job.job_id, token, payload, input_bytes)
-        self.job, self.app, self.versions = job, app, versions
+    def __init__(self, submission: Submission, input_bytes: bytes) -> None:
+        payload = submission.payload
+        super().__init__(submission.job_id, payload.token, payload.data, input_bytes)
+        self.submission = submission
 
     def describe(self) -> str:
-        return f"job {self.job.job_id!r} of pipeline {self.job.pipeline_name!r}"
+        return self.submission.describe()
 
     def start(self, worker_name: str) -> None:
         # "running" is recorded before the job is sent, so the outcome, recorded later by the
         # supervisor, can never be overwritten by it.
-        self.job = mark_job(self.app.op_store, self.job, JobStatus.running, worker=worker_name)
+        self.submission.start(worker_name)
 
     def unsent(self) -> None:
-        self.job = mark_job(self.app.op_store, self.job, JobStatus.queued, worker=None)
+        self.submission.requeue()
 
-    def settle(self, reply: tuple) -> None:
-        app = self.app
-        try:
-            if reply[0] == _worker.DONE:
-                _, _, value_bytes, versions, trained_bytes = reply
-                if trained_bytes is not None:
-                    # Before "done": whoever sees the job done can save what it trained.
-                    app.install_ops(self.job.pipeline_name, dill.loads(trained_bytes))
-                finish_job(app.op_store, app.saver, self.job, value_bytes, versions)
-            else:
-                _, _, error, versions = reply
-                versions = versions or self.versions  # empty when the worker could not load the job
-                mark_job(app.op_store, self.job, JobStatus.failed, versions=versions, error=error)
-        except Exception as exc:
-            details = failure_details(exc)
-            self.fail(f"the job ran but its outcome could not be recorded: {details['message']}", details["type"])
+    def settle(self, reply: JobOutcome) -> None:  # type: ignore[override]
+        self.submission.settle(reply)
 
     def fail(self, message: str, error_type: str) -> None:
-        """Record the job failed; a store that refuses even that is logged, not raised."""
-        error = {"type": error_type, "message": message, "node": ""}
-        versions = self.job.versions or self.versions
-        try:
-            self.job = mark_job(self.app.op_store, self.job, JobStatus.failed, versions=versions, error=error)
-        except Exception:
-            logger.exception("could not record job %s as failed: %s", self.job.job_id, message)
+        self.submission.fail(job_error(message, error_type))
 
 
 class Batch:
@@ -145,9 +121,8 @@ class Call(Unit):
         self.retried = True
         return True
 
-    def settle(self, reply: tuple) -> None:
-        self.batch.replies.put((self.index, reply))
+    def settle(self, reply: object) -> None:
+        self.batch.replies.put((self.index, reply))  # type: ignore[arg-type]
 
     def fail(self, message: str, error_type: str) -> None:
-        error = {"type": error_type, "message": message, "node": ""}
-        self.batch.replies.put((self.index, (_worker.FAILED, self.key, error)))
+        self.batch.replies.put((self.index, (_worker.FAILED, self.key, job_error(message, error_type))))

@@ -14,9 +14,8 @@ A piece of work is a pipeline job (``JOB``) or one call of a batch function (``C
   shared)`` for a call; ``token`` names it. The parent sends the payload only when this
   worker's cache does not hold ``token``; both sides keep the same :class:`TokenLRU`, so they
   always agree on what the worker has. ``argument_bytes`` is the job's input or the call's item.
-- worker -> parent, for a job: ``("done", key, value_bytes, versions, trained_bytes or None)``
-  or ``("failed", key, error, versions)``. ``trained_bytes`` is the dill of ``{node name: op}``
-  for the loadable ops the run changed (a fit), which the parent installs.
+- worker -> parent, for a job: a :class:`~chariots_core.serving.jobs.JobOutcome`, which carries
+  the ``serialize()`` bytes of each op the run trained, for the parent to install.
 - worker -> parent, for a call: ``("done", key, result_bytes)`` or ``("failed", key, error)``.
 """
 
@@ -32,7 +31,7 @@ import dill
 import multiprocess
 from multiprocess import connection
 
-from chariots_core.serving.workers import failure_details, op_versions
+from chariots_core.serving.jobs import JobOutcome, failure_details, run_pipeline
 
 if TYPE_CHECKING:
     from multiprocess.connection import Connection
@@ -112,37 +111,24 @@ def _exit_with(parent_sentinel: int) -> None:
     os._exit(1)
 
 
-def _run(job_id: str, cached: _Cached, input_bytes: bytes) -> tuple:
+def _run(job_id: str, cached: _Cached, input_bytes: bytes) -> JobOutcome:
     try:
         pipeline, runner = cached.take()
         pipeline_input = dill.loads(input_bytes)
     except Exception as exc:  # e.g. an op's module cannot be imported in the worker
         cached.objects = None
-        error = failure_details(exc)
-        error["message"] = (
-            f"the worker could not load the job's pipeline or input: {type(exc).__name__}: {exc}. "
-            "Ops and inputs must be importable in a fresh process, or defined where dill "
-            "can send them by value (a function's locals, __main__)"
+        return JobOutcome.unloadable(
+            exc,
+            "the worker could not load the job's pipeline or input",
+            "Ops and inputs must be importable in a fresh process, or defined where dill can send "
+            "them by value (a function's locals, __main__)",
         )
-        return (FAILED, job_id, error, {})
-    before = {node.name: str(node.node_version) for node in pipeline.loadable_nodes()}
-    try:
-        value = runner.run(pipeline, pipeline_input)
-        value_bytes = dill.dumps(value)
-        trained = {
-            node.name: node.op
-            for node in pipeline.loadable_nodes()
-            if str(node.node_version) != before[node.name]
-        }
-        trained_bytes = dill.dumps(trained) if trained else None
-    except Exception as exc:  # a job reports its failure instead of killing the worker
-        cached.objects = None  # a run that failed half-way may have changed the ops
-        return (FAILED, job_id, failure_details(exc), op_versions(pipeline))
-    if trained:
-        # The cached ops were fitted in place: the next job must start from the ops as they
-        # were submitted, so rebuild them from the bytes.
+    outcome = run_pipeline(pipeline, runner, pipeline_input, ship_trained=True)
+    if outcome.error is not None or outcome.trained:
+        # A run that failed half-way may have changed the cached ops, and a fit changed them in
+        # place: the next job must start from the ops as submitted, so rebuild them from the bytes.
         cached.objects = None
-    return (DONE, job_id, value_bytes, op_versions(pipeline), trained_bytes)
+    return outcome
 
 
 def _call(key: str, cached: _Cached, item_bytes: bytes) -> tuple:

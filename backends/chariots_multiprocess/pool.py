@@ -9,15 +9,18 @@ a result settles its job; a dead process fails its job with the reason and is re
 
 The parent writes every job record (queued, running, done/failed) and every result blob, so the
 op store and saver need not be shareable between processes; with an LMDB store and a file
-saver, records and results survive the app. Workers start with ``forkserver`` (``spawn`` where
-that is missing): a fork of a threaded parent can inherit held locks, and both start methods
-give a worker only its own pipe ends. Each worker also watches its parent and exits with it,
-busy or not, so a crashed app leaves no process behind.
+saver, records and results survive the app. No record is written under the pool's lock: with
+an object store each write is a network request, and the lock is what every submission, result
+and death waits for. Workers start with ``forkserver`` (``spawn`` where that is missing): a
+fork of a threaded parent can inherit held locks, and both start methods give a worker only its
+own pipe ends. Each worker also watches its parent and exits with it, busy or not, so a crashed
+app leaves no process behind; a program that ends without closing its pool has it closed at
+exit (its unfinished jobs recorded failed) before ``multiprocess`` reaps its children.
 
 A job carries the pipeline object as the app served it when the job was submitted, with its
-runner, serialized once per pipeline object and op versions and sent once per worker; a job
-whose run fitted models sends the fitted ops back, and the parent installs them in the app
-(:meth:`~chariots_core.Chariots.install_ops`) before recording the job ``done``.
+runner, serialized once per pipeline object and op versions and sent once per worker
+(:mod:`chariots_core.serving.jobs`); a job whose run fitted models sends their state back, and
+the parent installs them in the app before recording the job ``done``.
 
 A batch (:meth:`MultiprocessWorkerPool.map_unordered`, which ``Chariots.map_pipeline`` uses)
 goes through the same workers, queue and supervisor without job records: its items queue as
@@ -30,32 +33,26 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import signal
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dill
 import multiprocess
-from multiprocess import connection
+from multiprocess import connection, util
 
-from chariots_core.errors import SerializationError, WorkerError
-from chariots_core.serving.workers import (
-    BaseWorkerPool,
-    JobStatus,
-    PipelineResponse,
-    job_response,
-    new_job,
-)
+from chariots_core.errors import WorkerError
+from chariots_core.serving.jobs import PayloadCache, Submission
+from chariots_core.serving.responses import JobStatus, PipelineResponse
+from chariots_core.serving.workers import BaseWorkerPool
 
 from . import _worker
+from ._processes import WorkerProcess, death_reason, dumps_for_worker, start_worker, stop_workers
 from ._units import Batch, Call, Task, Unit
 
 if TYPE_CHECKING:
     from chariots_core.pipelines.pipeline import Pipeline
-    from chariots_core.pipelines.runners import BaseRunner
     from chariots_core.serving.app import Chariots
 
 __all__ = ["MultiprocessWorkerPool"]
@@ -63,19 +60,9 @@ __all__ = ["MultiprocessWorkerPool"]
 logger = logging.getLogger(__name__)
 
 _START_METHODS = ("forkserver", "spawn")
-_STOP_GRACE = 5.0  # seconds a worker gets to exit once its job pipe is closed, then SIGKILL
-
-
-class _Worker:
-    """The parent's handle on one worker process."""
-
-    __slots__ = ("process", "tasks", "results", "unit", "tokens", "eof")
-
-    def __init__(self, process: Any, tasks: Any, results: Any, cache_size: int) -> None:
-        self.process, self.tasks, self.results = process, tasks, results
-        self.unit: Unit | None = None
-        self.tokens = _worker.TokenLRU(cache_size)  # mirrors the worker's pipeline cache
-        self.eof = False
+# multiprocess runs finalizers of priority >= 0 at exit before it terminates and joins its
+# children; a pool closed then leaves no worker for that join, nor a replacement started meanwhile.
+_EXIT_PRIORITY = 10
 
 
 class MultiprocessWorkerPool(BaseWorkerPool):
@@ -88,6 +75,9 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             app = Chariots([train], path="./data", worker_pool=pool)
             job_id = app.call_pipeline(train, use_worker=True).job_id
             pool.wait(job_id).value
+
+    A pool still open when the program exits is closed then without waiting: its unfinished
+    jobs are recorded failed and its workers stopped, as ``multiprocessing.Pool`` terminates.
 
     :param n_workers: how many worker processes run jobs at once.
     :param start_method: ``"forkserver"`` (default where available) or ``"spawn"``.
@@ -111,6 +101,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                 "copy locks held by other threads into the worker"
             )
             raise WorkerError(msg)
+        super().__init__()
         self._context = multiprocess.get_context(start_method)
         if start_method == "forkserver":
             # The fork server imports the worker module once; each worker is then a cheap fork.
@@ -118,19 +109,18 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         self._cache_size = pipeline_cache_size
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # notified whenever a job settles
-        self._workers: list[_Worker] = []
-        self._idle: collections.deque[_Worker] = collections.deque()
+        self._workers: list[WorkerProcess] = []
+        self._idle: collections.deque[WorkerProcess] = collections.deque()
         self._pending: collections.deque[Unit] = collections.deque()
         self._outstanding: dict[str, Unit] = {}  # submitted, not yet settled, by key
-        self._payloads: weakref.WeakKeyDictionary[Pipeline, tuple[tuple, BaseRunner, str, bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._payloads = PayloadCache(dumps_for_worker)
         self._closed = False  # no new jobs
         self._stopping = False  # the supervisor exits, workers are not replaced
         self._shut_down = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._at_exit = util.Finalize(self, self._close_at_exit, exitpriority=_EXIT_PRIORITY)
         self._supervisor = threading.Thread(
             target=self._supervise, name="chariots-multiprocess-supervisor", daemon=True
         )
@@ -160,33 +150,17 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         with self._lock:
             if self._stopping:
                 raise WorkerError("this worker pool is closed; create a new one to add workers")
-        task_reader, task_writer = self._context.Pipe(duplex=False)
-        result_reader, result_writer = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=_worker.serve,
-            args=(task_reader, result_writer, self._cache_size),
-            name="chariots-worker",
-            daemon=True,
-        )
-        try:
-            process.start()
-        except OSError as exc:
-            msg = f"could not start a worker process ({exc}); free memory or process slots and retry"
-            raise WorkerError(msg) from exc
-        finally:
-            # The parent keeps only its own ends, so each side sees end-of-file when the other dies.
-            task_reader.close()
-            result_writer.close()
-        worker = _Worker(process, task_writer, result_reader, self._cache_size)
+        worker = start_worker(self._context, self._cache_size)
         with self._lock:
             closed_meanwhile = self._stopping
             if not closed_meanwhile:
                 self._workers.append(worker)
-                self._give_work(worker)
+                self._idle.append(worker)
         if closed_meanwhile:  # close() already took its list of workers: this one is ours to stop
-            _stop([worker])
+            stop_workers([worker])
             raise WorkerError("this worker pool was closed while a worker was starting")
         self._wake()
+        self._dispatch()
 
     def execute_pipeline_async(self, pipeline: Pipeline, pipeline_input: Any, app: Chariots) -> str:
         """Record a queued job, hand it to an idle worker (or queue it) and return its id.
@@ -196,29 +170,44 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         """
         if self._closed:
             raise WorkerError("this worker pool is closed; create a new one to run jobs")
-        versions, token, payload = self._payload(pipeline, app.runner)
-        input_bytes = _dumps(pipeline_input, f"the input of pipeline {pipeline.name!r}")
+        payload = self._payloads.get(pipeline, app.runner)
+        input_bytes = dumps_for_worker(pipeline_input, f"the input of pipeline {pipeline.name!r}")
         self.attach(app)
         with self._lock:
             if self._closed:
                 raise WorkerError("this worker pool is closed; create a new one to run jobs")
-            worker = self._idle.popleft() if self._idle else None
-            try:
-                if worker is None:
-                    job = new_job(app.op_store, pipeline.name)
-                else:  # it starts at once: record it running straight away, one write less
-                    job = new_job(app.op_store, pipeline.name, JobStatus.running, f"pid {worker.process.pid}")
-            except BaseException:
-                if worker is not None:
-                    self._idle.appendleft(worker)
-                raise
-            task = Task(job, app, dict(versions), token, payload, input_bytes)
-            self._outstanding[job.job_id] = task
+            # An idle worker (with nothing queued before this job) is reserved for it: the job is
+            # then recorded running straight away, one write less.
+            worker = self._idle.popleft() if self._idle and not self._pending else None
+        try:
             if worker is None:
-                self._pending.append(task)
+                job = app.jobs.new(pipeline.name)
             else:
-                self._send(worker, task)
-            return job.job_id
+                job = app.jobs.new(pipeline.name, JobStatus.running, worker.name)
+        except BaseException:
+            if worker is not None:
+                self._release(worker)
+                self._dispatch()
+            raise
+        task = Task(Submission(app, job, pipeline, payload), input_bytes)
+        with self._lock:
+            stopped = self._stopping
+            handed = not stopped and worker is not None and worker.alive
+            if not stopped:
+                self._outstanding[task.key] = task
+                if handed:
+                    worker.unit = task
+                elif worker is None:
+                    self._pending.append(task)
+        if stopped:  # closed while the job was being recorded: its workers are gone
+            task.fail("the pool was closed before the job could start", "WorkerError")
+            raise WorkerError("this worker pool is closed; create a new one to run jobs")
+        if handed:
+            self._send(worker, task)
+        elif worker is not None:  # the reserved worker died while the job was recorded running
+            self._requeue(task)
+        self._dispatch()
+        return job.job_id
 
     def wait(self, job_id: str, timeout: float | None = None) -> PipelineResponse:
         """Block until the job is ``done`` or ``failed`` and return its response.
@@ -233,7 +222,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                     msg = f"job {job_id!r} has not finished after {timeout} s; wait longer or fetch it later"
                     raise WorkerError(msg)
         if isinstance(task, Task):
-            return job_response(task.app.op_store, task.app.saver, job_id)
+            return task.submission.app.jobs.response(job_id)
         return super().wait(job_id, timeout)
 
     def close(self, timeout: float | None = None) -> None:
@@ -242,29 +231,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         Idempotent. Jobs still unfinished after ``timeout`` seconds are recorded ``failed``,
         batches still running fail with a :class:`WorkerError`, and their workers are killed.
         """
-        with self._lock:
-            already_closed, self._closed = self._closed, True
-        if already_closed:
-            self._shut_down.wait()
-            return
-        with self._lock:
-            self._settled.wait_for(lambda: not self._outstanding, timeout)
-            self._stopping = True
-            unfinished = list(self._outstanding.values())
-            self._outstanding.clear()
-            self._pending.clear()
-            workers = list(self._workers)
-            self._workers.clear()
-            self._idle.clear()
-        self._wake()
-        self._supervisor.join()
-        _stop(workers)
-        for unit in unfinished:
-            unit.fail(f"the pool was closed before the {unit.noun} finished (timeout {timeout} s)", "WorkerError")
-        wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
-        os.close(wake_r)
-        os.close(wake_w)
-        self._shut_down.set()
+        self._shut(timeout, f"the pool was closed before the {{noun}} finished (timeout {timeout} s)")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.n_workers} workers"
@@ -290,11 +257,11 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         if self._closed:
             raise WorkerError("this worker pool is closed; create a new one to run batches")
         name = f"{getattr(function, '__qualname__', 'function')}-{uuid.uuid4().hex[:8]}"
-        payload = _dumps((function, shared), f"the shared objects of batch {name!r}")
+        payload = dumps_for_worker((function, shared), f"the shared objects of batch {name!r}")
         token = uuid.uuid4().hex  # one per batch: each worker loads the pipeline once for it
         batch = Batch(name)
         calls = [
-            Call(batch, index, token, payload, _dumps(item, f"item #{index} of batch {name!r}"))
+            Call(batch, index, token, payload, dumps_for_worker(item, f"item #{index} of batch {name!r}"))
             for index, item in enumerate(items)
         ]
         return self._completions(batch, calls)
@@ -307,7 +274,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                     raise WorkerError("this worker pool was closed before the batch could start")
                 for call in calls:
                     self._outstanding[call.key] = call
-                    self._queue(call)
+                    self._pending.append(call)
+            self._dispatch()
             for _ in calls:
                 index, reply = batch.replies.get()
                 if reply[0] == _worker.FAILED:
@@ -332,50 +300,39 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             self._pending = collections.deque(unit for unit in self._pending if unit.key not in keys)
             self._settled.notify_all()
 
-    # -- submission -----------------------------------------------------------------------------
-    def _payload(self, pipeline: Pipeline, runner: BaseRunner) -> tuple[tuple, str, bytes]:
-        """The op versions, token and bytes of ``(pipeline, runner)``, serialized once per
-        pipeline object, runner and op versions (a model refitted in place is sent again)."""
-        versions = tuple((node.name, str(node.node_version)) for node in pipeline.op_nodes())
-        with self._lock:
-            cached = self._payloads.get(pipeline)
-        if cached is not None and cached[0] == versions and cached[1] is runner:
-            return versions, cached[2], cached[3]
-        payload = _dumps((pipeline, runner), f"pipeline {pipeline.name!r}")
-        token = uuid.uuid4().hex
-        with self._lock:
-            self._payloads[pipeline] = (versions, runner, token, payload)
-        return versions, token, payload
+    # -- handing work to workers (never with the lock held while a unit records) -------------------
+    def _dispatch(self) -> None:
+        """Start queued units on idle workers until either runs out. Whoever queues a unit or
+        frees a worker calls it (the helpers below do not, so that it never recurses)."""
+        while True:
+            with self._lock:
+                if self._stopping or not self._pending or not self._idle:
+                    return
+                worker, unit = self._idle.popleft(), self._pending.popleft()
+            self._start(worker, unit)
 
-    def _queue(self, unit: Unit, first: bool = False) -> None:
-        """Start ``unit`` on an idle worker, or queue it (at the head if ``first``). Called
-        with the lock held."""
-        if not self._idle:
-            if first:
-                self._pending.appendleft(unit)
-            else:
-                self._pending.append(unit)
-            return
-        worker = self._idle.popleft()
-        if not self._dispatch(worker, unit):
-            self._idle.appendleft(worker)
-
-    def _dispatch(self, worker: _Worker, unit: Unit) -> bool:
-        """Start a queued ``unit`` on the idle ``worker``; ``False`` if it could not start
-        (e.g. the store refused to record a job running), in which case it is settled failed.
-        Called with the lock held."""
+    def _start(self, worker: WorkerProcess, unit: Unit) -> None:
+        """Record ``unit`` started on the reserved ``worker`` and send it there; a unit that
+        cannot start is failed and the worker released."""
         try:
-            unit.start(f"pid {worker.process.pid}")
+            unit.start(worker.name)
         except Exception as exc:
             unit.fail(f"the {unit.noun} could not be started: {type(exc).__name__}: {exc}", type(exc).__name__)
-            self._outstanding.pop(unit.key, None)
-            self._settled.notify_all()
-            return False
-        self._send(worker, unit)
-        return True
+            self._forget([unit])
+            self._release(worker)
+            return
+        with self._lock:
+            handed = worker.alive and not self._stopping
+            if handed:
+                worker.unit = unit
+        if handed:
+            self._send(worker, unit)
+        else:  # the worker died (or the pool stopped) while the start was recorded
+            self._requeue(unit)
 
-    def _send(self, worker: _Worker, unit: Unit) -> None:
-        """Send a started ``unit`` to ``worker``. Called with the lock held."""
+    def _send(self, worker: WorkerProcess, unit: Unit) -> None:
+        """Send ``unit``, handed to ``worker``, down its pipe. Only the holder of a unit sends
+        it, so the worker's token cache and its pipe see one unit at a time."""
         if unit.token in worker.tokens:
             worker.tokens.get(unit.token)
             payload = None
@@ -386,18 +343,27 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             worker.tasks.send_bytes(dill.dumps((unit.kind, unit.key, unit.token, payload, unit.argument)))
         except OSError:
             # The worker died before it could receive the unit: it never started, so it waits
-            # for the replacement the supervisor starts when it sees the death.
-            unit.unsent()
-            self._pending.appendleft(unit)
-            return
-        worker.unit = unit
+            # for another worker, unless the supervisor already buried the worker with it.
+            with self._lock:
+                mine = worker.unit is unit
+                if mine:
+                    worker.unit = None
+            if mine:
+                self._requeue(unit)
 
-    def _give_work(self, worker: _Worker) -> None:
-        """Hand the next queued unit to ``worker``, or mark it idle. Called with the lock held."""
-        while self._pending:
-            if self._dispatch(worker, self._pending.popleft()):
+    def _requeue(self, unit: Unit) -> None:
+        """``unit`` never reached a worker: back to the head of the queue (closing fails it)."""
+        unit.unsent()
+        with self._lock:
+            if self._stopping:
                 return
-        self._idle.append(worker)
+            self._pending.appendleft(unit)
+
+    def _release(self, worker: WorkerProcess) -> None:
+        """A reserved ``worker`` got nothing to run after all: idle again."""
+        with self._lock:
+            if worker.alive and not self._stopping:
+                self._idle.appendleft(worker)
 
     # -- supervision ----------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -430,7 +396,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             except Exception:  # e.g. a store that refuses writes: keep supervising regardless
                 logger.exception("the worker-pool supervisor hit an error and carries on")
 
-    def _receive(self, worker: _Worker) -> None:
+    def _receive(self, worker: WorkerProcess) -> None:
         try:
             message = dill.loads(worker.results.recv_bytes())
         except (EOFError, OSError):
@@ -439,7 +405,8 @@ class MultiprocessWorkerPool(BaseWorkerPool):
         with self._lock:
             unit, worker.unit = worker.unit, None
             if not self._stopping:
-                self._give_work(worker)
+                self._idle.append(worker)
+        self._dispatch()  # the next unit first: the worker idles for no record write
         if unit is not None:
             unit.settle(message)
             self._forget([unit])
@@ -451,22 +418,26 @@ class MultiprocessWorkerPool(BaseWorkerPool):
                 self._outstanding.pop(unit.key, None)
             self._settled.notify_all()
 
-    def _bury(self, worker: _Worker) -> None:
+    def _bury(self, worker: WorkerProcess) -> None:
         """A worker process ended: settle what it sent, retry or fail the unit it was running,
         start a replacement."""
         while not worker.eof and worker.results.poll():
             self._receive(worker)
         worker.process.join()
         with self._lock:
+            worker.alive = False
             self._workers.remove(worker)
             if worker in self._idle:
                 self._idle.remove(worker)
             unit, worker.unit = worker.unit, None
-            replace = not self._stopping
-            reason = "" if unit is None else _death_reason(worker, unit)  # before retry() counts the try
-            if unit is not None and replace and unit.retry():
+            # Never once the interpreter exits: multiprocess's exit handler would join the
+            # replacement, which serves until its parent exits: a hang.
+            replace = not self._stopping and not util.is_exiting()
+            reason = "" if unit is None else death_reason(worker, unit)  # before retry() counts the try
+            retried = unit is not None and replace and unit.retry()
+            if retried:
                 logger.warning("%s; running it again", reason)
-                self._queue(unit, first=True)
+                self._pending.appendleft(unit)
                 unit = None
         worker.tasks.close()
         worker.results.close()
@@ -496,33 +467,37 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             unit.fail(f"no worker process is left to run the {unit.noun} (could not start one)", "WorkerError")
         self._forget(stranded)
 
+    # -- shutting down --------------------------------------------------------------------------
+    def _close_at_exit(self) -> None:
+        self._shut(0, "the program exited before the {noun} finished (its worker pool was never closed)")
 
-def _stop(workers: list[_Worker]) -> None:
-    """Stop worker processes: idle ones exit on end-of-file, busy ones are killed."""
-    for worker in workers:
-        worker.tasks.close()  # end-of-file: an idle worker's loop returns
-        if worker.unit is not None:
-            worker.process.kill()  # its job or batch item outlived close()'s timeout and is recorded failed
-    for worker in workers:
-        worker.process.join(_STOP_GRACE)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join()
-        worker.results.close()
-
-
-def _dumps(obj: Any, what: str) -> bytes:
-    try:
-        # recurse: a function defined in __main__ or a test carries the globals it uses (its
-        # imports included) instead of a reference to a module the worker does not have.
-        return dill.dumps(obj, recurse=True)
-    except Exception as exc:
-        msg = (
-            f"{what} cannot be sent to a worker process: dill cannot serialize it "
-            f"({type(exc).__name__}: {exc}). Keep locks, open files and connections out of ops "
-            "and inputs (open them inside execute()), or run it with use_worker=False"
-        )
-        raise SerializationError(msg) from exc
+    def _shut(self, timeout: float | None, why: str) -> None:
+        """Stop as :meth:`close` says; units unfinished after ``timeout`` fail with ``why``,
+        in which ``{noun}`` stands for "job" or "batch"."""
+        with self._lock:
+            already_closed, self._closed = self._closed, True
+        if already_closed:
+            self._shut_down.wait()
+            return
+        with self._lock:
+            self._settled.wait_for(lambda: not self._outstanding, timeout)
+            self._stopping = True
+            unfinished = list(self._outstanding.values())
+            self._outstanding.clear()
+            self._pending.clear()
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+        self._wake()
+        self._supervisor.join()
+        stop_workers(workers)
+        for unit in unfinished:
+            unit.fail(why.format(noun=unit.noun), "WorkerError")
+        wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+        os.close(wake_r)
+        os.close(wake_w)
+        self._at_exit.cancel()  # the exit registry would otherwise keep every closed pool
+        self._shut_down.set()
 
 
 def _drain(fd: int) -> bool:
@@ -530,12 +505,3 @@ def _drain(fd: int) -> bool:
         return bool(os.read(fd, 4096))
     except BlockingIOError:
         return False
-
-
-def _death_reason(worker: _Worker, unit: Unit) -> str:
-    code = worker.process.exitcode
-    if code is not None and code < 0:
-        how = f"was killed by signal {signal.Signals(-code).name}"
-    else:
-        how = f"exited with code {code}"
-    return f"worker process {worker.process.pid} {how} while running {unit.describe()}"

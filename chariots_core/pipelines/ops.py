@@ -16,13 +16,13 @@ and loaded from an op store (trained models, fitted encoders...).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..versioning import Version, VersionableMeta
 from .callbacks import OpCallBack, overrides
 
-__all__ = ["BaseOp", "LoadableOp", "fresh_copy"]
+__all__ = ["BaseOp", "LoadableOp", "fresh_copy", "trained_since"]
 
 
 class BaseOp(metaclass=VersionableMeta):
@@ -139,3 +139,18 @@ def fresh_copy(op: BaseOp) -> BaseOp:
     twin = object.__new__(type(op))
     twin.__dict__.update(vars(op))
     return twin
+
+
+def trained_since(ops: Mapping[str, BaseOp], before: Mapping[str, Version]) -> dict[str, LoadableOp]:
+    """The ops of ``ops`` (by node name) that a run trained after ``before`` was taken.
+
+    ``before`` holds each op's ``op_version`` from before the run. An op was trained by the run
+    when it now holds trained state (:attr:`LoadableOp.holds_trained_state`) under another
+    version: a fit, or a load of another saved version. Plain ops, and loadable ops whose version
+    does not name their state, are never reported.
+    """
+    return {
+        name: op
+        for name, op in ops.items()
+        if isinstance(op, LoadableOp) and op.holds_trained_state and op.op_version != before.get(name)
+    }

@@ -244,7 +244,7 @@ class ChariotsConfig:
         _log.debug("building the app on %s (store %s, saver %s)", self.data_path, self.op_store.store or "default", saver or "default")
         worker_pool = self.get_worker_pool()
         try:
-            return Chariots(
+            app = Chariots(
                 pipelines,
                 path=self.data_path,
                 op_store=self.op_store.store,
@@ -258,6 +258,9 @@ class ChariotsConfig:
             if worker_pool is not None:
                 worker_pool.close()
             raise
+        if worker_pool is not None:
+            app.take_ownership(worker_pool)  # started here for the app: closing the app stops it
+        return app
 
     def get_store_app(self, path: str | None = None, store: str | None = None) -> Chariots:
         """An app that serves no pipeline, to read the configured op store (jobs, saved versions).

@@ -11,6 +11,12 @@ written against one runs against the other::
 
 Loading swaps the whole pipeline at once: calls in flight finish on the ops they started with,
 and a load that fails leaves the previous ops serving.
+
+Ownership, the rule every Chariots object follows: **close only what you opened.** An app
+closes the op store it opened itself (from ``path``, a backend name or a URL) and whatever was
+handed to it with :meth:`Chariots.take_ownership`; an op store, saver or worker pool passed in
+stays open for whoever made it. Likewise a worker pool stops the workers it started and a
+``DaskWorkerPool`` closes a Dask client it created, never one it was given.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -33,11 +39,20 @@ from ..pipelines.runners import BaseRunner, SequentialRunner
 from ..registry import backend_for_url, get_backend, known_backends, url_scheme
 from ..savers import BaseSaver
 from ..versioning import Version
-from .workers import BaseWorkerPool, JobStatus, PipelineResponse, job_response, wants_worker
+from .jobs import JobBook
+from .responses import JobStatus, PipelineResponse
+from .workers import BaseWorkerPool, wants_worker
 
 __all__ = ["Chariots"]
 
 PipelineRef = str | Pipeline
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closeable)
 
 
 class Chariots:
@@ -58,13 +73,17 @@ class Chariots:
     :param job_store: where the records of asynchronous calls are kept, as
         :attr:`job_store` (default: the op store, when it is also a
         :class:`~chariots_core.op_store.store.JobStore`, as every built-in store is).
-    :param worker_pool: runs asynchronous calls (see ``use_worker``).
+    :param worker_pool: runs asynchronous calls (see ``use_worker``); it may serve other apps
+        too, and stays open when the app closes unless handed over with :meth:`take_ownership`.
     :param runner: runs pipelines (default :class:`~chariots_core.SequentialRunner`).
     :param use_worker: app-wide default for asynchronous execution.
     :raises ConfigError: if ``compatibility`` is not a known policy.
     :raises PipelineDefinitionError: if two pipelines share a name, or one op name stands for
         two different op classes.
     :raises StoreError: if ``path`` is a file.
+
+    The app closes only what it opened (see the module docstring): use it as a context manager
+    or call :meth:`close`, and close a pool or store you passed in yourself.
     """
 
     def __init__(
@@ -91,17 +110,20 @@ class Chariots:
             self._pipelines[pipeline.name] = pipeline
         _check_op_names(self._pipelines.values())
         self.path = os.fspath(path)
+        self._owned: list[_Closeable] = []  # what close() closes, in the order it was opened
         self.op_store: OpStore = _resolve_op_store(op_store, self.path)
+        if op_store is None or isinstance(op_store, str):
+            self._owned.append(self.op_store)
         self.job_store: JobStore | None = job_store
         if job_store is None and isinstance(self.op_store, JobStore):
             self.job_store = self.op_store
         try:
             self.saver: BaseSaver = _resolve_saver(saver, self.path)
+            self._jobs = None if self.job_store is None else JobBook(self.job_store, self.saver)
             if worker_pool is not None:
-                self._needs_job_store("a worker pool")
+                self._job_book("a worker pool")
         except BaseException:
-            if op_store is None or isinstance(op_store, str):  # only close what the app opened
-                self.op_store.close()
+            self._close_owned()
             raise
         self._bind_data_nodes()
         self.runner = runner if runner is not None else SequentialRunner()
@@ -188,7 +210,7 @@ class Chariots:
 
         :raises JobNotFoundError: if no job has that id.
         """
-        return job_response(self._needs_job_store("fetching a job"), self.saver, job_id)
+        return self._job_book("fetching a job").response(job_id)
 
     def install_ops(self, pipeline: PipelineRef, ops_by_node_name: dict[str, Any]) -> None:
         """Swap ops trained elsewhere (e.g. by a worker process) into a pipeline, at once.
@@ -229,13 +251,30 @@ class Chariots:
         }
 
     # -- lifecycle -----------------------------------------------------------------------
+    def take_ownership(self, resource: _C) -> _C:
+        """Make the app close ``resource`` (anything with ``close()``) when it closes; returns it.
+
+        For whatever was opened on the app's behalf, as ``ChariotsConfig.get_app`` does with the
+        worker pool it starts. What the app owns is closed last opened first, so a pool handed
+        over after the app was made stops (and records its last jobs) before the store closes.
+        """
+        self._owned.append(resource)
+        return resource
+
     def close(self) -> None:
-        """Stop the worker pool and close the op store (and the job store, if it is another)."""
+        """Close what the app opened or was handed with :meth:`take_ownership`. Idempotent.
+
+        A worker pool the app was given (and not handed) keeps running, but no longer looks up
+        this app's jobs.
+        """
         if self.worker_pool is not None:
-            self.worker_pool.close()
-        self.op_store.close()
-        if self.job_store is not None and self.job_store is not self.op_store:
-            self.job_store.close()
+            self.worker_pool.detach(self)
+        self._close_owned()
+
+    def _close_owned(self) -> None:
+        owned, self._owned = self._owned, []
+        for resource in reversed(owned):
+            resource.close()
 
     def __enter__(self) -> Chariots:
         return self
@@ -246,14 +285,23 @@ class Chariots:
     def __repr__(self) -> str:
         return f"<Chariots serving {', '.join(self._pipelines) or 'nothing'}>"
 
-    def _needs_job_store(self, what: str) -> JobStore:
-        if self.job_store is None:
+    @property
+    def jobs(self) -> JobBook:
+        """The app's job records (in its job store) and their results (through its saver):
+        every worker pool records and reads the app's jobs through it.
+
+        :raises WorkerError: if the app has no job store.
+        """
+        return self._job_book("recording a job")
+
+    def _job_book(self, what: str) -> JobBook:
+        if self._jobs is None:
             msg = (
                 f"{what} needs a job store, and the op store {self.op_store!r} keeps no jobs; "
                 "pass job_store=... to Chariots (e.g. chariots_core.MemoryOpStore())"
             )
             raise WorkerError(msg)
-        return self.job_store
+        return self._jobs
 
     def _bind_data_nodes(self) -> None:
         """Give the app's saver to the data nodes of its pipelines (as new pipeline objects).

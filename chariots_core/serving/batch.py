@@ -13,7 +13,9 @@ Where the calls run:
 
 A batch is synchronous: it returns the values, and it leaves no job records behind (except
 on the job path). The first failing input stops the batch with an error naming its index.
-Progress goes to stderr.
+Progress goes to stderr: a ``tqdm`` bar when tqdm is installed (it draws in terminals and
+notebooks alike), else a plain line, rewritten in place on a terminal and printed every 10%
+otherwise. tqdm is optional: Chariots never requires it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 from ..errors import NodeExecutionError, WorkerError
-from .workers import BaseWorkerPool, JobStatus, failure_details
+from .jobs import failure_details
+from .responses import JobStatus
+from .workers import BaseWorkerPool
 
 if TYPE_CHECKING:
     from ..pipelines.pipeline import Pipeline
@@ -96,7 +100,7 @@ def map_pipeline(
     pool = worker_pool if worker_pool is not None else app.worker_pool
     if not items:
         return []
-    meter = _Progress(f"map_pipeline {serving.name!r}", len(items), sys.stderr if progress else None)
+    meter = _meter(f"map_pipeline {serving.name!r}", len(items), sys.stderr if progress else None)
     try:
         if pool is None:
             return _in_process(serving, app.runner, items, meter)
@@ -112,18 +116,18 @@ def _chunks(items: list[Any], n_chunks: int) -> list[tuple[int, list[Any]]]:
     return [(start, items[start : start + size]) for start in range(0, len(items), size)]
 
 
-def _in_process(pipeline: Pipeline, runner: BaseRunner, items: list[Any], meter: _Progress) -> list[Any]:
+def _in_process(pipeline: Pipeline, runner: BaseRunner, items: list[Any], meter: _Meter) -> list[Any]:
     values: list[Any] = []
     for chunk in _chunks(items, 100):  # chunks only pace the progress line here
         outcome = run_chunk((pipeline, runner), chunk)
         _raise_failure(pipeline, items, outcome.failure)
         values.extend(outcome.values)
-        meter.advance(len(outcome.values))
+        meter.update(len(outcome.values))
     return values
 
 
 def _chunked(
-    pipeline: Pipeline, runner: BaseRunner, items: list[Any], pool: BatchWorkerPool, meter: _Progress
+    pipeline: Pipeline, runner: BaseRunner, items: list[Any], pool: BatchWorkerPool, meter: _Meter
 ) -> list[Any]:
     chunks = _chunks(items, pool.n_workers * _CHUNKS_PER_WORKER)
     results: list[ChunkOutcome | None] = [None] * len(chunks)
@@ -133,7 +137,7 @@ def _chunked(
             for index, outcome in completions:
                 _raise_failure(pipeline, items, outcome.failure)
                 results[index] = outcome
-                meter.advance(len(outcome.values))
+                meter.update(len(outcome.values))
         except NodeExecutionError:
             raise
         except Exception as exc:  # the pool's own WorkerError too: only here are the inputs known
@@ -148,7 +152,7 @@ def _chunked(
     return [value for outcome in results if outcome is not None for value in outcome.values]
 
 
-def _as_jobs(app: Chariots, pipeline: Pipeline, items: list[Any], pool: BaseWorkerPool, meter: _Progress) -> list[Any]:
+def _as_jobs(app: Chariots, pipeline: Pipeline, items: list[Any], pool: BaseWorkerPool, meter: _Meter) -> list[Any]:
     job_ids = [pool.execute_pipeline_async(pipeline, item, app) for item in items]
     values = []
     for index, job_id in enumerate(job_ids):
@@ -156,7 +160,7 @@ def _as_jobs(app: Chariots, pipeline: Pipeline, items: list[Any], pool: BaseWork
         if response.job_status is JobStatus.failed:
             _raise_failure(pipeline, items, {**(response.error or {}), "index": index})
         values.append(response.value)
-        meter.advance(1)
+        meter.update(1)
     return values
 
 
@@ -172,6 +176,26 @@ def _raise_failure(pipeline: Pipeline, items: list[Any], failure: dict[str, Any]
     raise NodeExecutionError(msg, node_name=node)
 
 
+class _Meter(Protocol):
+    """What a batch reports its progress to: a tqdm bar or a :class:`_Progress` line."""
+
+    def update(self, count: int) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def _meter(label: str, total: int, stream: IO[str] | None) -> _Meter:
+    """A tqdm bar on ``stream`` if tqdm is installed, else a plain line; silent without a stream."""
+    if stream is not None:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(total=total, desc=label, unit="input", file=stream)
+    return _Progress(label, total, stream)
+
+
 class _Progress:
     """A progress line on a stream: rewritten in place on a terminal, every 10% otherwise."""
 
@@ -183,7 +207,7 @@ class _Progress:
         self._last_step = 0
         self._last_write = 0.0
 
-    def advance(self, count: int) -> None:
+    def update(self, count: int) -> None:
         if self._stream is None or count <= 0:
             return
         self._done += count

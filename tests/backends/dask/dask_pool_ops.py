@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-import time
 
 from chariots_core import BaseOp, Node, Pipeline
-from chariots_core.ml import BaseMLOp, MLMode
 
 
 class AddOne(BaseOp):
@@ -27,23 +25,6 @@ class Square(BaseOp):
 
     def execute(self, x):
         return x * x
-
-
-class Explode(BaseOp):
-    """Raises for negative inputs."""
-
-    def execute(self, x):
-        if x < 0:
-            raise ValueError(f"negative input {x}")
-        return x
-
-
-class Sleep(BaseOp):
-    """Sleeps for its input (seconds), then returns it."""
-
-    def execute(self, seconds):
-        time.sleep(seconds)
-        return seconds
 
 
 class KillWorker(BaseOp):
@@ -62,18 +43,8 @@ class KillWorker(BaseOp):
         return "survived"
 
 
-class Mean(BaseMLOp):
-    """Learns the mean; predicts the distance to it."""
-
-    def fit(self, xs):
-        self._model = sum(xs) / len(xs)
-
-    def predict(self, xs):
-        return [x - self._model for x in xs]
-
-
 def simple_pipelines() -> list[Pipeline]:
-    """Pipelines of plain ops: ``square_plus_one``, ``explode``, ``sleep``, ``kill``."""
+    """``square_plus_one``, and ``kill``, which kills the worker running it."""
     return [
         Pipeline(
             [
@@ -82,18 +53,5 @@ def simple_pipelines() -> list[Pipeline]:
             ],
             "square_plus_one",
         ),
-        Pipeline([Node(Explode(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "explode"),
-        Pipeline([Node(Sleep(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "sleep"),
         Pipeline([Node(KillWorker(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "kill"),
-    ]
-
-
-def ml_pipelines() -> list[Pipeline]:
-    """``train`` fits ``Mean``; ``predict`` uses the saved one."""
-    return [
-        Pipeline([Node(Mean(MLMode.FIT), input_nodes=["__pipeline_input__"])], "train"),
-        Pipeline(
-            [Node(Mean(MLMode.PREDICT), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")],
-            "predict",
-        ),
     ]

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ pytest.importorskip("multiprocess")
 pytest.importorskip("chariots_lmdb")
 pytest.importorskip("chariots_fsspec")
 
-from chariots_test_processes import is_running
+from chariots_test_processes import is_running, wait_until
 
 from chariots_core import Chariots, JobStatus  # noqa: E402
 
@@ -44,13 +43,6 @@ APP_SCRIPT = textwrap.dedent(
     """
 )
 
-
-def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -85,7 +77,7 @@ def test_jobs_of_a_killed_app_are_failed_with_the_reason_for_the_next_app(tmp_pa
                 f"the app process {killed_app['pid']} on {socket.gethostname()} that owned job "
                 f"{job_id!r} exited before it finished; run the job again"
             )
-            assert app.op_store.get_job(job_id).status == "failed"
+            assert app.job_store.get_job(job_id).status == "failed"
     finally:
         app.close()
 
@@ -99,7 +91,7 @@ def test_the_failure_is_recorded_in_the_store_once(tmp_path, killed_app):
         first.close()
     second = Chariots([], path=tmp_path / "data")
     try:
-        assert second.op_store.get_job(killed_app["running"]).status == "failed"
+        assert second.job_store.get_job(killed_app["running"]).status == "failed"
         assert second.fetch_job(killed_app["running"]) == failed
     finally:
         second.close()

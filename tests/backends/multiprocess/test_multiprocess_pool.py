@@ -1,27 +1,29 @@
-"""MultiprocessWorkerPool with real worker processes: outcomes, crashes, load, shutdown.
+"""MultiprocessWorkerPool with real worker processes: what only it does (crashes, processes,
+pipelines sent by value, shutdown and interpreter exit). What every pool does is in
+``tests/conformance/test_worker_pool_conformance.py``.
 
-Ops are defined inside functions on purpose: dill sends them to the workers by value, which
-is the "lambdas and locally defined ops" promise, and the workers never import this module.
+The plain pipeline comes from ``chariots_test_jobs``, which workers import; ops defined inside
+a test are sent by value (the "lambdas and locally defined ops" promise): the workers never
+import this module.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 pytest.importorskip("multiprocess")
 
-from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
-from chariots_test_processes import is_running
+import chariots_test_jobs  # noqa: E402
+from chariots_test_jobs import add_pipeline  # noqa: E402
+from chariots_test_processes import is_running, wait_until  # noqa: E402
 
 from chariots_core import (  # noqa: E402
     BaseOp,
@@ -29,43 +31,16 @@ from chariots_core import (  # noqa: E402
     JobStatus,
     Node,
     Pipeline,
-    VersionedField,
-    VersionType,
 )
-from chariots_core.errors import JobNotFoundError, SerializationError, WorkerError  # noqa: E402
-from chariots_core.ml import BaseMLOp, MLMode  # noqa: E402
+from chariots_core.errors import SerializationError, WorkerError  # noqa: E402
+from chariots_core.ml import MLMode  # noqa: E402
+from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 
 
-def add_pipeline(name: str = "add", amount: int = 3, use_worker: bool | None = None) -> Pipeline:
-    """x -> x + amount; "boom" raises ValueError; a path string waits for that file to exist."""
-
-    class AddOp(BaseOp):
-        number = VersionedField(amount, VersionType.MAJOR)
-
-        def execute(self, x):
-            if x == "boom":
-                raise ValueError("boom on purpose")
-            if isinstance(x, str):
-                while not os.path.exists(x):
-                    time.sleep(0.01)
-                return x
-            return x + self.number
-
-    return Pipeline([Node(AddOp(), input_nodes=[IN], output_nodes=OUT)], name=name, use_worker=use_worker)
-
-
 def make_app(pool, *pipelines, **kwargs) -> Chariots:
     return Chariots(list(pipelines), op_store="memory", saver="memory", worker_pool=pool, **kwargs)
-
-
-def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -74,45 +49,14 @@ def pool():
         yield worker_pool
 
 
-# -- outcomes ------------------------------------------------------------------------------
-def test_async_call_is_queued_then_done_with_value_and_versions(pool):
-    pipeline = add_pipeline()
-    app = make_app(pool, pipeline)
-    response = app.call_pipeline(pipeline, 4, use_worker=True)
-    assert response.job_status is JobStatus.queued and response.value is None
-    assert app.fetch_job(response.job_id).job_status in {JobStatus.queued, JobStatus.running, JobStatus.done}
-    done = pool.wait(response.job_id, timeout=20)
-    assert done.job_status is JobStatus.done
-    assert done.value == 7
-    assert done.versions == app.pipeline_versions(pipeline)
-    fetched = app.fetch_job(response.job_id)
-    assert (fetched.value, fetched.job_status, fetched.error) == (7, JobStatus.done, None)
-    as_json = json.loads(pool.get_pipeline_response_json_for_id(response.job_id))
-    assert as_json["value"] == 7 and as_json["job_status"] == "done"
-
-
-def test_op_that_raises_fails_the_job_naming_the_node(pool):
-    pipeline = add_pipeline()
-    app = make_app(pool, pipeline)
-    job_id = app.call_pipeline(pipeline, "boom", use_worker=True).job_id
-    failed = pool.wait(job_id, timeout=20)
-    assert failed.job_status is JobStatus.failed
-    assert failed.value is None
-    assert failed.error["type"] == "ValueError"
-    assert failed.error["node"] == "addop"
-    assert "boom on purpose" in failed.error["message"] and "'add'" in failed.error["message"]
-    # the worker survived its job's failure
-    assert app.call_pipeline(pipeline, 1, use_worker=True).job_id
-    assert pool.n_workers == 2
-
-
-def test_running_job_reports_running_and_its_worker(pool, tmp_path):
+# -- what runs where ---------------------------------------------------------------------------
+def test_a_running_job_names_its_worker_process(pool, tmp_path):
     pipeline = add_pipeline()
     app = make_app(pool, pipeline)
     gate = str(tmp_path / "gate")
     job_id = app.call_pipeline(pipeline, gate, use_worker=True).job_id
     wait_until(lambda: app.fetch_job(job_id).job_status is JobStatus.running)
-    assert app.op_store.get_job(job_id).worker in {f"pid {pid}" for pid in pool.worker_pids}
+    assert app.job_store.get_job(job_id).worker in {f"pid {pid}" for pid in pool.worker_pids}
     open(gate, "w").close()
     assert pool.wait(job_id, timeout=20).value == gate
 
@@ -140,27 +84,6 @@ def test_lambdas_and_local_ops_run_in_workers(pool):
     response = pool.wait(job_id, timeout=20)
     assert response.job_status is JobStatus.done, response.error
     assert response.value == [20, 21]
-
-
-def test_unknown_job_id_is_a_clear_error(pool):
-    app = make_app(pool, add_pipeline())
-    with pytest.raises(JobNotFoundError, match="no job has id 'nope'"):
-        app.fetch_job("nope")
-    with pytest.raises(JobNotFoundError):
-        pool.get_pipeline_response_json_for_id("nope")
-    with pytest.raises(JobNotFoundError):
-        pool.wait("nope", timeout=1)
-
-
-def test_wait_times_out_on_a_job_still_running(pool, tmp_path):
-    pipeline = add_pipeline()
-    app = make_app(pool, pipeline)
-    gate = str(tmp_path / "gate")
-    job_id = app.call_pipeline(pipeline, gate, use_worker=True).job_id
-    with pytest.raises(WorkerError, match="has not finished"):
-        pool.wait(job_id, timeout=0.05)
-    open(gate, "w").close()
-    assert pool.wait(job_id, timeout=20).job_status is JobStatus.done
 
 
 # -- crashes -------------------------------------------------------------------------------
@@ -238,53 +161,7 @@ def test_unserializable_pipeline_or_input_is_refused_at_submission(pool):
         app.call_pipeline(locked, 1, use_worker=True)
     with pytest.raises(SerializationError, match="the input of pipeline 'add'"):
         app.call_pipeline(plain, (number for number in range(3)), use_worker=True)
-    assert app.op_store.jobs() == []  # nothing half-submitted
-
-
-# -- load ----------------------------------------------------------------------------------
-def test_200_jobs_from_4_threads_all_reach_done_with_correct_values(pool):
-    pipeline = add_pipeline(amount=1000)
-    app = make_app(pool, pipeline)
-    submitted: dict[int, str] = {}
-    lock = threading.Lock()
-
-    def submit(thread_index: int) -> None:
-        for number in range(thread_index * 50, thread_index * 50 + 50):
-            job_id = app.call_pipeline(pipeline, number, use_worker=True).job_id
-            with lock:
-                submitted[number] = job_id
-
-    threads = [threading.Thread(target=submit, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(set(submitted.values())) == 200
-    for number, job_id in submitted.items():
-        response = pool.wait(job_id, timeout=60)
-        assert response.job_status is JobStatus.done
-        assert response.value == number + 1000
-    assert {job.status for job in app.op_store.jobs()} == {"done"}
-
-
-# -- which ops a job runs --------------------------------------------------------------------
-def test_job_runs_the_ops_loaded_when_it_was_submitted(tmp_path):
-    with MultiprocessWorkerPool(n_workers=1) as pool:
-        pipeline = add_pipeline(amount=3)
-        app = make_app(pool, pipeline)
-        gate = str(tmp_path / "gate")
-        blocker = app.call_pipeline(pipeline, gate, use_worker=True).job_id
-        old = app.call_pipeline(pipeline, 1, use_worker=True).job_id  # queued behind the blocker
-        old_versions = app.pipeline_versions(pipeline)
-        replacement_op = add_pipeline(amount=100).pipeline_nodes[0].op
-        app.install_ops(pipeline, {"addop": replacement_op})
-        new = app.call_pipeline(pipeline, 1, use_worker=True).job_id
-        open(gate, "w").close()
-        assert pool.wait(blocker, timeout=20).job_status is JobStatus.done
-        old_response, new_response = pool.wait(old, timeout=20), pool.wait(new, timeout=20)
-        assert (old_response.value, new_response.value) == (4, 101)
-        assert old_response.versions == old_versions
-        assert new_response.versions == app.pipeline_versions(pipeline) != old_versions
+    assert app.job_store.jobs() == []  # nothing half-submitted
 
 
 def test_a_pipeline_crosses_to_a_worker_once_not_once_per_job(tmp_path):
@@ -316,77 +193,25 @@ def test_a_pipeline_crosses_to_a_worker_once_not_once_per_job(tmp_path):
         assert loads.read_text().count("loaded") == 2
 
 
-def test_job_that_fits_brings_the_trained_model_back_for_save_pipeline(pool):
-    class MeanModel(BaseMLOp):
-        training_update_version = VersionType.MAJOR
+def test_a_model_defined_by_value_comes_back_trained_as_the_apps_own_class(pool):
+    """The worker sends the trained state (serialize()), not the op: dill would rebuild a class
+    sent by value as another class object, which the app's pipelines would not recognise."""
 
-        def fit(self, numbers):
-            self._model = sum(numbers) / len(numbers)
-
-        def predict(self, number):
-            return number - self._model
+    class MeanModel(chariots_test_jobs.MeanModel):
+        """Defined here, so dill sends this class by value."""
 
     train = Pipeline([Node(MeanModel(MLMode.FIT), input_nodes=[IN])], name="train")
     predict = Pipeline([Node(MeanModel(MLMode.PREDICT), input_nodes=[IN], output_nodes=OUT)], name="predict")
     app = make_app(pool, train, predict)
-    untrained = app.pipeline_versions(train)["meanmodel"]
-
-    response = pool.wait(app.call_pipeline(train, [1, 2, 3, 6], use_worker=True).job_id, timeout=20)
-    assert response.job_status is JobStatus.done, response.error
-    trained = response.versions["meanmodel"]
-    assert trained != untrained
-    assert app.pipeline_versions(train)["meanmodel"] == trained  # installed before "done"
-
+    submitted = app.serving_pipeline(train).pipeline_nodes[0].op
+    done = pool.wait(app.call_pipeline(train, [1, 2, 3, 6], use_worker=True).job_id, timeout=20)
+    assert done.job_status is JobStatus.done, done.error
+    installed = app.serving_pipeline(train).pipeline_nodes[0].op
+    assert type(installed) is MeanModel and installed is not submitted
+    assert submitted.op_version == MeanModel.__version__  # the op as submitted is left untrained
     app.save_pipeline(train)
-    assert app.load_pipeline(predict) == {"meanmodel": trained}
+    app.load_pipeline(predict)
     assert app.call_pipeline(predict, 10).value == 7.0
-    # the loaded model also predicts in a worker
-    in_worker = pool.wait(app.call_pipeline(predict, 4, use_worker=True).job_id, timeout=20)
-    assert (in_worker.value, in_worker.versions["meanmodel"]) == (1.0, trained)
-
-
-# -- when a call goes to a worker ------------------------------------------------------------
-FLAGS = (True, False, None)
-
-
-@pytest.mark.parametrize("with_pool", [True, False], ids=["pool", "no-pool"])
-def test_precedence_of_app_pipeline_and_request_flags(pool, with_pool):
-    """Every combination: an explicit False anywhere wins, else any True means a worker."""
-    for app_flag, pipeline_flag, request_flag in itertools.product(FLAGS, repeat=3):
-        flags = (app_flag, pipeline_flag, request_flag)
-        pipeline = add_pipeline(use_worker=pipeline_flag)
-        app = make_app(pool if with_pool else None, pipeline, use_worker=app_flag)
-        asynchronous = False not in flags and True in flags
-        if asynchronous and not with_pool:
-            with pytest.raises(WorkerError, match="asked to run in a worker but the app has no worker pool"):
-                app.call_pipeline(pipeline, 1, use_worker=request_flag)
-            continue
-        response = app.call_pipeline(pipeline, 1, use_worker=request_flag)
-        if asynchronous:
-            assert response.job_status is JobStatus.queued, flags
-            assert pool.wait(response.job_id, timeout=20).value == 4
-        else:
-            assert (response.value, response.job_id, response.job_status) == (4, None, JobStatus.done), flags  # a synchronous call is done
-            assert app.op_store.jobs() == []
-
-
-# -- persistence ---------------------------------------------------------------------------
-def test_job_record_survives_an_app_restart(tmp_path):
-    pytest.importorskip("chariots_lmdb")
-    pytest.importorskip("chariots_fsspec")
-    pipeline = add_pipeline()
-    with MultiprocessWorkerPool(n_workers=1) as pool:
-        app = Chariots([pipeline], path=tmp_path, worker_pool=pool)
-        done = app.call_pipeline(pipeline, 4, use_worker=True).job_id
-        failed = app.call_pipeline(pipeline, "boom", use_worker=True).job_id
-        pool.wait(failed, timeout=20)
-        app.close()
-    restarted = Chariots([pipeline], path=tmp_path)
-    try:
-        assert restarted.fetch_job(done).value == 7
-        assert restarted.fetch_job(failed).error["node"] == "addop"
-    finally:
-        restarted.close()
 
 
 # -- shutdown ------------------------------------------------------------------------------
@@ -408,35 +233,47 @@ def test_close_is_idempotent_and_leaves_no_process_behind():
         pool.spawn_worker()
 
 
+SLEEPING_APP = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from chariots_core import BaseOp, Chariots, Node, Pipeline
+    from chariots_multiprocess import MultiprocessWorkerPool
+
+    class SleepOp(BaseOp):
+        def execute(self, x):
+            time.sleep(120)
+
+    if __name__ == "__main__":
+        data, ending = sys.argv[1], sys.argv[2]
+        pool = MultiprocessWorkerPool(2)
+        nodes = [Node(SleepOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")]
+        app = Chariots([Pipeline(nodes, name="sleep")], path=data, worker_pool=pool)
+        jobs = [app.call_pipeline("sleep", n, use_worker=True).job_id for n in range(3)]  # the third waits
+        while [app.fetch_job(job).job_status.value for job in jobs[:2]] != ["running"] * 2:
+            time.sleep(0.01)
+        print(json.dumps({"jobs": jobs, "workers": pool.worker_pids}), flush=True)
+        if ending == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit
+        # else the program ends, its pool never closed
+    """
+)
+
+
+def run_sleeping_app(tmp_path, ending: str) -> dict:
+    """Run SLEEPING_APP on an LMDB store under ``tmp_path / "data"``; what it printed."""
+    pytest.importorskip("chariots_lmdb")
+    pytest.importorskip("chariots_fsspec")
+    script = tmp_path / "sleeping_app.py"
+    script.write_text(SLEEPING_APP)
+    result = run_script(script, str(tmp_path / "data"), ending)
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_workers_exit_when_the_parent_process_dies(tmp_path):
-    script = tmp_path / "doomed_parent.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, signal, time
-            from chariots_core import BaseOp, Chariots, Node, Pipeline
-            from chariots_multiprocess import MultiprocessWorkerPool
-
-            class SleepOp(BaseOp):
-                def execute(self, x):
-                    time.sleep(120)
-
-            if __name__ == "__main__":
-                pool = MultiprocessWorkerPool(2)
-                nodes = [Node(SleepOp(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")]
-                app = Chariots([Pipeline(nodes, name="sleep")], op_store="memory", saver="memory", worker_pool=pool)
-                job_id = app.call_pipeline("sleep", 1, use_worker=True).job_id
-                while app.fetch_job(job_id).job_status.value != "running":
-                    time.sleep(0.01)
-                print(*pool.worker_pids, flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: a crash
-            """
-        )
-    )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    pids = [int(pid) for pid in result.stdout.split()]
-    assert len(pids) == 2, result.stderr
-    wait_until(lambda: not any(is_running(pid) for pid in pids), timeout=20)
+    report = run_sleeping_app(tmp_path, "crash")
+    assert len(report["workers"]) == 2
+    wait_until(lambda: not any(is_running(pid) for pid in report["workers"]), timeout=20)
 
 
 def test_context_manager_closes_the_pool():
@@ -478,3 +315,68 @@ def test_spawn_worker_adds_a_worker(pool):
 def test_invalid_arguments_are_refused(kwargs, message):
     with pytest.raises(WorkerError, match=message):
         MultiprocessWorkerPool(**kwargs)
+
+
+# -- a program that never closes its pool ------------------------------------------------------
+FORGETFUL_SCRIPT = textwrap.dedent(
+    """
+    from chariots_core import Chariots
+    from chariots_multiprocess import MultiprocessWorkerPool
+
+    if __name__ == "__main__":
+        app = Chariots([], op_store="memory", saver="memory", worker_pool=MultiprocessWorkerPool(2))
+    """
+)
+
+
+def run_script(path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_program_that_never_closes_its_pool_exits_every_time(tmp_path):
+    script = tmp_path / "forgetful.py"
+    script.write_text(FORGETFUL_SCRIPT)
+    with ThreadPoolExecutor(3) as runs:  # several at once: a loaded machine is where exits raced
+        results = list(runs.map(lambda _: run_script(script), range(30)))  # each raises TimeoutExpired if it hangs
+    assert [result.returncode for result in results] == [0] * 30, [result.stderr for result in results]
+
+
+def test_exiting_never_waits_on_a_replacement_worker(tmp_path):
+    """multiprocess's exit handler terminates the children, then joins those alive: a worker
+    replaced in between was joined for ever. Widen that window to a second to see it closed."""
+    script = tmp_path / "slow_exit.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            from multiprocess import popen_forkserver
+            from chariots_core import Chariots
+            from chariots_multiprocess import MultiprocessWorkerPool
+
+            terminate = popen_forkserver.Popen.terminate
+
+            def terminate_then_wait(self):
+                terminate(self)
+                time.sleep(1.0)  # the pool's supervisor sees the death meanwhile
+
+            popen_forkserver.Popen.terminate = terminate_then_wait
+            if __name__ == "__main__":
+                app = Chariots([], op_store="memory", saver="memory", worker_pool=MultiprocessWorkerPool(2))
+            """
+        )
+    )
+    result = run_script(script, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_jobs_left_unfinished_at_exit_are_recorded_failed_with_the_reason(tmp_path):
+    report = run_sleeping_app(tmp_path, "exit")
+    assert not any(is_running(pid) for pid in report["workers"])
+    with Chariots([], path=tmp_path / "data") as app:
+        for job_id in report["jobs"]:  # two running, one queued
+            failed = app.fetch_job(job_id)
+            assert failed.job_status is JobStatus.failed
+            assert failed.error["message"] == (
+                "the program exited before the job finished (its worker pool was never closed)"
+            )

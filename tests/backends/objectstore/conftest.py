@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
+from chariots_test_processes import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +21,7 @@ def s3_endpoint():
     import fsspec
     import s3fs
 
-    port = _free_port()
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

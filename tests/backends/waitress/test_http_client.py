@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from chariots_test_processes import free_port
 
 from chariots_core import BaseOp, Node, Pipeline
 from chariots_core.errors import ChariotsError, ConfigError, UnknownPipelineError
@@ -25,11 +26,6 @@ from chariots_waitress import (
     make_wsgi_app,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_connection_refused_says_to_start_the_server() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from chariots_test_ops import AddOneOp
+from chariots_test_jobs import MeanModel
+from chariots_test_ops import AddOneOp, ScaleOp
 
 from chariots_core import (
     BaseOp,
@@ -17,6 +18,9 @@ from chariots_core import (
     VersionedField,
     VersionType,
 )
+from chariots_core.errors import NodeExecutionError
+from chariots_core.ml import MLMode
+from chariots_core.pipelines.ops import trained_since
 
 
 class CounterOp(LoadableOp):
@@ -169,3 +173,17 @@ def test_an_op_without_execute_fails_its_pipeline_run_naming_the_node():
     with pytest.raises(NotImplementedError) as info:
         SequentialRunner().run(pipeline, 1)
     assert info.value.__notes__ == ["in node 'forgetful' of pipeline 'forgetful_run'"]
+
+
+
+# -- which ops a run trained -----------------------------------------------------------------------
+def test_trained_since_reports_the_ops_that_now_hold_another_trained_state():
+    fitted, untouched, scale, plain = MeanModel(MLMode.FIT), MeanModel(MLMode.FIT), ScaleOp(2), AddOneOp()
+    ops = {"fitted": fitted, "untouched": untouched, "scale": scale, "plain": plain}
+    before = {name: op.op_version for name, op in ops.items()}
+    fitted.execute([1, 2, 3])
+    scale.load(b"5")  # new state, but a plain loadable op's version never names it
+    assert trained_since(ops, before) == {"fitted": fitted}
+    assert trained_since(ops, {name: op.op_version for name, op in ops.items()}) == {}
+    untouched.execute([4])
+    assert trained_since(ops, before) == {"fitted": fitted, "untouched": untouched}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from chariots_test_processes import free_port
 
 from chariots_core.project.cli import main
 
@@ -84,11 +84,6 @@ PIPELINES = [train, pred, explode]
 BOTH = [train_both, train_scale, pred_both]
 '''
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(cwd: Path, *args: str, code: int = 0, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -407,14 +402,14 @@ def test_models_trained_in_a_worker_process_are_saved_and_served(project):
 
 def test_jobs_lists_a_job_whose_app_process_died_as_failed(project):
     from chariots_core.op_store.store import JobRecord
-    from chariots_core.serving.workers import new_job
+    from chariots_core.serving.owners import owner_of_this_process
     from chariots_lmdb import LMDBOpStore
 
     store = LMDBOpStore(str(project / "data" / "store"))
     try:
         # Who owns a job: "<host>/<pid namespace>/<pid>/<start time>"; this one names a pid
         # that has exited.
-        host, namespace, _, start = new_job(store, "train").owner.split("/")
+        host, namespace, _, start = owner_of_this_process().split("/")
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout.strip()
         store.put_job(JobRecord("orphan", "train", "running", 1.0, 1.0, owner=f"{host}/{namespace}/{gone}/{start}"))

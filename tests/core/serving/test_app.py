@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from chariots_test_ops import ScaleOp
@@ -30,6 +31,7 @@ from chariots_core.errors import (
     WorkerError,
 )
 from chariots_core.ml import BaseMLOp, MLMode
+from chariots_core.registry import register_backend
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 
@@ -141,7 +143,7 @@ def test_use_worker_precedence_without_a_pool():
 
 def test_a_worker_pool_makes_calls_asynchronous():
     plain = Pipeline([Node(AddOneOp(), input_nodes=[IN], output_nodes=OUT)], "plain")
-    with Chariots([plain], op_store="memory", saver="memory", worker_pool=InProcessWorkerPool()) as app:
+    with InProcessWorkerPool() as pool, Chariots([plain], op_store="memory", saver="memory", worker_pool=pool) as app:
         response = app.call_pipeline(plain, [1], use_worker=True)
         assert response.job_status is JobStatus.queued
         done = app.worker_pool.wait(response.job_id, timeout=30)
@@ -393,3 +395,64 @@ def test_ops_that_compute_their_version_are_asked_on_every_call():
     assert list(second.versions) == ["countingversionop", "addoneop"]
     second.versions.clear()  # a response's dict is the caller's own
     assert app.pipeline_versions(outer)["addoneop"] == AddOneOp.__version__
+
+
+# -- what the app closes ----------------------------------------------------------------------
+class ClosingStore(MemoryOpStore):
+    """A memory store that knows whether it was closed, and refuses job writes then."""
+
+    opened: list["ClosingStore"] = []
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__()
+        self.closes = 0
+        ClosingStore.opened.append(self)
+
+    def close(self) -> None:
+        self.closes += 1
+
+    def put_job(self, job) -> None:
+        if self.closes:
+            raise StoreError("this store is closed")
+        super().put_job(job)
+
+
+@pytest.fixture
+def closing_store_name() -> str:
+    """A backend name under which the app opens a ClosingStore itself."""
+    name = f"closing-{uuid.uuid4().hex}"
+    register_backend("op_store", name, ClosingStore)
+    ClosingStore.opened.clear()
+    return name
+
+
+def test_an_app_closes_the_store_it_opened_and_never_one_it_was_given(closing_store_name, tmp_path):
+    given = ClosingStore()
+    with Chariots([], op_store=given, saver="memory"):
+        pass
+    assert given.closes == 0
+
+    app = Chariots([], path=tmp_path, op_store=closing_store_name, saver="memory")
+    app.close()
+    app.close()
+    assert app.op_store.closes == 1
+
+
+def test_an_app_that_fails_to_start_closes_the_store_it_opened(closing_store_name, tmp_path):
+    with pytest.raises(ChariotsError):
+        Chariots([], path=tmp_path, op_store=closing_store_name, saver="nosuchscheme://blobs")
+    (opened,) = ClosingStore.opened
+    assert opened.closes == 1
+
+
+def test_a_pool_handed_to_the_app_stops_before_the_store_closes(closing_store_name, tmp_path):
+    plain = Pipeline([Node(AddOneOp(), input_nodes=[IN], output_nodes=OUT)], "plain")
+    pool = InProcessWorkerPool(n_workers=1)
+    app = Chariots([plain], path=tmp_path, op_store=closing_store_name, saver="memory", worker_pool=pool)
+    assert app.take_ownership(pool) is pool
+    job_ids = [app.call_pipeline(plain, [n], use_worker=True).job_id for n in range(5)]
+    app.close()  # the queued jobs finish and are recorded while the store is still open
+    assert [app.job_store.get_job(job_id).status for job_id in job_ids] == ["done"] * 5
+    assert app.op_store.closes == 1
+    with pytest.raises(WorkerError, match="closed"):
+        app.call_pipeline(plain, [1], use_worker=True)

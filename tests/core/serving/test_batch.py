@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import pytest
 
 from chariots_core import BaseOp, Chariots, InProcessWorkerPool, Node, Pipeline
@@ -50,11 +53,42 @@ def app():
         yield chariots
 
 
-def test_without_a_pool_values_come_in_input_order_with_progress(app, capsys):
+@pytest.fixture
+def without_tqdm(monkeypatch):
+    """As if tqdm were not installed (it is optional)."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+
+
+def test_without_a_pool_values_come_in_input_order_with_progress(app, capsys, without_tqdm):
     assert app.map_pipeline("triple", range(20)) == [3 * n for n in range(20)]
     err = capsys.readouterr().err
     assert "map_pipeline 'triple': 20/20 inputs (100%)" in err
     assert "map_pipeline 'triple': 2/20 inputs (10%)" in err
+    assert err.count("\n") == 10  # not a terminal: a line every 10%
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_plain_progress_line_is_rewritten_in_place(app, monkeypatch, without_tqdm):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert app.map_pipeline("triple", range(300)) == [3 * n for n in range(300)]
+    text = terminal.getvalue()
+    last = text.rsplit("\r", 1)[1]
+    assert text.startswith("\rmap_pipeline 'triple': ")
+    assert last.startswith("map_pipeline 'triple': 300/300 inputs (100%), ") and last.endswith(" inputs/s\n")
+    assert text.count("\n") == 1  # one line, finished once
+
+
+def test_with_tqdm_installed_progress_is_a_tqdm_bar(app, capsys):
+    pytest.importorskip("tqdm")
+    assert app.map_pipeline("triple", range(20)) == [3 * n for n in range(20)]
+    err = capsys.readouterr().err
+    assert "map_pipeline 'triple': 100%|" in err and "20/20" in err and "input/s" in err
 
 
 def test_progress_can_be_silenced_and_no_input_gives_no_value(app, capsys):
@@ -78,7 +112,7 @@ def test_any_worker_pool_runs_a_batch_as_jobs(app):
     with InProcessWorkerPool(n_workers=3) as pool:
         assert not isinstance(pool, BatchWorkerPool)
         assert app.map_pipeline("triple", range(12), worker_pool=pool, progress=False) == [3 * n for n in range(12)]
-        assert len(app.op_store.jobs()) == 12
+        assert len(app.job_store.jobs()) == 12
         with pytest.raises(NodeExecutionError, match="input #13"):
             app.map_pipeline("triple", with_negative_at(13, 15), worker_pool=pool, progress=False)
 
@@ -87,7 +121,7 @@ def test_the_app_pool_is_used_by_default():
     with InProcessWorkerPool(n_workers=2) as pool:
         chariots = Chariots([triple_pipeline()], op_store="memory", saver="memory", worker_pool=pool)
         assert chariots.map_pipeline("triple", [1, 2, 3], progress=False) == [3, 6, 9]
-        assert len(chariots.op_store.jobs()) == 3
+        assert len(chariots.job_store.jobs()) == 3
 
 
 def test_a_mapping_pool_gets_chunks_and_its_results_are_put_back_in_order(app):
@@ -95,7 +129,7 @@ def test_a_mapping_pool_gets_chunks_and_its_results_are_put_back_in_order(app):
         assert isinstance(pool, BatchWorkerPool)
         assert app.map_pipeline("triple", range(100), worker_pool=pool, progress=False) == [3 * n for n in range(100)]
         assert 1 < pool.calls <= pool.n_workers * 8
-        assert app.op_store.jobs() == []  # a batch leaves no job records
+        assert app.job_store.jobs() == []  # a batch leaves no job records
         with pytest.raises(NodeExecutionError, match="input #13"):
             app.map_pipeline("triple", with_negative_at(13, 100), worker_pool=pool, progress=False)
 

@@ -60,10 +60,19 @@ class Layout:
         to the kernel before it returns, so it survives the writing process being killed;
         without the fsync an OS crash or power cut may lose the latest commits, and on a
         filesystem that reorders writes may leave this environment unreadable.
+    :param databases: the names of its sub-databases (default: an op store's).
+    :param opener: ``(env, path) -> {name: database}``: opens (and in a new environment
+        creates) them; default: an op store's, checked against its format.
     """
 
     subdirectory: str
     durable: bool
+    databases: tuple[str, ...] = SUBDATABASES
+    opener: Callable[[lmdb.Environment, str], dict[str, Any]] | None = None
+
+    def open_databases(self, env: lmdb.Environment, path: str) -> dict[str, Any]:
+        """The environment's sub-databases, opened (created in a new environment)."""
+        return (self.opener or _open_databases)(env, path)
 
 
 OPS = Layout("", durable=True)
@@ -192,7 +201,7 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
         env = lmdb.open(
             path,
             map_size=map_size,
-            max_dbs=len(SUBDATABASES),
+            max_dbs=len(layout.databases),
             subdir=True,
             create=True,
             sync=layout.durable,
@@ -208,7 +217,7 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
     try:
         # Readers killed without closing keep their slots; free them before anyone waits on them.
         env.reader_check()
-        dbs = _open_databases(env, path)
+        dbs = layout.open_databases(env, path)
     except lmdb.Error as exc:
         env.close()
         raise translated(exc, path, "open the sub-databases of") from exc

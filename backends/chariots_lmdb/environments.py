@@ -63,12 +63,14 @@ class Layout:
     :param databases: the names of its sub-databases (default: an op store's).
     :param opener: ``(env, path) -> {name: database}``: opens (and in a new environment
         creates) them; default: an op store's, checked against its format.
+    :param what: what the environment is, as error messages name it.
     """
 
     subdirectory: str
     durable: bool
     databases: tuple[str, ...] = SUBDATABASES
     opener: Callable[[lmdb.Environment, str], dict[str, Any]] | None = None
+    what: str = "LMDB op store"
 
     def open_databases(self, env: lmdb.Environment, path: str) -> dict[str, Any]:
         """The environment's sub-databases, opened (created in a new environment)."""
@@ -139,6 +141,7 @@ class SharedEnvironment:
     path: str
     env: lmdb.Environment
     dbs: dict[str, Any]
+    what: str = "LMDB op store"  # as error messages name it
     gate: Gate = attrs.field(factory=Gate)
     # Ids of the stores using it: acquiring twice for one store (two threads racing to open
     # it) still needs one release.
@@ -184,15 +187,15 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
-def translated(exc: lmdb.Error, path: str, action: str) -> StoreError:
-    """The StoreError for an LMDB error met while doing ``action`` with the store at ``path``."""
+def translated(exc: lmdb.Error, path: str, action: str, what: str = "LMDB op store") -> StoreError:
+    """The StoreError for an LMDB error met while doing ``action`` with the ``what`` at ``path``."""
     if isinstance(exc, _DAMAGE):
         msg = (
-            f"the LMDB op store at {path!r} is damaged ({type(exc).__name__}: {exc}) or is not an "
+            f"the {what} at {path!r} is damaged ({type(exc).__name__}: {exc}) or is not an "
             "LMDB store; restore the store from a backup"
         )
         return StoreError(msg)
-    return StoreError(f"cannot {action} the LMDB op store at {path!r}: {exc}")
+    return StoreError(f"cannot {action} the {what} at {path!r}: {exc}")
 
 
 def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
@@ -210,7 +213,7 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
             metasync=False,
         )
     except lmdb.Error as exc:
-        error = translated(exc, path, "open")
+        error = translated(exc, path, "open", layout.what)
         if not isinstance(exc, _DAMAGE):
             error = StoreError(f"{error}. The directory must be writable and hold nothing but an LMDB store")
         raise error from exc
@@ -220,11 +223,11 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
         dbs = layout.open_databases(env, path)
     except lmdb.Error as exc:
         env.close()
-        raise translated(exc, path, "open the sub-databases of") from exc
+        raise translated(exc, path, "open the sub-databases of", layout.what) from exc
     except BaseException:
         env.close()
         raise
-    return SharedEnvironment(path=path, env=env, dbs=dbs)
+    return SharedEnvironment(path=path, env=env, dbs=dbs, what=layout.what)
 
 
 def _databases_in(txn: lmdb.Transaction) -> set[bytes]:
@@ -326,7 +329,7 @@ def transaction(
             except lmdb.MapResizedError:
                 size = 0  # another process grew the map; adopt its size
             except lmdb.Error as exc:
-                raise translated(exc, shared.path, "write to" if write else "read from") from exc
+                raise translated(exc, shared.path, "write to" if write else "read from", shared.what) from exc
         _resize(shared, size)
 
 
@@ -340,13 +343,13 @@ def reading(shared: SharedEnvironment) -> Iterator[lmdb.Transaction]:
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, below, and begin again
             except lmdb.Error as exc:
-                raise translated(exc, shared.path, "read from") from exc
+                raise translated(exc, shared.path, "read from", shared.what) from exc
             else:
                 began_in = os.getpid()
                 try:
                     yield txn
                 except lmdb.Error as exc:
-                    raise translated(exc, shared.path, "read from") from exc
+                    raise translated(exc, shared.path, "read from", shared.what) from exc
                 finally:
                     # A child forked inside the block must not abort it: that would free the
                     # parent's reader slot, which the lock file shares.
@@ -361,5 +364,5 @@ def _resize(shared: SharedEnvironment, size: int) -> None:
         try:
             shared.env.set_mapsize(size)
         except lmdb.Error as exc:
-            msg = f"cannot grow the LMDB op store at {shared.path!r} to {size} bytes: {exc}"
+            msg = f"cannot grow the {shared.what} at {shared.path!r} to {size} bytes: {exc}"
             raise StoreError(msg) from exc

@@ -350,12 +350,21 @@ class Chariots:
         return list(self._pipelines)
 
     def health_check(self) -> dict[str, Any]:
-        """A small status report: the app answers and knows its pipelines."""
-        return {
+        """A small status report: the app answers and knows its pipelines.
+
+        With a prediction log, ``"predictions"`` counts the records written, dropped and
+        pending; once a split has a shadow, ``"shadows"`` counts its runs.
+        """
+        report: dict[str, Any] = {
             "status": "ok",
             "pipelines": self.available_pipelines(),
             "loaded": sorted(self._loaded),
         }
+        if self.prediction_log is not None:
+            report["predictions"] = self.prediction_log.stats()
+        if self._shadows is not None:
+            report["shadows"] = self._shadows.stats()
+        return report
 
     # -- lifecycle -----------------------------------------------------------------------
     def take_ownership(self, resource: _C) -> _C:

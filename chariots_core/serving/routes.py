@@ -148,10 +148,11 @@ class Route:
             if self.log is not None:
                 self._log(variant, at, time.perf_counter() - started, logged_input, None, exc)
             raise
+        finally:
+            if self.shadow is not None and self.shadows is not None:  # whatever the call's outcome
+                self.shadows.submit(self, self.shadow, shadow_input)
         latency = time.perf_counter() - started
         versions = variant.versions.versions()
-        if self.shadow is not None and self.shadows is not None:
-            self.shadows.submit(self, self.shadow, shadow_input)
         if self.log is not None:
             self._log(variant, at, latency, logged_input, snapshot(value), None, versions)
         return PipelineResponse(value=value, versions=versions, job_status=JobStatus.done, variant=variant.name)

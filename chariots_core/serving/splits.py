@@ -149,8 +149,8 @@ class ShadowRunner:
                     )  # fmt: skip
 
     def stats(self) -> dict[str, int]:
-        """``{"ran", "failed", "skipped"}`` shadow runs of this app."""
-        return {"ran": self.ran, "failed": self.failed, "skipped": self.skipped}
+        """``{"ran", "failed", "skipped", "pending"}`` shadow runs of this app."""
+        return {"ran": self.ran, "failed": self.failed, "skipped": self.skipped, "pending": self._queue.qsize()}
 
     def close(self) -> None:
         """Skip the shadow runs still queued and stop the thread once the current one ends."""

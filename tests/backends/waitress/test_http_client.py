@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import subprocess
@@ -281,3 +282,16 @@ def test_a_request_on_a_connection_closed_under_it_is_sent_again_once() -> None:
         client.close()
         listener.close()
     assert requests_seen[:3] == [1, 2, 1]
+
+
+def test_the_client_calls_where_serve_listens_by_default() -> None:
+    from chariots_waitress import DEFAULT_PORT, serve
+
+    assert DEFAULT_PORT == 8080
+    assert inspect.signature(serve).parameters["port"].default == DEFAULT_PORT
+    assert PipelinesClient().backend_url == f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def test_a_waitress_option_for_the_body_limit_is_refused_in_favour_of_max_body_bytes(app) -> None:
+    with pytest.raises(ConfigError, match="max_body_bytes"):
+        ServerThread(make_wsgi_app(app), max_request_body_size=10)

@@ -114,3 +114,15 @@ def test_async_call_on_an_app_without_a_worker_pool_answers_503(kit, start_serve
     assert answer.status == 503
     assert answer.json["error"]["type"] == "WorkerError"
     assert "worker_pool" in answer.json["error"]["message"]
+
+
+def test_every_route_of_the_table_is_documented_and_answers(raw) -> None:
+    from chariots_waitress import wsgi
+
+    for template, methods in wsgi.ROUTES.items():
+        for method in methods:
+            shown = template.replace("<pipeline_name>", "<name>")
+            assert f"{method:<4} {shown}" in wsgi.__doc__, (method, template)
+            path = template.replace("<pipeline_name>", "add").replace("<job_id>", "nope")
+            answer = raw(method, path)
+            assert answer.status != 405 and (answer.status != 404 or answer.json["error"]["type"] != "RequestError")

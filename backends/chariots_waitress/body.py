@@ -81,8 +81,11 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
 
     :raises RequestError: (400) naming what is wrong.
     """
-    _check_nesting(raw)
-    decoder = _CHECKED_DECODER if _may_overflow(raw) else _DECODER
+    if raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH:  # enough brackets to nest too deep
+        _check_nesting(raw)
+    folded = raw.translate(_DIGITS_TO_ZERO)
+    # Every overflow mark holds three digits in a row: most bodies are cleared by one search.
+    decoder = _CHECKED_DECODER if b"000" in folded and _may_overflow(folded) else _DECODER
     try:
         # RFC 8259: JSON exchanged between systems is UTF-8.
         text = raw.decode("utf-8").strip(_JSON_WHITESPACE)
@@ -129,8 +132,6 @@ def _too_large(size: str, max_bytes: int) -> RequestError:
 
 def _check_nesting(raw: bytes) -> None:
     """Refuse a body nested deeper than :data:`MAX_BODY_DEPTH`, or whose brackets do not pair."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_BODY_DEPTH:
-        return  # not enough brackets to nest too deep
     brackets = _brackets_outside_strings(raw)
     if brackets.count(b"[") != brackets.count(b"]"):
         raise RequestError("the request body is not valid JSON: its brackets do not pair up")
@@ -178,11 +179,8 @@ def _nests_deeper_than(brackets: bytes, limit: int) -> bool:
     return False
 
 
-def _may_overflow(raw: bytes) -> bool:
-    """Whether a number in ``raw`` might be too large for a float (see the module docstring)."""
-    folded = raw.translate(_DIGITS_TO_ZERO)
-    if b"000" not in folded:  # every mark holds three digits in a row
-        return False
+def _may_overflow(folded: bytes) -> bool:
+    """Whether a number in the body (its digits all folded to "0") might be too large for a float."""
     return (
         b"e000" in folded or b"E000" in folded or b"e+000" in folded or b"E+000" in folded
         or (len(folded) >= _LONG_RUN_DIGITS and b"0" * _LONG_RUN_DIGITS in folded)

@@ -126,3 +126,18 @@ def test_every_route_of_the_table_is_documented_and_answers(raw) -> None:
             path = template.replace("<pipeline_name>", "add").replace("<job_id>", "nope")
             answer = raw(method, path)
             assert answer.status != 405 and (answer.status != 404 or answer.json["error"]["type"] != "RequestError")
+
+
+@pytest.mark.parametrize("with_c_encoder", [True, False])
+def test_the_response_encoder_is_compact_strict_json_with_or_without_the_c_encoder(with_c_encoder: bool) -> None:
+    import json
+    import math
+
+    from chariots_waitress.wsgi import json_encoder
+
+    encode = json_encoder() if with_c_encoder else json_encoder(None)
+    payload = {"value": [1, 2.5, "é\n\"", None, True, {"k": []}], "versions": {"a": "v_1"}, "job_id": None}
+    assert encode(payload) == json.dumps(payload, separators=(",", ":"))
+    for value in (math.nan, math.inf):
+        with pytest.raises(ValueError):
+            encode({"value": value})

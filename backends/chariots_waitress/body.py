@@ -41,7 +41,7 @@ _READ_CHUNK = 1 << 16
 
 # Depth measure: keep only brackets (folded to one kind: a valid body nests them properly)
 # and the quotes that delimit strings.
-_KEEP_BRACKETS_AND_QUOTES = bytes(byte for byte in range(256) if byte not in b'[]{}"')
+_ALL_BUT_BRACKETS_AND_QUOTES = bytes(byte for byte in range(256) if byte not in b'[]{}"')
 _FOLD_BRACKETS = bytes.maketrans(b"{}", b"[]")
 # Overflow screen: every digit becomes "0", then look for a 3-digit positive exponent or a
 # long digit run (with a 2-digit exponent a number needs 210+ integer digits to overflow).
@@ -149,7 +149,7 @@ def _brackets_outside_strings(raw: bytes) -> bytes:
     if b"\\" in raw:
         # Drop escaped backslashes first, so that what is left of `\"` is an escaped quote.
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    kept = raw.translate(_FOLD_BRACKETS, _KEEP_BRACKETS_AND_QUOTES)
+    kept = raw.translate(_FOLD_BRACKETS, _ALL_BUT_BRACKETS_AND_QUOTES)
     # Quotes alternate open/close; removing adjacent pairs keeps that, and drops every
     # string without a bracket in it (nearly all of them) before the costlier split.
     kept = kept.replace(b'""', b"")

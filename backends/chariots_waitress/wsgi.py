@@ -70,7 +70,10 @@ _JSON_TYPE = ("Content-Type", "application/json")
 _RECENT_PATHS = 4096
 
 
-def json_encoder(make_c_encoder: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)) -> Callable[[Any], str]:
+_C_MAKE_ENCODER: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)  # None without _json
+
+
+def json_encoder(make_c_encoder: Callable[..., Any] | None = _C_MAKE_ENCODER) -> Callable[[Any], str]:
     """A compact JSON encoder that refuses NaN and infinities, built once.
 
     ``json.JSONEncoder.encode`` builds json's C encoder anew on every call, which is a

@@ -197,7 +197,9 @@ class _Walk:
                 return value.tolist()
         if isinstance(value, (datetime.date, datetime.time)):
             if self.strict:
-                raise _unfaithful(value, place, "the server would get a str; send its .isoformat() text if the op parses it")
+                raise _unfaithful(
+                    value, place, "the server would get a str; send its .isoformat() text if the op parses it"
+                )
             # pd.NaT is a datetime that is not equal to itself.
             return None if value != value else value.isoformat()
         if kind == "numpy" and hasattr(value, "tolist"):
@@ -229,7 +231,9 @@ class _Walk:
             return _Done(value.tolist())
         if self.strict and dtype_kind in _NUMPY_KIND_NAMES:
             kind = _NUMPY_KIND_NAMES[dtype_kind]
-            raise _unfaithful(value, place, f"its dtype is {value.dtype} ({kind}); convert it first (e.g. .astype(str))")
+            raise _unfaithful(
+                value, place, f"its dtype is {value.dtype} ({kind}); convert it first (e.g. .astype(str))"
+            )
         return value.tolist()
 
 

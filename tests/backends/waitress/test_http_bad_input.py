@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import random
-import errno
 import socket
 from urllib.parse import quote
 
@@ -15,6 +15,7 @@ from chariots_core import BaseOp, Node, Pipeline
 from chariots_core.errors import ChariotsError
 from chariots_core.serving.jsonsafe import MAX_DEPTH
 from chariots_waitress import PipelinesClient, RequestError, make_wsgi_app
+
 
 class Echo(BaseOp):
     """Returns its input."""
@@ -78,7 +79,9 @@ def test_nesting_beyond_the_limit_answers_400_naming_it_without_a_traceback(raw,
 def test_nesting_at_the_limit_is_served_and_brackets_in_strings_do_not_count(kit, start_server, send) -> None:
     with kit.make_app([echo_pipeline()]) as app:
         url = start_server(app).url
-        at_limit = send(url, "POST", "/pipelines/echo/main", nested_body(MAX_DEPTH), {"Content-Type": "application/json"})
+        at_limit = send(
+            url, "POST", "/pipelines/echo/main", nested_body(MAX_DEPTH), {"Content-Type": "application/json"}
+        )
         assert at_limit.status == 200
         assert json.dumps(at_limit.json["value"]).count("[") == MAX_DEPTH
         # Brackets inside strings (escaped quotes and backslashes included) are text, not nesting.
@@ -184,7 +187,9 @@ def test_the_client_gets_a_request_error_for_a_body_over_the_limit(kit, start_se
         client = PipelinesClient(start_server(small_app, max_body_bytes=1000).url)
         for size in (2_000, 5_000_000):  # the larger one is refused while it is being sent
             sent = len(json.dumps({"pipeline_input": "x" * size, "use_worker": None}))
-            with pytest.raises(RequestError, match=f"refused before it was read: the request body has {sent} bytes") as caught:
+            with pytest.raises(
+                RequestError, match=f"refused before it was read: the request body has {sent} bytes"
+            ) as caught:
                 client.call_pipeline("add", "x" * size)
             assert caught.value.status == 413
         assert client.call_pipeline("add", 1).value == 2

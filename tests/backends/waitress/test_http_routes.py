@@ -136,7 +136,7 @@ def test_the_response_encoder_is_compact_strict_json_with_or_without_the_c_encod
     from chariots_waitress.wsgi import json_encoder
 
     encode = json_encoder() if with_c_encoder else json_encoder(None)
-    payload = {"value": [1, 2.5, "é\n\"", None, True, {"k": []}], "versions": {"a": "v_1"}, "job_id": None}
+    payload = {"value": [1, 2.5, 'é\n"', None, True, {"k": []}], "versions": {"a": "v_1"}, "job_id": None}
     assert encode(payload) == json.dumps(payload, separators=(",", ":"))
     for value in (math.nan, math.inf):
         with pytest.raises(ValueError):

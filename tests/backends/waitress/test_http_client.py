@@ -212,7 +212,7 @@ def test_serve_runs_the_app_on_waitress_until_stopped(tmp_path) -> None:
 
         pipeline = Pipeline([Node(Double(), input_nodes=["__pipeline_input__"],
                                   output_nodes="__pipeline_output__")], "double")
-        serve(Chariots([pipeline], op_store="memory", saver="memory"), port={port}, threads=2)
+        serve(Chariots([pipeline], op_store="memory", saver="memory"), port={port}, threads=2, max_body_bytes=1000)
     """))
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -227,6 +227,11 @@ def test_serve_runs_the_app_on_waitress_until_stopped(tmp_path) -> None:
                 assert time.monotonic() < deadline, "serve() never answered"
                 time.sleep(0.05)
         assert client.call_pipeline("double", 21).value == 42
+        # serve() handed its body limit to waitress, which refuses from the headers.
+        with pytest.raises(RequestError, match="refused before it was read") as caught:
+            client.call_pipeline("double", "x" * 1000)
+        assert caught.value.status == 413
+        assert client.call_pipeline("double", "x" * 900).value == "x" * 1800
         client.close()
     finally:
         process.terminate()

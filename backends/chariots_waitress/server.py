@@ -47,7 +47,8 @@ def serve(
     :param threads: how many requests waitress handles at once.
     :param max_body_bytes: request bodies larger than this are refused with 413. waitress
         is given the same limit, so it refuses a larger ``Content-Length`` from the headers,
-        before reading the body (its own default would buffer up to 1 GiB first).
+        before reading the body (its own default would buffer up to 1 GiB first), and stops
+        a chunked body there (counting its chunk framing too).
     :param waitress_options: any other waitress setting (``channel_timeout``, ``url_prefix``...).
     :raises ServeError: if the address cannot be listened on (e.g. the port is in use).
     :raises ConfigError: if a waitress option is unknown or invalid.

@@ -148,11 +148,11 @@ class ChariotsWSGIApp:
 
 # -- the handlers: (app, request body, *values from the path) -> (status, payload) ---------
 def _expect(body: dict[str, Any], allowed: frozenset[str], route: str) -> None:
-    unknown = body.keys() - allowed
-    if unknown:
-        expected = ", ".join(sorted(allowed)) or "no keys"
-        msg = f"unknown key(s) {', '.join(map(repr, sorted(unknown)))} in the body of {route}; expected {expected}"
-        raise RequestError(msg)
+    if allowed.issuperset(body):  # the usual answer, without building a set
+        return
+    unknown = ", ".join(map(repr, sorted(body.keys() - allowed)))
+    expected = ", ".join(sorted(allowed)) or "no keys"
+    raise RequestError(f"unknown key(s) {unknown} in the body of {route}; expected {expected}")
 
 
 def _response_payload(response: Any) -> Payload:

@@ -6,13 +6,21 @@ routing, and each request costs little more than the app call itself. Serve it w
 
 Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)::
 
-    POST /pipelines/<name>/main          {"pipeline_input": <JSON>, "use_worker": <bool|null>}
+    POST /pipelines/<name>/main          {"pipeline_input": <JSON>, "use_worker": <bool|null>,
+                                          "key": <str|null>}
                                          -> PipelineResponse JSON (202 when a job was queued)
     GET  /pipelines/<name>/versions      -> {"versions": {<node>: <version string>}}
     POST /pipelines/<name>/load          {"strategy": "latest" | "latest_compatible"}
                                          -> {"versions": {<node>: <version string>}}
     POST /pipelines/<name>/save          -> {"pipeline": <name>, "saved": true}
     GET  /pipelines/<name>/health_check  -> {"pipeline": <name>, "is_loaded": <bool>}
+    GET  /pipelines/<name>/deployments?limit=<n|none>&before=<id>
+                                         -> {"deployments": [<DeploymentRecord JSON>, ...]}
+    POST /pipelines/<name>/rollback      {"to": <deployment id|null>} -> <DeploymentRecord JSON>
+    POST /pipelines/<name>/split         {"variants": {<name>: <spec>}, "weights": {...}|null,
+                                          "shadow": <name|null>} -> <DeploymentRecord JSON>
+    GET  /pipelines/<name>/predictions?since=<seconds>&limit=<n|none>
+                                         -> {"predictions": [<PredictionRecord JSON>, ...]}
     GET  /health_check                   -> the app's health_check()
     GET  /available_pipelines            -> {"pipelines": [<name>, ...]}
     POST /jobs/fetch/                    {"job_id": <id>, "pipeline": <name, optional>}
@@ -23,7 +31,8 @@ To add a route, add its template to :data:`ROUTES` with a handler
 ``handler(app, body, *path_values) -> (status, payload)``; ``<...>`` segments match one
 path segment each and are passed in order.
 
-Request bodies are optional (every key has a default), must be JSON objects sent as
+A ``GET`` takes its options from the query string (each key once); ``limit=none`` asks for
+everything. Request bodies are optional (every key has a default), must be JSON objects sent as
 ``application/json``, and are never unpickled; :mod:`chariots_waitress.body` checks their
 size, nesting (a pipeline input nests at most
 :data:`~chariots_core.serving.jsonsafe.MAX_DEPTH` levels) and numbers (``NaN``,
@@ -49,9 +58,11 @@ import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
+from chariots_core.op_store.records import to_plain
 from chariots_core.serving.jsonsafe import to_jsonable
 
 from .body import read_json_body
@@ -146,7 +157,10 @@ class ChariotsWSGIApp:
             allowed = ", ".join(methods)
             msg = f"{method} is not allowed on {environ.get('PATH_INFO')!r}; use {allowed}"
             raise RequestError(msg, 405, (("Allow", allowed),))
-        body = read_json_body(environ, self.max_body_bytes) if method == "POST" else {}
+        if method == "POST":
+            body = read_json_body(environ, self.max_body_bytes)
+        else:
+            body = _query(environ["QUERY_STRING"]) if environ.get("QUERY_STRING") else {}
         return handler(self.app, body, *path_values)
 
 
@@ -163,7 +177,7 @@ def _response_payload(response: Any) -> Payload:
     return (202 if response.job_id is not None and response.value is None else 200), response.to_json()
 
 
-_MAIN_KEYS = frozenset({"pipeline_input", "use_worker"})
+_MAIN_KEYS = frozenset({"pipeline_input", "use_worker", "key"})
 
 
 def _call(app: Chariots, body: dict[str, Any], name: str) -> Payload:
@@ -171,7 +185,7 @@ def _call(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     use_worker = body.get("use_worker")
     if use_worker is not None and not isinstance(use_worker, bool):
         raise RequestError(f"'use_worker' must be true, false or null (got {use_worker!r})")
-    return _response_payload(app.call_pipeline(name, body.get("pipeline_input"), use_worker))
+    return _response_payload(app.call_pipeline(name, body.get("pipeline_input"), use_worker, body.get("key")))
 
 
 def _versions(app: Chariots, body: dict[str, Any], name: str) -> Payload:
@@ -198,6 +212,63 @@ def _save(app: Chariots, body: dict[str, Any], name: str) -> Payload:
 
 def _pipeline_health(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     return 200, {"pipeline": name, "is_loaded": app.is_pipeline_loaded(name)}
+
+
+def _query(query_string: str) -> dict[str, str]:
+    """A GET's query string as ``{key: value}``; each key may be given once."""
+    values = parse_qs(query_string, keep_blank_values=True)
+    repeated = sorted(key for key, given in values.items() if len(given) > 1)
+    if repeated:
+        raise RequestError(f"give each query parameter once (got {', '.join(map(repr, repeated))} more than once)")
+    return {key: given[0] for key, given in values.items()}
+
+
+def _number(body: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+    """``body[key]`` as ``kind`` (an int or float), ``None`` for ``"none"``, or ``default``."""
+    text = body.get(key)
+    if text is None:
+        return default
+    if text == "none":
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise RequestError(f"{key!r} must be {expected} or 'none' (got {text!r})") from None
+
+
+_DEPLOYMENTS_KEYS = frozenset({"limit", "before"})
+
+
+def _deployments(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _DEPLOYMENTS_KEYS, "/deployments")
+    records = app.deployments(name, _number(body, "limit", None, int), body.get("before"))
+    return 200, {"deployments": [to_plain(record) for record in records]}
+
+
+_ROLLBACK_KEYS = frozenset({"to"})
+
+
+def _rollback(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _ROLLBACK_KEYS, "/rollback")
+    return 200, to_plain(app.rollback(name, body.get("to")))
+
+
+_SPLIT_KEYS = frozenset({"variants", "weights", "shadow"})
+
+
+def _split(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _SPLIT_KEYS, "/split")
+    return 200, to_plain(app.split(name, body.get("variants"), body.get("weights"), body.get("shadow")))
+
+
+_PREDICTIONS_KEYS = frozenset({"since", "limit"})
+
+
+def _predictions(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _PREDICTIONS_KEYS, "/predictions")
+    records = app.predictions(name, _number(body, "since", None, float), _number(body, "limit", 100, int))
+    return 200, {"predictions": [record.to_json() for record in records]}
 
 
 def _health(app: Chariots, body: dict[str, Any]) -> Payload:
@@ -231,6 +302,10 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/pipelines/<pipeline_name>/load": {"POST": _load},
     "/pipelines/<pipeline_name>/save": {"POST": _save},
     "/pipelines/<pipeline_name>/health_check": {"GET": _pipeline_health},
+    "/pipelines/<pipeline_name>/deployments": {"GET": _deployments},
+    "/pipelines/<pipeline_name>/rollback": {"POST": _rollback},
+    "/pipelines/<pipeline_name>/split": {"POST": _split},
+    "/pipelines/<pipeline_name>/predictions": {"GET": _predictions},
     "/health_check": {"GET": _health},
     "/available_pipelines": {"GET": _available},
     "/jobs/fetch/": {"POST": _fetch_from_body},

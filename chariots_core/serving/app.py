@@ -320,11 +320,11 @@ class Chariots:
         :param since: only calls that started at or after this time (seconds since the epoch).
         :param limit: at most that many (``None``: all the log keeps).
         :param as_frame: return a pandas ``DataFrame`` (one row per call) instead of records.
-        :raises ConfigError: if the app logs no predictions, or an argument is not valid.
+        :raises ConfigError: if the app does not log this pipeline, or an argument is not valid.
         """
         name = self.serving_pipeline(pipeline).name
-        if self.prediction_log is None:
-            msg = f"this app logs no predictions; pass log_predictions=[{name!r}] to Chariots to log its calls"
+        if self.prediction_log is None or name not in self._logged:
+            msg = f"this app does not log the calls of {name!r}; pass log_predictions=[{name!r}] to Chariots"
             raise ConfigError(msg)
         records = self.prediction_log.read(name, since, limit)
         return to_frame(records) if as_frame else records

@@ -37,7 +37,7 @@ def test_each_call_records_time_versions_latency_input_and_output():
     assert record.versions == {name: str(version) for name, version in response.versions.items()}
     assert record.input == {"pause": 0.05, "rows": [1, 2]} and record.output == {"trained": True}
     assert record.input_sha256 is None and record.error is None
-    with pytest.raises(ConfigError, match="logs no predictions"):
+    with pytest.raises(ConfigError, match="does not log the calls of .pred."):
         Chariots(remember_pipelines(), op_store="memory", saver="memory").predictions("pred")
     log.close()
 

@@ -9,6 +9,9 @@
     chariots call pred_iris --input '[[5.1, 3.5, 1.4, 0.2]]'   # the value, as JSON
     chariots versions pred_iris                        # served and saved versions, as a table
     chariots jobs                                      # asynchronous jobs, as a table
+    chariots history pred_iris                         # its deployments (loads, rollbacks...)
+    chariots rollback pred_iris [--to DEPLOYMENT]      # serve the previous deployment again
+    chariots predictions pred_iris                     # its logged calls
     chariots serve                                     # the app over HTTP (waitress)
     chariots -v ...                                    # log what happens (-vv: debug)
 
@@ -24,8 +27,10 @@ store's own saves (see :mod:`chariots_core.project.held`). ``chariots serve`` st
 with what the store holds, like any new app: load its pipelines with
 ``chariots load PIPELINE --url URL``.
 
-``jobs`` and ``versions`` answer from the store alone: they never import the project's code
-(its ops may import heavy libraries), so they start fast.
+``jobs``, ``versions``, ``history`` and ``predictions`` answer from the store alone: they never
+import the project's code (its ops may import heavy libraries), so they start fast. The operating
+commands (``history``, ``rollback``, ``split``, ``predictions``) are in
+:mod:`chariots_core.project.cli_operate`.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -455,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("pipelines", parents=[remote], help="list the app's pipelines")
     listing.set_defaults(handler=_cmd_pipelines)
+
+    from .cli_operate import add_operating_commands  # imported here: it uses this module's helpers
+
+    add_operating_commands(commands, named)
     return parser
 
 

@@ -98,15 +98,16 @@ print(json.dumps({"code": code, "imported": heavy}))
 """
 
 
-@pytest.mark.parametrize("command", [["history", "pred"], ["predictions", "pred"]])
-def test_history_and_predictions_answer_from_the_store_without_importing_the_project(project, command):
+def test_history_and_predictions_answer_from_the_store_without_importing_the_project(project):
     deploy(project, "one")
     run(project, "call", "pred", "--input", "1", "--quiet")
     (project / "deploy_mini.py").write_text("raise RuntimeError('the project must not be imported')\n")
-    result = subprocess.run([sys.executable, "-c", STORE_ONLY, *command], cwd=project, capture_output=True,
-                            text=True, timeout=60, env=ENV)  # fmt: skip
-    outcome = json.loads(result.stdout.splitlines()[-1])
-    assert outcome == {"code": 0, "imported": []}, result.stderr
+    for command in (["history", "pred"], ["predictions", "pred"]):
+        result = subprocess.run([sys.executable, "-c", STORE_ONLY, *command], cwd=project, capture_output=True,
+                                text=True, timeout=60, env=ENV)  # fmt: skip
+        *printed, last = result.stdout.splitlines()
+        assert json.loads(last) == {"code": 0, "imported": []}, result.stderr
+        assert len(printed) == 2  # a header and one row
 
 
 def test_predictions_lists_the_logged_calls(project):

@@ -9,7 +9,8 @@ Layout, two sub-databases:
 ============  ==========================================================  =====================
 database      key                                                         value
 ============  ==========================================================  =====================
-``records``   pipeline prefix, start time (ns), pid, sequence (big end.)  the record's JSON
+``records``   pipeline prefix, start time (ns), pid, sequence (big end.)  the record's JSON (as
+                                                                          the log made it)
 ``counts``    pipeline name (UTF-8)                                       its record count
 ============  ==========================================================  =====================
 
@@ -29,7 +30,6 @@ batches, and the pid in every key keeps their records apart.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import struct
 import threading
@@ -39,7 +39,7 @@ from typing import Any
 import lmdb
 
 from chariots_core.errors import StoreError
-from chariots_core.serving.prediction_log import PredictionRecord, PredictionSink
+from chariots_core.serving.prediction_log import Entry, PredictionSink
 
 from . import environments
 from .environments import Layout, SharedEnvironment
@@ -100,14 +100,13 @@ class LMDBPredictionSink(PredictionSink):
                 self._handle = (os.getpid(), shared)
             return self._handle[1]
 
-    def write(self, records: Sequence[PredictionRecord], keep: int | None, oldest: float | None) -> None:
+    def write(self, entries: Sequence[Entry], keep: int | None, oldest_ns: int | None) -> None:
         pid = os.getpid() & 0xFFFFFFFF
         rows: dict[bytes, list[tuple[bytes, bytes]]] = {}
-        for record in records:
-            suffix = _SUFFIX.pack(int(record.at * 1e9), pid, next(self._sequence) & 0xFFFFFFFF)
-            value = json.dumps(record.to_json(), separators=(",", ":"), allow_nan=False).encode()
-            rows.setdefault(_prefix(record.pipeline), []).append((suffix, value))
-        oldest_key = None if oldest is None else _SUFFIX.pack(max(int(oldest * 1e9), 0), 0, 0)
+        for entry in entries:
+            suffix = _SUFFIX.pack(entry.at_ns, pid, next(self._sequence) & 0xFFFFFFFF)
+            rows.setdefault(_prefix(entry.pipeline), []).append((suffix, entry.data))
+        oldest_key = None if oldest_ns is None else _SUFFIX.pack(max(oldest_ns, 0), 0, 0)
         shared = self._shared()
 
         def work(txn: lmdb.Transaction) -> None:
@@ -121,11 +120,11 @@ class LMDBPredictionSink(PredictionSink):
 
         environments.transaction(shared, work, write=True)
 
-    def read(self, pipeline: str, since: float | None, limit: int | None) -> list[PredictionRecord]:
+    def read(self, pipeline: str, since_ns: int | None, limit: int | None) -> list[Entry]:
         prefix = _prefix(pipeline)
-        lowest = prefix + _SUFFIX.pack(max(int(since * 1e9), 0), 0, 0) if since is not None else prefix
+        lowest = prefix + _SUFFIX.pack(max(since_ns, 0), 0, 0) if since_ns is not None else prefix
         shared = self._shared()
-        found: list[PredictionRecord] = []
+        found: list[Entry] = []
         with environments.reading(shared) as txn:
             cursor = txn.cursor(db=shared.dbs["records"])
             # From the end of the pipeline's key range, back to ``lowest``.
@@ -137,16 +136,9 @@ class LMDBPredictionSink(PredictionSink):
                 key = cursor.key()
                 if not key.startswith(prefix) or key < lowest:
                     break
-                found.append(self._decode(key, cursor.value()))
+                found.append(Entry(pipeline, _SUFFIX.unpack_from(key, len(prefix))[0], bytes(cursor.value())))
                 positioned = cursor.prev()
         return found
-
-    def _decode(self, key: bytes, value: bytes) -> PredictionRecord:
-        try:
-            return PredictionRecord.from_json(json.loads(value))
-        except (ValueError, TypeError) as exc:
-            msg = f"the prediction log at {self.path!r} holds a damaged record ({key.hex()}): {exc}"
-            raise StoreError(msg) from exc
 
     def close(self) -> None:
         """Release the environment (using the sink again reopens it)."""

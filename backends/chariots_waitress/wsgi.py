@@ -53,7 +53,6 @@ waitress itself before it is read, with a plain-text 413 (the client raises
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -63,13 +62,13 @@ from urllib.parse import parse_qs
 from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
 from chariots_core.op_store.records import to_plain
-from chariots_core.serving.jsonsafe import to_jsonable
+from chariots_core.serving.jsonsafe import json_encoder, to_jsonable
 
 from .body import read_json_body
 from .errors import RequestError, error_body, status_for
 from .status_page import serve_status_page
 
-__all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES", "ROUTES"]
+__all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES", "ROUTES", "json_encoder"]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -81,32 +80,6 @@ Handler = Callable[..., Payload]
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _JSON_TYPE = ("Content-Type", "application/json")
 _RECENT_PATHS = 4096
-
-
-_C_MAKE_ENCODER: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)  # None without _json
-
-
-def json_encoder(make_c_encoder: Callable[..., Any] | None = _C_MAKE_ENCODER) -> Callable[[Any], str]:
-    """A compact JSON encoder that refuses NaN and infinities, built once.
-
-    ``json.JSONEncoder.encode`` builds json's C encoder anew on every call, which is a
-    quarter of the cost of encoding a small response; here it is built once, when the
-    interpreter has it (``make_c_encoder``), else the plain encoder is used. Payloads are
-    acyclic by construction (handlers build them from ``to_jsonable`` output), so no
-    cycle check. ``allow_nan=False`` is a last guard: ``to_jsonable`` already refuses
-    non-finite numbers, naming where they are.
-    """
-    encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
-    if make_c_encoder is None:
-        return encoder.encode
-    c_encode = make_c_encoder(
-        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
-    )
-
-    def encode(payload: Any) -> str:
-        return "".join(c_encode(payload, 0))
-
-    return encode
 
 
 _encode = json_encoder()

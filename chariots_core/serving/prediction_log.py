@@ -8,13 +8,16 @@ long it took, which variant and op versions computed it, its input and output (o
 sha256), and the error if it failed.
 
 **Where the time goes.** A call must not wait for a disk, so the calling thread does only
-what cannot wait: it turns the input and output into JSON values (a copy: what the caller
-does with them afterwards does not change the log) and appends a tuple to a queue, with no
-lock and no I/O. A daemon writer thread wakes every ``flush_interval`` seconds, takes what is
-pending and hands it to the :class:`PredictionSink` in one batch, which the sink writes in one
-transaction together with the trimming its retention asks for. The op store's fsynced commit
-path is no place for this: a prediction log is written at the rate calls arrive, deployments a
-few times a day.
+what cannot wait: it encodes the input (before the call: ops may change what they are given)
+and the output as JSON text, once, with json's C encoder (:func:`snapshot`; what the caller
+does with them afterwards cannot change the log), and appends a tuple to a queue, with no lock
+and no I/O. A daemon writer thread wakes every ``flush_interval`` seconds, turns what is
+pending into one JSON document per call (the texts are spliced in, never parsed and encoded
+again) and hands them to the :class:`PredictionSink` in one batch, which the sink writes in
+one transaction together with the trimming its retention asks for. The op store's fsynced
+commit path is no place for this: a prediction log is written at the rate calls arrive,
+deployments a few times a day. ``benchmarks/bench_ops.py`` measures the whole cost per call,
+the writer's share included.
 
 **Bounded.** Retention is by count per pipeline (``keep``, default 100,000) and by age
 (``max_age`` seconds), applied by the sink in each batch's transaction, so the log never grows
@@ -45,16 +48,25 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, StoreError
 from ..log import get_logger
 from ..registry import get_backend
-from .jsonsafe import to_jsonable
+from .jsonsafe import json_encoder, to_jsonable
 
-__all__ = ["PredictionRecord", "PredictionSink", "MemoryPredictionSink", "PredictionLog", "LOG_MODES", "snapshot", "to_frame"]
+__all__ = [
+    "PredictionRecord",
+    "Entry",
+    "PredictionSink",
+    "MemoryPredictionSink",
+    "PredictionLog",
+    "LOG_MODES",
+    "snapshot",
+    "to_frame",
+]
 
 LOG_MODES = ("full", "sha256")
 _log = get_logger("predictions")
@@ -99,64 +111,98 @@ class PredictionRecord:
         return cls(**{field.name: data[field.name] for field in attrs.fields(cls) if field.name in data})
 
 
+class Entry(NamedTuple):
+    """A record as sinks store it: its pipeline, start time (ns since the epoch) and JSON document.
+
+    The document is :meth:`PredictionRecord.to_json`'s, but for ``at_ns`` and ``latency_ns``
+    in integer nanoseconds in place of ``at`` and ``latency`` (integers are cheaper to write).
+    """
+
+    pipeline: str
+    at_ns: int
+    data: bytes
+
+    def record(self) -> PredictionRecord:
+        """The :class:`PredictionRecord` the document holds.
+
+        :raises ValueError: if the document is not one (a damaged entry).
+        """
+        document = json.loads(self.data)
+        if not isinstance(document, dict):
+            raise ValueError(f"a prediction record must be a JSON object (got {document!r:.80})")
+        document["at"], document["latency"] = document.pop("at_ns") / 1e9, document.pop("latency_ns") / 1e9
+        return PredictionRecord.from_json(document)
+
+
+# A time in float seconds holds nanoseconds only to ~0.2 µs today: ``since`` is matched to the
+# microsecond, so that a record's own ``at`` given back as ``since`` finds it.
+_SINCE_SLACK_NS = 1000
+_new_entry = tuple.__new__  # Entry(...) runs Python code; the writer makes one per call
+
+
 class PredictionSink(abc.ABC):
-    """Where a :class:`PredictionLog` keeps its records.
+    """Where a :class:`PredictionLog` keeps its records, as :class:`Entry` documents.
 
     A sink implements :meth:`write` (one batch, trimmed to the retention, all or nothing) and
-    :meth:`read`; it is used by the log's writer thread and by readers at once, so both must be
-    safe across threads (and, for a sink several processes share, across processes).
+    :meth:`read`, ordered by start time; it is used by the log's writer thread and by readers
+    at once, so both must be safe across threads (and, for a sink several processes share,
+    across processes). It never needs to look inside a document.
     """
 
     @abc.abstractmethod
-    def write(self, records: Sequence[PredictionRecord], keep: int | None, oldest: float | None) -> None:
-        """Append ``records``, then drop each pipeline's oldest records beyond ``keep`` and
-        those that started before ``oldest`` (``None``: no such limit).
+    def write(self, entries: Sequence[Entry], keep: int | None, oldest_ns: int | None) -> None:
+        """Append ``entries``, then drop each pipeline's oldest entries beyond ``keep`` and
+        those that started before ``oldest_ns`` (``None``: no such limit).
 
         :raises Exception: anything: the log counts the batch as dropped.
         """
 
     @abc.abstractmethod
-    def read(self, pipeline: str, since: float | None, limit: int | None) -> list[PredictionRecord]:
-        """``pipeline``'s records that started at or after ``since``, newest first, at most ``limit``."""
+    def read(self, pipeline: str, since_ns: int | None, limit: int | None) -> list[Entry]:
+        """``pipeline``'s entries that started at or after ``since_ns``, newest first, at most ``limit``."""
 
     def close(self) -> None:
         """Release what the sink holds (nothing by default)."""
 
 
 class MemoryPredictionSink(PredictionSink):
-    """Records kept in memory, lost with the process: for tests and throw-away apps."""
+    """Entries kept in memory, lost with the process: for tests and throw-away apps."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: dict[str, list[PredictionRecord]] = {}  # oldest first
-        self._starts: dict[str, list[float]] = {}  # their ``at``, for bisecting
+        self._entries: dict[str, list[Entry]] = {}  # by pipeline, oldest first
 
-    def write(self, records: Sequence[PredictionRecord], keep: int | None, oldest: float | None) -> None:
+    def write(self, entries: Sequence[Entry], keep: int | None, oldest_ns: int | None) -> None:
         with self._lock:
-            for record in records:
-                starts = self._starts.setdefault(record.pipeline, [])
-                index = bisect.bisect_right(starts, record.at)
-                starts.insert(index, record.at)
-                self._records.setdefault(record.pipeline, []).insert(index, record)
-            for name, kept in self._records.items():
-                starts = self._starts[name]
-                first = bisect.bisect_left(starts, oldest) if oldest is not None else 0
+            touched = set()
+            for entry in entries:
+                kept = self._entries.setdefault(entry.pipeline, [])
+                if kept and entry.at_ns < kept[-1].at_ns:
+                    touched.add(entry.pipeline)  # calls may finish out of order: sorted below
+                kept.append(entry)
+            for name in touched:
+                self._entries[name].sort(key=_start)  # nearly sorted: linear
+            for kept in self._entries.values():
+                first = 0 if oldest_ns is None else bisect.bisect_left(kept, oldest_ns, key=_start)
                 if keep is not None:
                     first = max(first, len(kept) - keep)
-                del kept[:first], starts[:first]
+                del kept[:first]
 
-    def read(self, pipeline: str, since: float | None, limit: int | None) -> list[PredictionRecord]:
+    def read(self, pipeline: str, since_ns: int | None, limit: int | None) -> list[Entry]:
         with self._lock:
-            kept = self._records.get(pipeline, [])
-            first = 0 if since is None else bisect.bisect_left(self._starts[pipeline], since)
-            newest_first = kept[first:][::-1]
-        return newest_first if limit is None else newest_first[:limit]
+            kept = self._entries.get(pipeline, [])
+            first = 0 if since_ns is None else bisect.bisect_left(kept, since_ns, key=_start)
+            last = first if limit is None else max(first, len(kept) - limit)
+            return kept[last:][::-1]
 
 
-# What a call leaves in the queue: (pipeline, at, latency, variant, versions, input, output,
-# error, shadow, hashes_only), input and output already JSON values.
-_Pending = tuple[str, float, float, "str | None", dict, Any, Any, "str | None", bool, bool]
-_UNENCODABLE = object()
+def _start(entry: Entry) -> int:
+    return entry.at_ns
+
+
+# What a call leaves in the queue: (pipeline, at_ns, latency_ns, variant, versions, input text,
+# output text, error, shadow, hashes_only); a text is None when the value has no JSON.
+_Pending = tuple[str, int, int, "str | None", dict, "str | None", "str | None", "str | None", bool, bool]
 
 
 class PredictionLog:
@@ -188,6 +234,7 @@ class PredictionLog:
         self._owns_sink = isinstance(sink, str)
         self._pending: collections.deque[_Pending] = collections.deque()
         self._write_lock = threading.Lock()  # one batch at a time: the writer thread or a flush()
+        self._version_texts = _VersionTexts()
         self.written = 0
         self.dropped = 0
         self._failing = False  # a write failed and no write succeeded since: warned already
@@ -204,20 +251,23 @@ class PredictionLog:
     def add(
         self,
         pipeline: str,
-        at: float,
-        latency: float,
+        at_ns: int,
+        latency_ns: int,
         variant: str | None,
         versions: dict[str, Any],
-        pipeline_input: Any,
-        output: Any,
+        pipeline_input: str | None,
+        output: str | None,
         error: str | None = None,
         shadow: bool = False,
         hashes_only: bool = False,
     ) -> None:
         """Queue one call's record; never raises, never waits (see the module docstring).
 
-        ``pipeline_input`` and ``output`` are what :func:`snapshot` made of them: the input is
-        taken before the call runs, since ops may change what they are given.
+        ``at_ns`` is when the call started (``time.time_ns()``), ``latency_ns`` how long it ran.
+
+        ``pipeline_input`` and ``output`` are what :func:`snapshot` made of them (``None``:
+        the value had no JSON); the input is taken before the call runs, since ops may change
+        what they are given.
         """
         if self._closed:
             return
@@ -225,7 +275,7 @@ class PredictionLog:
             self._drop(1, f"more than {self.max_pending} records are waiting to be written")
             return
         self._pending.append(
-            (pipeline, at, latency, variant, dict(versions), pipeline_input, output, error, shadow, hashes_only)
+            (pipeline, at_ns, latency_ns, variant, dict(versions), pipeline_input, output, error, shadow, hashes_only)
         )
 
     # -- writing --------------------------------------------------------------------------------
@@ -238,9 +288,9 @@ class PredictionLog:
             if not batch:
                 return
             try:
-                records = [_record(item) for item in batch]
-                oldest = None if self.max_age is None else time.time() - self.max_age
-                self.sink.write(records, self.keep, oldest)
+                entries = [_entry(item, self._version_texts) for item in batch]
+                oldest_ns = None if self.max_age is None else time.time_ns() - int(self.max_age * 1e9)
+                self.sink.write(entries, self.keep, oldest_ns)
             except Exception as exc:  # the log must never fail a prediction
                 self._drop(len(batch), f"the sink {self.sink!r} failed: {type(exc).__name__}: {exc}")
                 return
@@ -268,7 +318,15 @@ class PredictionLog:
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise ConfigError(f"'limit' must be None or a number >= 0 (got {limit!r})")
         self.flush()
-        return self.sink.read(pipeline, since, limit)
+        records = []
+        since_ns = None if since is None else int(since * 1e9) - _SINCE_SLACK_NS
+        for entry in self.sink.read(pipeline, since_ns, limit):
+            try:
+                records.append(entry.record())
+            except (ValueError, TypeError) as exc:
+                msg = f"{self.sink!r} holds a damaged prediction record of {pipeline!r} (at {entry.at_ns} ns): {exc}"
+                raise StoreError(msg) from exc
+        return records
 
     def stats(self) -> dict[str, int]:
         """``{"written", "dropped", "pending"}`` record counts of this process."""
@@ -306,36 +364,76 @@ def _flush_at_exit(log_ref: weakref.ref) -> None:
         log.flush()
 
 
-def snapshot(value: Any) -> Any:
-    """What :meth:`PredictionLog.add` takes of a value: a JSON copy (containers are new
-    objects, so later changes to ``value`` do not reach the log), or a marker if it has none."""
+# Canonical (sorted keys, compact) so that the text's sha256 is the value's; values JSON does
+# not know natively (numpy, pandas, datetimes...) go through to_jsonable, as responses do.
+_encode = json_encoder(sort_keys=True, default=to_jsonable)
+
+
+def snapshot(value: Any) -> str | None:
+    """What :meth:`PredictionLog.add` takes of a value: its canonical JSON text, made now (so
+    later changes to ``value`` do not reach the log), or ``None`` if it has no JSON."""
     try:
-        return to_jsonable(value)
-    except Exception:
-        return _UNENCODABLE
-
-
-def _sha256(value: Any) -> str | None:
-    if value is _UNENCODABLE:
+        return _encode(value)
+    except Exception:  # a value that cannot be logged must not fail the call
         return None
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _record(item: _Pending) -> PredictionRecord:
-    pipeline, at, latency, variant, versions, pipeline_input, output, error, shadow, hashes_only = item
-    versions = {name: str(version) for name, version in versions.items()}
+_string = json.encoder.encode_basestring_ascii  # a str as JSON text, in C
+
+
+def _or_null(text: str | None) -> str:
+    return "null" if text is None else text
+
+
+def _string_or_null(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _sha256(text: str | None) -> str:
+    return "null" if text is None else f'"{hashlib.sha256(text.encode()).hexdigest()}"'
+
+
+class _VersionTexts:
+    """The JSON text of each set of op versions the log meets, made once per set.
+
+    Calls of one deployment carry the same ``Version`` objects, so a set is known by their
+    ids; the cache keeps the objects themselves, so an id cannot stand for another object
+    while it is cached. Used by the writer thread only (under the log's write lock).
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._texts: dict[tuple, tuple[tuple, str]] = {}
+
+    def text(self, versions: dict[str, Any]) -> str:
+        key = (*versions, *map(id, versions.values()))
+        found = self._texts.get(key)
+        if found is None:
+            if len(self._texts) >= self._size:
+                self._texts.clear()
+            text = _encode({name: str(version) for name, version in versions.items()})
+            found = self._texts[key] = (tuple(versions.values()), text)
+        return found[1]
+
+
+def _entry(item: _Pending, version_texts: _VersionTexts) -> Entry:
+    """One queued call as its JSON document; the value texts are spliced in as they are."""
+    pipeline, at_ns, latency_ns, variant, versions, input_text, output_text, error, shadow, hashes_only = item
     if error is not None:
-        output = _UNENCODABLE
+        output_text = None
     if hashes_only:
-        return PredictionRecord(
-            pipeline, at, latency, variant, versions, input_sha256=_sha256(pipeline_input),
-            output_sha256=_sha256(output), error=error, shadow=shadow,
-        )  # fmt: skip
-    return PredictionRecord(
-        pipeline, at, latency, variant, versions,
-        input=None if pipeline_input is _UNENCODABLE else pipeline_input,
-        output=None if output is _UNENCODABLE else output, error=error, shadow=shadow,
-    )  # fmt: skip
+        values = (
+            f'"input":null,"input_sha256":{_sha256(input_text)},"output":null,'
+            f'"output_sha256":{_sha256(output_text)}'
+        )
+    else:
+        values = f'"input":{_or_null(input_text)},"output":{_or_null(output_text)}'
+    text = (
+        f'{{"at_ns":{at_ns},"error":{_string_or_null(error)},"latency_ns":{latency_ns},"pipeline":{_string(pipeline)},'
+        f'"shadow":{"true" if shadow else "false"},"variant":{_string_or_null(variant)},'
+        f'"versions":{version_texts.text(versions)},{values}}}'
+    )
+    return _new_entry(Entry, (pipeline, at_ns, text.encode()))
 
 
 def _resolve_sink(sink: PredictionSink | str) -> PredictionSink:

@@ -139,56 +139,51 @@ class Route:
             response = app._submit(pipeline, pipeline_input)
             response.variant = variant.name
             return response
-        shadow_input = copy.deepcopy(pipeline_input) if self.shadow is not None else None
-        logged_input = snapshot(pipeline_input) if self.log is not None else None
-        at, started = time.time(), time.perf_counter()
+        log, shadow = self.log, self.shadow
+        shadow_input = copy.deepcopy(pipeline_input) if shadow is not None else None
+        logged_input = snapshot(pipeline_input) if log is not None else None  # before ops may change it
+        at, started = time.time_ns(), time.perf_counter_ns()
         try:
             value = self.runner.run(pipeline, pipeline_input)
         except Exception as exc:
-            if self.log is not None:
-                self._log(variant, at, time.perf_counter() - started, logged_input, None, exc)
+            if log is not None:
+                self._log_failure(variant, at, time.perf_counter_ns() - started, logged_input, exc, False)
             raise
         finally:
-            if self.shadow is not None and self.shadows is not None:  # whatever the call's outcome
-                self.shadows.submit(self, self.shadow, shadow_input)
-        latency = time.perf_counter() - started
+            if shadow is not None and self.shadows is not None:  # whatever the call's outcome
+                self.shadows.submit(self, shadow, shadow_input)
         versions = variant.versions.versions()
-        if self.log is not None:
-            self._log(variant, at, latency, logged_input, snapshot(value), None, versions)
+        if log is not None:
+            log.add(
+                self.pipeline_name, at, time.perf_counter_ns() - started, variant.name, versions, logged_input,
+                snapshot(value), None, False, self.hashes_only,
+            )  # fmt: skip
         return PipelineResponse(value=value, versions=versions, job_status=JobStatus.done, variant=variant.name)
 
     def run_shadow(self, variant: Variant, pipeline_input: Any) -> BaseException | None:
         """Run the shadow ``variant`` on ``pipeline_input`` and log it; return what it raised."""
-        logged_input = snapshot(pipeline_input) if self.log is not None else None
-        at, started = time.time(), time.perf_counter()
+        log = self.log
+        logged_input = snapshot(pipeline_input) if log is not None else None
+        at, started = time.time_ns(), time.perf_counter_ns()
         try:
             value = self.runner.run(variant.pipeline, pipeline_input)
         except Exception as exc:
-            if self.log is not None:
-                self._log(variant, at, time.perf_counter() - started, logged_input, None, exc, shadow=True)
+            if log is not None:
+                self._log_failure(variant, at, time.perf_counter_ns() - started, logged_input, exc, True)
             return exc
-        if self.log is not None:
-            self._log(variant, at, time.perf_counter() - started, logged_input, snapshot(value), None, shadow=True)
+        if log is not None:
+            log.add(
+                self.pipeline_name, at, time.perf_counter_ns() - started, variant.name, variant.versions.versions(),
+                logged_input, snapshot(value), None, True, self.hashes_only,
+            )  # fmt: skip
         return None
 
-    def _log(
-        self,
-        variant: Variant,
-        at: float,
-        latency: float,
-        logged_input: Any,
-        logged_output: Any,
-        failure: BaseException | None,
-        versions: dict[str, Version] | None = None,
-        shadow: bool = False,
+    def _log_failure(
+        self, variant: Variant, at: int, latency: int, logged_input: str | None, failure: BaseException, shadow: bool
     ) -> None:
         assert self.log is not None
-        error = None
-        if failure is not None:
-            described = describe_failure(failure)
-            error = f"{described['type']}: {described['message']}"
+        described = describe_failure(failure)
         self.log.add(
-            self.pipeline_name, at, latency, variant.name,
-            versions if versions is not None else variant.versions.versions(),
-            logged_input, logged_output, error=error, shadow=shadow, hashes_only=self.hashes_only,
+            self.pipeline_name, at, latency, variant.name, variant.versions.versions(), logged_input, None,
+            f"{described['type']}: {described['message']}", shadow, self.hashes_only,
         )  # fmt: skip

@@ -19,7 +19,7 @@ from chariots_test_deploy import remember_app, train_and_save  # noqa: E402
 from chariots_test_processes import wait_until  # noqa: E402
 
 from chariots_core.errors import StoreError  # noqa: E402
-from chariots_core.serving.prediction_log import PredictionLog  # noqa: E402
+from chariots_core.serving.prediction_log import PredictionLog, snapshot  # noqa: E402
 from chariots_lmdb import LMDBOpStore, LMDBPredictionSink  # noqa: E402
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
@@ -27,7 +27,8 @@ ENV = {**os.environ, "PYTHONPATH": str(SUPPORT)}
 
 
 def add(log, pipeline, value, at=None):
-    log.add(pipeline, time.time() if at is None else at, 0.001, None, {"op": "v1"}, value, value)
+    at_ns = time.time_ns() if at is None else int(at * 1e9)
+    log.add(pipeline, at_ns, 1_000_000, None, {"op": "v1"}, snapshot(value), snapshot(value))
 
 
 def test_an_app_logs_into_its_path_by_default_and_a_new_app_reads_it(tmp_path):
@@ -81,11 +82,11 @@ def test_a_directory_holding_an_op_store_is_refused(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from chariots_core.serving.prediction_log import PredictionLog
+    from chariots_core.serving.prediction_log import PredictionLog, snapshot
     log = PredictionLog(sys.argv[1], flush_interval=0.005)
     name = sys.argv[2]
     for number in range(int(sys.argv[3])):
-        log.add(name, time.time(), 0.0, None, {}, number, [name] * 20)
+        log.add(name, time.time_ns(), 0, None, {}, snapshot(number), snapshot([name] * 20))
         if number % 50 == 0:
             time.sleep(0.001)  # calls arrive at some rate
     log.close()

@@ -14,7 +14,13 @@ from chariots_test_processes import wait_until
 
 from chariots_core import BaseOp, Chariots, Node, Pipeline
 from chariots_core.errors import ConfigError
-from chariots_core.serving.prediction_log import MemoryPredictionSink, PredictionLog, PredictionRecord, PredictionSink
+from chariots_core.serving.prediction_log import (
+    MemoryPredictionSink,
+    PredictionLog,
+    PredictionRecord,
+    PredictionSink,
+    snapshot,
+)
 
 
 def logged_app(mode="full", sink="memory", **log_options):
@@ -121,9 +127,9 @@ def test_predictions_as_a_dataframe():
 def test_retention_by_count_and_by_age(keep, max_age, expected):
     sink = MemoryPredictionSink()
     log = PredictionLog(sink, keep=keep, max_age=max_age)
-    now = time.time()
+    now = time.time_ns()
     for number in range(10):  # started 0.9, 0.8 ... 0 s ago
-        log.add("p", now - 0.9 + number / 10, 0.0, None, {}, number, number)
+        log.add("p", now - 900_000_000 + number * 100_000_000, 0, None, {}, snapshot(number), snapshot(number))
     log.flush()
     assert [record.input for record in log.read("p", limit=None)] == expected
     log.close()
@@ -136,10 +142,10 @@ class FailingSink(PredictionSink):
         self.inner = MemoryPredictionSink()
         self.fail = True
 
-    def write(self, records, keep, oldest):
+    def write(self, entries, keep, oldest):
         if self.fail:
             raise OSError(28, "No space left on device")
-        self.inner.write(records, keep, oldest)
+        self.inner.write(entries, keep, oldest)
 
     def read(self, pipeline, since, limit):
         return self.inner.read(pipeline, since, limit)
@@ -173,11 +179,11 @@ def test_a_sink_that_cannot_write_drops_records_with_one_warning_and_never_fails
 def test_records_beyond_max_pending_are_dropped_not_queued():
     log = PredictionLog(MemoryPredictionSink(), max_pending=5, flush_interval=60)
     for number in range(8):
-        log.add("p", time.time(), 0.0, None, {}, number, number)
+        log.add("p", time.time_ns(), 0, None, {}, snapshot(number), snapshot(number))
     assert log.stats() == {"written": 0, "dropped": 3, "pending": 5}
     log.close()
     assert log.stats() == {"written": 5, "dropped": 3, "pending": 0}
-    log.add("p", time.time(), 0.0, None, {}, "after close", None)  # ignored
+    log.add("p", time.time_ns(), 0, None, {}, snapshot("after close"), None)  # ignored
     assert [r.input for r in log.read("p")] == [4, 3, 2, 1, 0]
 
 
@@ -189,7 +195,7 @@ def test_the_writer_thread_writes_in_the_background_and_close_stops_it():
     before = len(writer_threads())
     log = PredictionLog(MemoryPredictionSink(), flush_interval=0.01)
     assert len(writer_threads()) == before + 1 and all(thread.daemon for thread in writer_threads())
-    log.add("p", time.time(), 0.0, None, {}, 1, 2)
+    log.add("p", time.time_ns(), 0, None, {}, snapshot(1), snapshot(2))
     wait_until(lambda: log.stats()["written"] == 1)
     log.close()
     assert len(writer_threads()) == before

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chariots_test_processes import free_port
+from chariots_test_processes import free_port, wait_for_server
 
 pytest.importorskip("chariots_lmdb")
 pytest.importorskip("chariots_fsspec")
@@ -72,7 +72,7 @@ def test_a_served_app_follows_20_saves_without_failing_a_request(tmp_path):
         initial = json.loads(server.stdout.readline() or "null")
         assert initial, server.stderr.read()
         client = PipelinesClient(f"http://127.0.0.1:{port}", timeout=30)
-        _wait_for_server(client, server)
+        wait_for_server(client, server)
 
         responses: list[tuple[float, str, str]] = []  # (received at, value, version)
         failures: list[str] = []
@@ -132,14 +132,3 @@ def test_a_served_app_follows_20_saves_without_failing_a_request(tmp_path):
     )
     assert max(latencies) <= INTERVAL + 1
 
-
-def _wait_for_server(client: PipelinesClient, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.health_check()
-            return
-        except Exception:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {server.communicate()[1]}")
-            time.sleep(0.1)

@@ -7,11 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from chariots_test_processes import free_port
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -126,35 +124,6 @@ def test_predictions_lists_the_logged_calls(project):
 def test_split_needs_a_server(project):
     result = run(project, "split", "pred", "--variant", "a=serving", "--variant", "b=latest", code=1)
     assert "chariots: ConfigError: a split lives in the process that serves it" in result.stderr
-
-
-@pytest.fixture
-def server(project):
-    pytest.importorskip("chariots_waitress")
-    from chariots_waitress import PipelinesClient
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chariots_core.project.cli", "serve", "--port", str(port)],
-        cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    client = PipelinesClient(url, timeout=5)
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                client.health_check()
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start: {process.communicate()[1]}")
-                time.sleep(0.2)
-        yield url
-    finally:
-        client.close()
-        process.terminate()
-        process.communicate(timeout=30)
 
 
 @pytest.mark.slow

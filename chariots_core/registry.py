@@ -98,7 +98,7 @@ _BUILTIN: dict[str, dict[str, _Entry]] = {
         "http": _Entry("chariots_waitress:PipelinesClient", "serve"),
     },
     "prediction_log": {
-        "memory": _Entry("chariots_core.serving.prediction_log:MemoryPredictionSink", None),
+        "memory": _Entry("chariots_core.serving.prediction_sinks:MemoryPredictionSink", None),
         "lmdb": _Entry("chariots_lmdb:LMDBPredictionSink", "lmdb"),
     },
 }

@@ -39,7 +39,7 @@ from typing import Any
 import lmdb
 
 from chariots_core.errors import StoreError
-from chariots_core.serving.prediction_log import Entry, PredictionSink
+from chariots_core.serving.prediction_sinks import Entry, PredictionSink
 
 from . import environments
 from .environments import Layout, SharedEnvironment
@@ -73,7 +73,7 @@ def _prefix(pipeline: str) -> bytes:
 
 
 class LMDBPredictionSink(PredictionSink):
-    """A :class:`~chariots_core.serving.prediction_log.PredictionSink` in the LMDB directory ``path``.
+    """A :class:`~chariots_core.serving.prediction_sinks.PredictionSink` in the LMDB directory ``path``.
 
     :param path: the directory (created if missing); not an op store's.
     :param map_size: initial size in bytes of LMDB's memory map (it grows when full).

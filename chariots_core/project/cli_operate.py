@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..registry import get_backend
 from ..serving.deployments import DeploymentRecord, deployment_history
+from ..serving.prediction_log import read_records
 from ..serving.setup import is_local, local_dir
 from ..serving.status import short_version
 from ..versioning import Version
@@ -145,7 +146,7 @@ def _read_local_log(args: argparse.Namespace, since: float | None) -> list[Any]:
         raise ConfigError(f"no prediction log in {directory!r}: serve the app with log_predictions=[...] first")
     sink = get_backend("prediction_log", "lmdb")(directory)
     try:
-        return sink.read(args.pipeline, since, args.limit)
+        return read_records(sink, args.pipeline, since, args.limit)
     finally:
         sink.close()
 

@@ -37,10 +37,9 @@ with a directory uses the LMDB one.
 
 from __future__ import annotations
 
-import abc
 import atexit
-import bisect
 import collections
+import functools
 import hashlib
 import json
 import os
@@ -48,7 +47,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import attrs
 
@@ -56,6 +55,7 @@ from ..errors import BackendError, ConfigError, StoreError
 from ..log import get_logger
 from ..registry import get_backend
 from .jsonsafe import json_encoder, to_jsonable
+from .prediction_sinks import Entry, MemoryPredictionSink, PredictionSink
 
 __all__ = [
     "PredictionRecord",
@@ -65,6 +65,7 @@ __all__ = [
     "PredictionLog",
     "LOG_MODES",
     "snapshot",
+    "read_records",
     "to_frame",
 ]
 
@@ -111,93 +112,10 @@ class PredictionRecord:
         return cls(**{field.name: data[field.name] for field in attrs.fields(cls) if field.name in data})
 
 
-class Entry(NamedTuple):
-    """A record as sinks store it: its pipeline, start time (ns since the epoch) and JSON document.
-
-    The document is :meth:`PredictionRecord.to_json`'s, but for ``at_ns`` and ``latency_ns``
-    in integer nanoseconds in place of ``at`` and ``latency`` (integers are cheaper to write).
-    """
-
-    pipeline: str
-    at_ns: int
-    data: bytes
-
-    def record(self) -> PredictionRecord:
-        """The :class:`PredictionRecord` the document holds.
-
-        :raises ValueError: if the document is not one (a damaged entry).
-        """
-        document = json.loads(self.data)
-        if not isinstance(document, dict):
-            raise ValueError(f"a prediction record must be a JSON object (got {document!r:.80})")
-        document["at"], document["latency"] = document.pop("at_ns") / 1e9, document.pop("latency_ns") / 1e9
-        return PredictionRecord.from_json(document)
-
-
 # A time in float seconds holds nanoseconds only to ~0.2 µs today: ``since`` is matched to the
 # microsecond, so that a record's own ``at`` given back as ``since`` finds it.
 _SINCE_SLACK_NS = 1000
 _new_entry = tuple.__new__  # Entry(...) runs Python code; the writer makes one per call
-
-
-class PredictionSink(abc.ABC):
-    """Where a :class:`PredictionLog` keeps its records, as :class:`Entry` documents.
-
-    A sink implements :meth:`write` (one batch, trimmed to the retention, all or nothing) and
-    :meth:`read`, ordered by start time; it is used by the log's writer thread and by readers
-    at once, so both must be safe across threads (and, for a sink several processes share,
-    across processes). It never needs to look inside a document.
-    """
-
-    @abc.abstractmethod
-    def write(self, entries: Sequence[Entry], keep: int | None, oldest_ns: int | None) -> None:
-        """Append ``entries``, then drop each pipeline's oldest entries beyond ``keep`` and
-        those that started before ``oldest_ns`` (``None``: no such limit).
-
-        :raises Exception: anything: the log counts the batch as dropped.
-        """
-
-    @abc.abstractmethod
-    def read(self, pipeline: str, since_ns: int | None, limit: int | None) -> list[Entry]:
-        """``pipeline``'s entries that started at or after ``since_ns``, newest first, at most ``limit``."""
-
-    def close(self) -> None:
-        """Release what the sink holds (nothing by default)."""
-
-
-class MemoryPredictionSink(PredictionSink):
-    """Entries kept in memory, lost with the process: for tests and throw-away apps."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, list[Entry]] = {}  # by pipeline, oldest first
-
-    def write(self, entries: Sequence[Entry], keep: int | None, oldest_ns: int | None) -> None:
-        with self._lock:
-            touched = set()
-            for entry in entries:
-                kept = self._entries.setdefault(entry.pipeline, [])
-                if kept and entry.at_ns < kept[-1].at_ns:
-                    touched.add(entry.pipeline)  # calls may finish out of order: sorted below
-                kept.append(entry)
-            for name in touched:
-                self._entries[name].sort(key=_start)  # nearly sorted: linear
-            for kept in self._entries.values():
-                first = 0 if oldest_ns is None else bisect.bisect_left(kept, oldest_ns, key=_start)
-                if keep is not None:
-                    first = max(first, len(kept) - keep)
-                del kept[:first]
-
-    def read(self, pipeline: str, since_ns: int | None, limit: int | None) -> list[Entry]:
-        with self._lock:
-            kept = self._entries.get(pipeline, [])
-            first = 0 if since_ns is None else bisect.bisect_left(kept, since_ns, key=_start)
-            last = first if limit is None else max(first, len(kept) - limit)
-            return kept[last:][::-1]
-
-
-def _start(entry: Entry) -> int:
-    return entry.at_ns
 
 
 # What a call leaves in the queue: (pipeline, at_ns, latency_ns, variant, versions, input text,
@@ -238,6 +156,7 @@ class PredictionLog:
         self.written = 0
         self.dropped = 0
         self._failing = False  # a write failed and no write succeeded since: warned already
+        self._drop_lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -245,7 +164,8 @@ class PredictionLog:
             name="chariots-prediction-log", daemon=True,
         )  # fmt: skip
         self._thread.start()
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        self._at_exit = functools.partial(_flush_at_exit, weakref.ref(self))
+        atexit.register(self._at_exit)
 
     # -- the call path ------------------------------------------------------------------------
     def add(
@@ -298,9 +218,10 @@ class PredictionLog:
             self._failing = False
 
     def _drop(self, count: int, why: str) -> None:
-        self.dropped += count
-        if not self._failing:
-            self._failing = True
+        with self._drop_lock:  # calls (queue full) and the writer (sink failed) both drop
+            self.dropped += count
+            warn, self._failing = not self._failing, True
+        if warn:
             _log.warning(
                 "dropped %d prediction record(s): %s; predictions are still served, and further drops are "
                 "only counted (PredictionLog.dropped) until a write succeeds again",
@@ -312,21 +233,10 @@ class PredictionLog:
         """``pipeline``'s records (this process's pending ones written first), newest first.
 
         :raises ConfigError: if ``since`` or ``limit`` is not valid.
+        :raises StoreError: if the sink holds a damaged record.
         """
-        if since is not None and (not isinstance(since, (int, float)) or isinstance(since, bool)):
-            raise ConfigError(f"'since' must be None or a time in seconds since the epoch (got {since!r})")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ConfigError(f"'limit' must be None or a number >= 0 (got {limit!r})")
         self.flush()
-        records = []
-        since_ns = None if since is None else int(since * 1e9) - _SINCE_SLACK_NS
-        for entry in self.sink.read(pipeline, since_ns, limit):
-            try:
-                records.append(entry.record())
-            except (ValueError, TypeError) as exc:
-                msg = f"{self.sink!r} holds a damaged prediction record of {pipeline!r} (at {entry.at_ns} ns): {exc}"
-                raise StoreError(msg) from exc
-        return records
+        return read_records(self.sink, pipeline, since, limit)
 
     def stats(self) -> dict[str, int]:
         """``{"written", "dropped", "pending"}`` record counts of this process."""
@@ -341,11 +251,33 @@ class PredictionLog:
             self._thread.join()
         self.flush()
         self._closed = True
+        atexit.unregister(self._at_exit)
         if self._owns_sink:
             self.sink.close()
 
     def __repr__(self) -> str:
         return f"<PredictionLog into {self.sink!r}, {self.written} written, {self.dropped} dropped>"
+
+
+def read_records(sink: PredictionSink, pipeline: str, since: float | None, limit: int | None) -> list[PredictionRecord]:
+    """``pipeline``'s records in ``sink`` that started at or after ``since``, newest first.
+
+    :raises ConfigError: if ``since`` or ``limit`` is not valid.
+    :raises StoreError: if the sink holds a damaged record.
+    """
+    if since is not None and (not isinstance(since, (int, float)) or isinstance(since, bool)):
+        raise ConfigError(f"'since' must be None or a time in seconds since the epoch (got {since!r})")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise ConfigError(f"'limit' must be None or a number >= 0 (got {limit!r})")
+    records = []
+    since_ns = None if since is None else int(since * 1e9) - _SINCE_SLACK_NS
+    for entry in sink.read(pipeline, since_ns, limit):
+        try:
+            records.append(entry.record())
+        except (ValueError, TypeError, KeyError) as exc:
+            msg = f"{sink!r} holds a damaged prediction record of {pipeline!r} (at {entry.at_ns} ns): {exc}"
+            raise StoreError(msg) from exc
+    return records
 
 
 def _write_periodically(log_ref: weakref.ref, stop: threading.Event, interval: float) -> None:

@@ -133,7 +133,7 @@ class LMDBPredictionSink(PredictionSink):
             else:
                 positioned = cursor.last()
             while positioned and (limit is None or len(found) < limit):
-                key = cursor.key()
+                key = bytes(cursor.key())
                 if not key.startswith(prefix) or key < lowest:
                     break
                 found.append(Entry(pipeline, _SUFFIX.unpack_from(key, len(prefix))[0], bytes(cursor.value())))
@@ -151,7 +151,7 @@ class LMDBPredictionSink(PredictionSink):
         return f"<LMDBPredictionSink at {self.path!r}>"
 
 
-def _read_count(raw: bytes | None) -> int:
+def _read_count(raw: bytes | memoryview | None) -> int:
     return 0 if raw is None else _COUNT.unpack(raw)[0]
 
 
@@ -159,9 +159,9 @@ def _trim(cursor: lmdb.Cursor, prefix: bytes, count: int, keep: int | None, olde
     """Delete the pipeline's oldest records beyond ``keep`` or before ``oldest_key``; the new count."""
     if not cursor.set_range(prefix):
         return count
-    while count and cursor.key().startswith(prefix):
+    while count and (key := bytes(cursor.key())).startswith(prefix):
         too_many = keep is not None and count > keep
-        too_old = oldest_key is not None and cursor.key()[len(prefix):] < oldest_key
+        too_old = oldest_key is not None and key[len(prefix) :] < oldest_key
         if not (too_many or too_old):
             break
         cursor.delete()  # moves to the next record

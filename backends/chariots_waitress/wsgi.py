@@ -232,7 +232,7 @@ _SPLIT_KEYS = frozenset({"variants", "weights", "shadow"})
 
 def _split(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     _expect(body, _SPLIT_KEYS, "/split")
-    return 200, to_plain(app.split(name, body.get("variants"), body.get("weights"), body.get("shadow")))
+    return 200, to_plain(app.split(name, body.get("variants", {}), body.get("weights"), body.get("shadow")))
 
 
 _PREDICTIONS_KEYS = frozenset({"since", "limit"})

@@ -143,7 +143,7 @@ class Chariots:
                 self._job_book("a worker pool")
             self._logged = logged_pipelines(log_predictions, self._pipelines)
             self.prediction_log, owned = resolve_prediction_log(prediction_log, self.path, bool(self._logged))
-            if owned:
+            if owned and self.prediction_log is not None:
                 self.take_ownership(self.prediction_log)
         except BaseException:
             self._close_owned()

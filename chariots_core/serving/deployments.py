@@ -31,7 +31,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -135,7 +135,7 @@ class Deployer:
             def change() -> _Change:
                 return self._single(serving, resolve_versions(serving, self._store, self._policy, strategy))
 
-            return self._deploy(pipeline_name, LOAD, change, strategy=strategy)
+            return self._explicit(pipeline_name, LOAD, change, strategy=strategy)
 
     def reload(self, pipeline_name: str, strategy: str) -> DeploymentRecord | None:
         """Deploy what ``strategy`` chooses now if it differs from what serves; ``None`` if
@@ -171,7 +171,7 @@ class Deployer:
                 shadow_built = (shadow.name, self._pinned(serving, shadow.versions)) if shadow else None
                 return self._split_change(serving, built, tuple(variant.share for variant in served), shadow_built)
 
-            return self._deploy(
+            return self._explicit(
                 pipeline_name, ROLLBACK, change, restores=target.deployment_id, attempted=target.versions
             )
 
@@ -211,7 +211,7 @@ class Deployer:
                 shadow = None if plan.shadow is None else (plan.shadow, choose(plan.shadow, plan.specs[plan.shadow]))
                 return self._split_change(serving, built, tuple(plan.shares.values()), shadow)
 
-            return self._deploy(pipeline_name, SPLIT, change)
+            return self._explicit(pipeline_name, SPLIT, change)
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -281,6 +281,12 @@ class Deployer:
         )
         raise NotSavedError(msg)
 
+    def _explicit(self, pipeline_name: str, kind: str, change: Callable[[], _Change], **options: Any) -> DeploymentRecord:
+        """:meth:`_deploy` of a deployment asked for: it returns its record or raises the refusal."""
+        record = self._deploy(pipeline_name, kind, change, **options)
+        assert record is not None  # only quiet deployments and empty changes give None
+        return record
+
     def _deploy(
         self,
         pipeline_name: str,
@@ -296,7 +302,7 @@ class Deployer:
         A refusal (any Chariots error but a bad argument) is recorded and raised, or, when
         ``quiet`` (hot reloads), recorded once per new reason and returned.
         """
-        common = {
+        common: dict[str, Any] = {
             "pipeline_name": pipeline_name, "kind": kind, "strategy": strategy, "restores": restores,
             "host": socket.gethostname(), "pid": os.getpid(),
         }  # fmt: skip

@@ -137,7 +137,7 @@ class PredictionLog:
 
     def __init__(
         self,
-        sink: PredictionSink | str = "memory",
+        sink: PredictionSink | str | os.PathLike = "memory",
         keep: int | None = 100_000,
         max_age: float | None = None,
         flush_interval: float = 0.1,
@@ -149,7 +149,7 @@ class PredictionLog:
         _check_positive("max_pending", max_pending, integer=True)
         self.keep, self.max_age, self.max_pending = keep, max_age, max_pending
         self.sink = _resolve_sink(sink)
-        self._owns_sink = isinstance(sink, str)
+        self._owns_sink = not isinstance(sink, PredictionSink)
         self._pending: collections.deque[_Pending] = collections.deque()
         self._write_lock = threading.Lock()  # one batch at a time: the writer thread or a flush()
         self._version_texts = _VersionTexts()
@@ -368,7 +368,7 @@ def _entry(item: _Pending, version_texts: _VersionTexts) -> Entry:
     return _new_entry(Entry, (pipeline, at_ns, text.encode()))
 
 
-def _resolve_sink(sink: PredictionSink | str) -> PredictionSink:
+def _resolve_sink(sink: PredictionSink | str | os.PathLike) -> PredictionSink:
     if isinstance(sink, PredictionSink):
         return sink
     if not isinstance(sink, (str, os.PathLike)):

@@ -5,7 +5,8 @@ Turn it on per pipeline, ``Chariots(..., log_predictions=["pred_iris"])`` (or
 ``app.predictions("pred_iris", since=..., limit=...)``. Each call of a logged pipeline, the
 runs of a shadow variant included, becomes a :class:`PredictionRecord`: when it started, how
 long it took, which variant and op versions computed it, its input and output (or their
-sha256), and the error if it failed.
+sha256), and the error if it failed. Asynchronous calls (``use_worker``) are not logged:
+their outcome is their job's record (``fetch_job``, ``chariots jobs``).
 
 **Where the time goes.** A call must not wait for a disk, so the calling thread does only
 what cannot wait: it encodes the input (before the call: ops may change what they are given)

@@ -15,12 +15,15 @@ Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)
     GET  /pipelines/<name>/health_check  -> {"pipeline": <name>, "is_loaded": <bool>}
     GET  /health_check                   -> the app's health_check()
     GET  /available_pipelines            -> {"pipelines": [<name>, ...]}
+    GET  /status[?limit=<n>]             -> the app's status() (chariots_core.serving.status)
+    GET  /pipelines/<name>/why_stale     -> the app's why_stale(<name>), as Staleness.to_dict()
     POST /jobs/fetch/                    {"job_id": <id>, "pipeline": <name, optional>}
     GET  /jobs/fetch/<job_id>            -> PipelineResponse JSON
     GET  /                               -> the status page (HTML, see chariots_waitress.status_page)
 
 Request bodies are optional (every key has a default), must be JSON objects sent as
-``application/json``, and are never unpickled. Names travel percent-encoded in the path; a
+``application/json``, and are never unpickled. ``GET`` routes read their options from the
+query string. Names travel percent-encoded in the path; a
 name containing ``/`` cannot be addressed over HTTP. Every error answers
 ``{"error": {"type", "message", "node"?}}`` with the status chosen by
 :func:`chariots_waitress.errors.status_for`: 400 malformed request, 404 unknown route,
@@ -35,6 +38,7 @@ import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl
 
 from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
@@ -109,7 +113,7 @@ class ChariotsWSGIApp:
             allowed = ", ".join(handlers)
             headers.append(("Allow", allowed))
             raise RequestError(f"{method} is not allowed on {'/'.join(parts)!r}; use {allowed}", 405)
-        body = self._read_body(environ) if method == "POST" else {}
+        body = self._read_body(environ) if method == "POST" else _query(environ)
         return handler(self.app, arg, body)
 
     def _read_body(self, environ: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +147,15 @@ def _path_parts(path_info: str) -> list[str]:
     except UnicodeError:
         raise RequestError("the request path is not UTF-8") from None
     return path.strip("/").split("/")
+
+
+def _query(environ: dict[str, Any]) -> dict[str, str]:
+    """The query string's parameters (the last value of a repeated one)."""
+    try:
+        pairs = parse_qsl(environ.get("QUERY_STRING") or "", keep_blank_values=True, strict_parsing=False, errors="strict")
+    except UnicodeError:
+        raise RequestError("the query string is not UTF-8") from None
+    return dict(pairs)
 
 
 def _name(value: str, what: str) -> str:
@@ -201,6 +214,20 @@ def _pipeline_health(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
     return 200, {"pipeline": name, "is_loaded": app.is_pipeline_loaded(name)}
 
 
+def _why_stale(app: Chariots, name: str, query: dict[str, Any]) -> Payload:
+    return 200, app.why_stale(name).to_dict()
+
+
+def _status(app: Chariots, _: str, query: dict[str, Any]) -> Payload:
+    unknown = query.keys() - {"limit"}
+    if unknown:
+        raise RequestError(f"unknown parameter(s) {', '.join(map(repr, sorted(unknown)))} in the query of /status; expected limit")
+    limit = query.get("limit", "10")
+    if not limit.isdigit():
+        raise RequestError(f"'limit' must be a number >= 0 (got {limit!r})")
+    return 200, app.status(int(limit))
+
+
 def _health(app: Chariots, _: str, body: dict[str, Any]) -> Payload:
     return 200, to_jsonable(app.health_check())
 
@@ -234,10 +261,12 @@ _PIPELINE_ROUTES: dict[str, dict[str, Handler]] = {
     "load": {"POST": _load},
     "save": {"POST": _save},
     "health_check": {"GET": _pipeline_health},
+    "why_stale": {"GET": _why_stale},
 }
 _APP_ROUTES: dict[str, dict[str, Handler]] = {
     "health_check": {"GET": _health},
     "available_pipelines": {"GET": _available},
+    "status": {"GET": _status},
 }
 _FETCH_BODY_ROUTE: dict[str, Handler] = {"POST": _fetch_from_body}
 _FETCH_ID_ROUTE: dict[str, Handler] = {"GET": _fetch}

@@ -37,7 +37,7 @@ from .fields import VALUE_LIMIT, class_fields
 from .records import FieldRecord, OpFieldsRecord, OpVersionRecord, fields_name, version_key
 from .store import OpStoreView
 
-__all__ = ["FieldChange", "Change", "StaleEdge", "StaleOp", "Staleness", "Explainer", "digests", "short", "changed_parts", "when"]
+__all__ = ["FieldChange", "Change", "StaleEdge", "StaleOp", "Staleness", "Explainer", "as_dict", "digests", "short", "changed_parts", "when"]
 
 _PARTS = ("major", "minor", "patch")
 _T = TypeVar("_T")
@@ -212,7 +212,7 @@ class Staleness:
         """A paragraph: one line per stale edge, stale op and unsaved op."""
         if not self.stale:
             return f"pipeline {self.pipeline!r} is not stale: its newest saved versions load together"
-        lines = [f"pipeline {self.pipeline!r} is stale:"]
+        lines = [f"pipeline {self.pipeline!r} is stale (loading its newest saved versions would fail):"]
         lines += [f"  - edge {edge.upstream!r} -> {edge.downstream!r}: {edge.text}" for edge in self.edges]
         lines += [f"  - op {op.op!r}: {op.text}" for op in self.ops]
         lines += [f"  - op {name!r} was never saved: run and save a pipeline that fits it" for name in self.unsaved]
@@ -220,7 +220,7 @@ class Staleness:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dicts and lists (:meth:`from_dict` reads them back)."""
-        return _converter.unstructure(self)
+        return as_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Staleness:
@@ -232,6 +232,11 @@ class Staleness:
 
 
 _converter = cattrs.Converter()
+
+
+def as_dict(explanation: Any) -> Any:
+    """Any explanation of this module (a :class:`Change`, a :class:`StaleEdge`...) as JSON-safe values."""
+    return _converter.unstructure(explanation)
 
 
 def _structure(data: Any, cls: type[_T]) -> _T:

@@ -31,7 +31,23 @@ VALUE_LIMIT = 80
 
 _SUBVERSIONS = ("major", "minor", "patch")
 _EMPTY = Version()  # a subversion no field entered is the sha1 of nothing
-_repr = reprlib.Repr()
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` with containers cut short; a value whose ``__repr__`` fails says so (not its address)."""
+
+    def repr_instance(self, obj: Any, level: int) -> str:
+        try:
+            return reprlib.Repr.repr_instance(self, obj, level) if type(obj).__repr__ is object.__repr__ else _cut(repr(obj))
+        except Exception as exc:  # a value's own __repr__ may fail: say so rather than fail the save
+            return f"<{type(obj).__name__} whose repr failed: {type(exc).__name__}>"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
+
+
+_repr = _ShortRepr()
 _repr.maxstring = _repr.maxother = VALUE_LIMIT
 _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 8
 
@@ -45,12 +61,8 @@ def render_value(value: Any) -> str:
     if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
         text = f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     else:
-        try:
-            text = _repr.repr(value)
-        except Exception as exc:  # a value's own __repr__ may fail: say so rather than fail the save
-            text = f"<{type(value).__name__} whose repr failed: {type(exc).__name__}>"
-    text = " ".join(text.split())
-    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
+        text = _repr.repr(value)
+    return _cut(" ".join(text.split()))
 
 
 def class_fields(op_class: type) -> tuple[FieldRecord, ...]:

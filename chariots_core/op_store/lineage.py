@@ -61,7 +61,7 @@ from ..savers import BaseSaver, read_verified
 from ..versioning import Version
 from .explain import Explainer, StaleEdge, Staleness, changed_parts, digests, short
 from .fields import fields_appends
-from .records import POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
+from .records import COMPARED_PARTS, POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
 from .store import OpStore, OpStoreView
 
 __all__ = [
@@ -73,13 +73,13 @@ __all__ = [
     "resolve_versions",
     "load_ops",
     "why_stale",
+    "inspect_pipeline",
 ]
 
 STRATEGIES = ("latest", "latest_compatible")
 # How many of each op's newest compatible-code versions "latest_compatible" considers at most.
 LATEST_COMPATIBLE_BOUND = 1024
 _FIRST_WINDOW = 16
-_COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
 
 Candidate = OpVersionRecord | None  # None: keep the op as it is (nothing usable was saved)
 
@@ -258,7 +258,7 @@ class _Resolution:
     def __init__(self, pipeline: Pipeline, view: OpStoreView, policy: str) -> None:
         self.pipeline, self.view, self.policy = pipeline, view, policy
         self.loadable = pipeline.loadable_nodes()
-        self.explainer = Explainer(view, _COMPARED_PARTS[policy])
+        self.explainer = Explainer(view, COMPARED_PARTS[policy])
         self._links: dict[tuple[str, str], list[LinkRecord]] = {}
 
     def _newest(self, node: Node, limit: int, after: str | None = None) -> list[OpVersionRecord]:
@@ -274,9 +274,8 @@ class _Resolution:
             latest[node.name] = newest[0] if newest else None
         return latest
 
-    def staleness(self) -> Staleness:
-        """What stops a ``"latest"`` load, explained (the load's errors, without raising)."""
-        latest = self._latest()
+    def staleness(self, latest: dict[str, Candidate]) -> Staleness:
+        """What stops a ``"latest"`` load of the ``latest`` versions, explained (the load's errors, without raising)."""
         missing = [node for node in self.loadable if latest[node.name] is None]
         ops, unsaved = [], []
         for node in missing:
@@ -345,7 +344,7 @@ class _Resolution:
     def _checked_edges(self) -> list[_Edge]:
         """The edges to check: those into a pinned downstream op."""
         return [
-            _Edge(up, down, self._built_on(up, down), _COMPARED_PARTS[self.policy])
+            _Edge(up, down, self._built_on(up, down), COMPARED_PARTS[self.policy])
             for up, down in self.pipeline.op_edges()
             if _pinned(down)
         ]
@@ -524,4 +523,12 @@ def why_stale(pipeline: Pipeline, op_store: OpStore, policy: str = "major") -> S
     """
     check_choice("compatibility", policy, POLICIES)
     with op_store.reader() as view:
-        return _Resolution(pipeline, view, policy).staleness()
+        return inspect_pipeline(pipeline, view, policy)[1]
+
+
+def inspect_pipeline(pipeline: Pipeline, view: OpStoreView, policy: str) -> tuple[dict[str, Candidate], Staleness]:
+    """Through ``view``: the newest version each loadable op of ``pipeline`` may load (``None``:
+    none), and what stops a ``"latest"`` load of them (see :func:`why_stale`)."""
+    resolution = _Resolution(pipeline, view, policy)
+    latest = resolution._latest()
+    return latest, resolution.staleness(latest)

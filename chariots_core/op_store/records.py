@@ -36,6 +36,7 @@ from ..errors import ConfigError, NotSavedError, StoreError
 
 __all__ = [
     "POLICIES",
+    "COMPARED_PARTS",
     "Position",
     "OpVersionRecord",
     "LinkRecord",
@@ -59,7 +60,8 @@ __all__ = [
 ]
 
 POLICIES = ("major", "minor", "exact")
-_COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
+COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
+"""Policy -> how many subversions (major first) it compares."""
 
 # Where an entry sits in a listing and what a head token is: an int on LMDB and in memory, a
 # string on object stores. Opaque to callers: compare for equality, pass back as ``before``.
@@ -76,10 +78,10 @@ def version_key(version: str) -> str:
 
 def code_key(code_version: str, policy: str) -> str:
     """The part of ``code_version`` that ``policy`` compares (see the module docstring)."""
-    if policy not in _COMPARED_PARTS:
+    if policy not in COMPARED_PARTS:
         msg = f"'policy' must be one of {', '.join(map(repr, POLICIES))} (got {policy!r})"
         raise ConfigError(msg)
-    return "_".join(str(code_version).split("_")[: _COMPARED_PARTS[policy]])
+    return "_".join(str(code_version).split("_")[: COMPARED_PARTS[policy]])
 
 
 @attrs.frozen

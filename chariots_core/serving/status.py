@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from ..op_store.explain import Explainer, StaleEdge, as_dict, digests, short
 from ..op_store.lineage import inspect_pipeline
 from ..op_store.records import COMPARED_PARTS, JobRecord, OpVersionRecord, SnapshotRecord, check_limit
-from ..op_store.store import JobStore, OpStoreView
+from ..op_store.store import OpStoreView
 from .responses import JobStatus
 
 if TYPE_CHECKING:
@@ -142,8 +142,7 @@ def store_status(
     pipelines: Iterable[str],
     policy: str,
     held: OpStoreView | None = None,
-    job_store: JobStore | None = None,
-    limit: int = 10,
+    jobs: Iterable[JobRecord] = (),
 ) -> dict[str, Any]:
     """The status of ``pipelines`` told from the op store alone, shaped as :func:`app_status`'s.
 
@@ -153,9 +152,8 @@ def store_status(
     edge the snapshot says a load checks is stale when the newest version of its downstream op
     was built on a version of its upstream op other than the one that would run (the upstream's
     newest, or for a plain op the snapshot's), compared under ``policy``.
-    A pipeline the store never saw is listed with ``"saved": False``.
+    A pipeline the store never saw is listed with ``"saved": False``. ``jobs`` are listed as given.
     """
-    check_limit(limit)
     explainer = Explainer(view, COMPARED_PARTS[policy])
     rows = []
     for name in pipelines:
@@ -174,7 +172,6 @@ def store_status(
             if down in newest and up in running and (edge := _stale(explainer, up, running[up], newest[down], COMPARED_PARTS[policy]))
         ]
         rows.append({"name": name, "saved": True, "loaded": is_held, "saved_at": snapshot.saved_at, "ops": ops, "stale": stale})
-    jobs = [] if job_store is None else job_store.jobs(limit=limit)
     return {"generated_at": time.time(), "compatibility": policy, "pipelines": rows, "jobs": job_rows(jobs)}
 
 

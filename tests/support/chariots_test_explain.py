@@ -56,18 +56,22 @@ class IrisRF(BaseMLOp):
         return [x > self._model for x in xs]
 
 
-def iris_pipelines(pca: type = IrisPCA, data: type = Data) -> tuple[Pipeline, Pipeline, Pipeline]:
-    """``(train_iris, train_pca, pred_iris)`` around the ``pca`` class (and the ``data`` class)."""
+NAMES = ("train_iris", "train_pca", "pred_iris")
+
+
+def iris_pipelines(pca: type = IrisPCA, data: type = Data, names: tuple[str, str, str] = NAMES) -> tuple[Pipeline, Pipeline, Pipeline]:
+    """``(train_iris, train_pca, pred_iris)`` around the ``pca`` class (and the ``data`` class),
+    named ``names``."""
     train_iris = Pipeline([
         Node(data(), output_nodes="raw"),
         Node(pca(MLMode.FIT_PREDICT), input_nodes=["raw"], output_nodes="pca_x"),
         Node(IrisRF(MLMode.FIT), input_nodes=["pca_x"]),
-    ], "train_iris")  # fmt: skip
-    train_pca = Pipeline([Node(data(), output_nodes="raw"), Node(pca(MLMode.FIT), input_nodes=["raw"])], "train_pca")
+    ], names[0])  # fmt: skip
+    train_pca = Pipeline([Node(data(), output_nodes="raw"), Node(pca(MLMode.FIT), input_nodes=["raw"])], names[1])
     pred_iris = Pipeline([
         Node(pca(MLMode.PREDICT), input_nodes=[IN], output_nodes="pca_x"),
         Node(IrisRF(MLMode.PREDICT), input_nodes=["pca_x"], output_nodes=OUT),
-    ], "pred_iris")  # fmt: skip
+    ], names[2])  # fmt: skip
     return train_iris, train_pca, pred_iris
 
 

@@ -6,7 +6,7 @@
     chariots status pred_iris --json          # one pipeline, as JSON
     chariots status --url http://host:port    # what a running server says (GET /status)
     chariots dag train_iris                   # the pipeline as SVG on stdout
-    chariots dag pred_iris --format mermaid --output pred.mmd
+    chariots dag train_iris pred_iris --format mermaid --output iris.mmd
     chariots dag pred_iris --lineage          # the versions saved in the store, and what was built on what
 
 ``status`` answers from the store alone (like ``jobs`` and ``versions``): each pipeline as its last
@@ -27,8 +27,8 @@ from ..errors import ChariotsError, UnknownPipelineError
 from ..op_store.lineage_picture import store_lineage
 from ..op_store.records import SnapshotRecord
 from ..serving.status import store_status
-from ..show.picture import Picture
-from ..show.render import FORMATS, render
+from ..show.lineage import Lineage
+from ..show.render import FORMATS, as_picture, render
 from .cli import _config, _current, _last_snapshot, _open_store, _open_target, _table, _time
 
 __all__ = ["add_commands", "status_text"]
@@ -44,8 +44,8 @@ def add_commands(commands: Any, configured: argparse.ArgumentParser, remote: arg
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(handler=_cmd_status)
 
-    dag = commands.add_parser("dag", parents=[configured], help="draw a pipeline, or the lineage of its saved versions")
-    dag.add_argument("pipeline", metavar="PIPELINE", help="the pipeline's name")
+    dag = commands.add_parser("dag", parents=[configured], help="draw pipelines, or the lineage of their saved versions")
+    dag.add_argument("pipelines", metavar="PIPELINE", nargs="+", help="the pipeline's name (several: one picture)")
     dag.add_argument("--format", choices=list(FORMATS), default="svg", help="the drawing's format (default: svg)")
     dag.add_argument(
         "--lineage", action="store_true", help="draw the versions of the pipeline's ops saved in the store instead"
@@ -122,14 +122,17 @@ def _state(pipeline: dict[str, Any], held: bool) -> str:
 def _cmd_dag(args: argparse.Namespace) -> None:
     if args.versions <= 0:
         raise ChariotsError(f"--versions must be a number > 0 (got {args.versions})")
+    title = ", ".join(args.pipelines)
     if args.lineage:
-        subject = _lineage(args)
+        subject = _lineage(args).picture(f"lineage of {title}", max_versions_per_op=None)
     else:
         pipelines = {pipeline.name: pipeline for pipeline in _config(args).load_pipelines()}
-        if args.pipeline not in pipelines:
+        unknown = [name for name in args.pipelines if name not in pipelines]
+        if unknown:
             known = ", ".join(map(repr, pipelines)) or "none"
-            raise UnknownPipelineError(f"the project has no pipeline {args.pipeline!r}; its pipelines: {known}")
-        subject = pipelines[args.pipeline].picture()
+            msg = f"the project has no pipeline {', '.join(map(repr, unknown))}; its pipelines: {known}"
+            raise UnknownPipelineError(msg)
+        subject = as_picture([pipelines[name] for name in args.pipelines], title)
     text = render(subject, args.format)
     if args.output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -139,22 +142,27 @@ def _cmd_dag(args: argparse.Namespace) -> None:
             stream.write(text)
     except OSError as exc:
         raise ChariotsError(f"cannot write --output {args.output!r}: {exc.strerror}") from exc
-    print(f"wrote {args.format} of {'the lineage of ' if args.lineage else ''}pipeline {args.pipeline!r} to {args.output}")
+    print(f"wrote the {args.format} of {subject.title} to {args.output}")
 
 
-def _lineage(args: argparse.Namespace) -> Picture:
-    """The lineage of the pipeline's ops, from the store alone (its held or last saved snapshot)."""
+def _lineage(args: argparse.Namespace) -> Lineage:
+    """The lineage of the pipelines' ops, from the store alone (their held or last saved snapshots)."""
+    held: dict[str, SnapshotRecord] = {}
     with _open_store(args, holding=True) as holding:
-        held = _last_snapshot(holding.op_store, args.pipeline)
+        for name in args.pipelines:
+            if (snapshot := _last_snapshot(holding.op_store, name)) is not None:
+                held[name] = snapshot
     with _open_store(args) as app:
-        snapshot: SnapshotRecord | None = held or _last_snapshot(app.op_store, args.pipeline)
-        if snapshot is None:
-            msg = (
-                f"pipeline {args.pipeline!r} was never saved nor held, so the store cannot tell its ops: "
-                f"run chariots save {args.pipeline} (or chariots load {args.pipeline}) first"
-            )
-            raise ChariotsError(msg)
-        serving = {args.pipeline: snapshot.versions} if held else {}
+        ops: dict[str, None] = {}
+        for name in args.pipelines:
+            snapshot = held.get(name) or _last_snapshot(app.op_store, name)
+            if snapshot is None:
+                msg = (
+                    f"pipeline {name!r} was never saved nor held, so the store cannot tell its ops: "
+                    f"run chariots save {name} (or chariots load {name}) first"
+                )
+                raise ChariotsError(msg)
+            ops.update(dict.fromkeys(snapshot.versions))
+        serving = {name: snapshot.versions for name, snapshot in held.items()}
         with app.op_store.reader() as view:
-            lineage = store_lineage(view, snapshot.versions, app.compatibility, serving, args.versions)
-    return lineage.picture(f"lineage of {args.pipeline}", max_versions_per_op=None)
+            return store_lineage(view, ops, app.compatibility, serving, args.versions)

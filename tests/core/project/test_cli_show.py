@@ -103,8 +103,10 @@ def test_dag_draws_a_pipeline_in_every_format(project):
     html = run(project, "dag", "pred_iris", "--format", "html").stdout
     assert html.startswith("<!DOCTYPE html>") and "<svg" in html
     wrote = run(project, "dag", "pred_iris", "--output", "pred.svg").stdout
-    assert wrote.strip() == "wrote svg of pipeline 'pred_iris' to pred.svg"
+    assert wrote.strip() == "wrote the svg of pred_iris to pred.svg"
     assert ET.fromstring((project / "pred.svg").read_text()).tag.endswith("svg")
+    both = run(project, "dag", "train_iris", "pred_iris", "--format", "dot").stdout
+    assert both.startswith('digraph "train_iris, pred_iris" {') and both.count("subgraph") == 2  # a frame each
 
 
 def test_dag_lineage_draws_saved_versions_and_the_stale_link_from_the_store(project):
@@ -120,7 +122,7 @@ def test_dag_lineage_draws_saved_versions_and_the_stale_link_from_the_store(proj
 
 def test_dag_errors_say_what_to_do(project):
     assert "the project has no pipeline 'nope'; its pipelines: 'train_iris', 'train_pca', 'pred_iris'" in run(
-        project, "dag", "nope", code=1).stderr  # fmt: skip
+        project, "dag", "train_iris", "nope", code=1).stderr  # fmt: skip
     never = run(project, "dag", "pred_iris", "--lineage", code=1).stderr
     assert "pipeline 'pred_iris' was never saved nor held" in never and "chariots save pred_iris" in never
     assert "cannot write --output" in run(project, "dag", "pred_iris", "--output", str(project / "no" / "x.svg"), code=1).stderr

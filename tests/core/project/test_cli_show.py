@@ -135,3 +135,15 @@ def test_the_new_commands_have_help(capsys, command, option):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert option in capsys.readouterr().out
+
+
+def test_the_readmes_picture_is_what_the_command_draws(tmp_path):
+    """docs/iris_pipelines.svg is drawn by the command the README gives; redraw it when this fails."""
+    pytest.importorskip("sklearn")
+    run(tmp_path, "new", "iris", "--directory", str(tmp_path / "iris"))
+    drawn = run(tmp_path, "dag", "train_iris", "pred_iris", "--config", str(tmp_path / "iris" / "chariots.toml")).stdout
+    picture = Path(__file__).resolve().parents[3] / "docs" / "iris_pipelines.svg"
+    assert drawn == picture.read_text(encoding="utf-8"), (
+        "redraw it: chariots new iris --directory /tmp/iris && chariots dag train_iris pred_iris "
+        "--config /tmp/iris/chariots.toml --output docs/iris_pipelines.svg"
+    )

@@ -59,9 +59,10 @@ from ..pipelines.ops import fresh_copy
 from ..pipelines.pipeline import Pipeline
 from ..savers import BaseSaver, read_verified
 from ..versioning import Version
-from .explain import Explainer, StaleEdge, Staleness, changed_parts, digests, short
+from .explain import Explainer, StaleEdge, StaleOp, Staleness, changed_parts, digests, short
 from .fields import fields_appends
-from .records import COMPARED_PARTS, POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
+from .records import COMPARED_PARTS, POLICIES, Commit, JournalAppend, LinkRecord
+from .records import OpVersionRecord, SnapshotRecord, version_key
 from .store import OpStore, OpStoreView
 
 __all__ = [
@@ -276,20 +277,13 @@ class _Resolution:
 
     def staleness(self, latest: dict[str, Candidate]) -> Staleness:
         """What stops a ``"latest"`` load of the ``latest`` versions, explained (the load's errors, without raising)."""
-        missing = [node for node in self.loadable if latest[node.name] is None]
-        ops, unsaved = [], []
-        for node in missing:
-            newest = self.view.op_versions(node.name, limit=1)
-            if newest and not node.op.allow_version_change:
-                ops.append(self.explainer.stale_op(newest[0], type(node.op)))
-            elif not newest and node.op.requires_saved_state:
-                unsaved.append(node.name)
+        ops, unsaved, _ = self._unusable(latest)
         problems = [edge for edge in self._checked_edges() if not edge.accepts(latest)]
         return Staleness(self.pipeline.name, [self._stale_edge(edge, latest) for edge in problems], ops, unsaved)
 
     def resolve(self, strategy: str) -> dict[str, Candidate]:
         latest = self._latest()
-        self._check_unusable([node for node in self.loadable if latest[node.name] is None])
+        self._check_unusable(latest)
         edges = self._checked_edges()
         problems = [edge for edge in edges if not edge.accepts(latest)]
         if not problems:
@@ -306,31 +300,41 @@ class _Resolution:
             raise VersionError(self._report(head, problems, latest, hint))
         return self._newest_compatible(latest, edges, problems)
 
-    def _check_unusable(self, missing: list[Node]) -> None:
+    def _unusable(self, latest: Mapping[str, Candidate]) -> tuple[list[StaleOp], list[str], bool]:
+        """The ops none of whose saved versions their code may load (pinned ones: the others
+        retrain), the predict-only ops never saved, and whether any op of the pipeline was saved."""
+        ops, unsaved, saved_any = [], [], False
+        for node in self.loadable:
+            newest = [latest[node.name]] if latest[node.name] is not None else self.view.op_versions(node.name, limit=1)
+            saved_any = saved_any or bool(newest)
+            if latest[node.name] is None and newest and not node.op.allow_version_change:
+                ops.append(self.explainer.stale_op(newest[0], type(node.op)))
+            elif not newest and node.op.requires_saved_state:
+                unsaved.append(node.name)
+        return ops, unsaved, saved_any
+
+    def _check_unusable(self, latest: Mapping[str, Candidate]) -> None:
         """Raise for the ops that have no version their code may load, unless they can run without."""
-        newest_any = {node.name: self.view.op_versions(node.name, limit=1) for node in missing}
-        if self.loadable and len(missing) == len(self.loadable) and not any(newest_any.values()):
+        ops, unsaved, saved_any = self._unusable(latest)
+        if self.loadable and not saved_any:
             names = ", ".join(repr(node.name) for node in self.loadable)
             msg = (
                 f"pipeline {self.pipeline.name!r} cannot be loaded: none of its ops ({names}) was ever "
                 "saved. Run a pipeline that trains them and save it with save_pipeline first"
             )
             raise NotSavedError(msg)
-        for node in missing:
-            op = node.op
-            if newest_any[node.name] and not op.allow_version_change:
-                stale = self.explainer.stale_op(newest_any[node.name][0], type(op))
-                msg = (
-                    f"op {node.name!r} cannot be loaded: every saved version was made by other code: "
-                    f"{stale.why}. Retrain it with the current code: run and save pipeline {stale.fix!r}"
-                )
-                raise VersionError(msg)
-            if op.requires_saved_state:
-                msg = (
-                    f"op {node.name!r} needs a saved version to run (it only predicts) but none was "
-                    "saved; run and save a pipeline that fits it first"
-                )
-                raise NotSavedError(msg)
+        if ops:
+            msg = (
+                f"op {ops[0].op!r} cannot be loaded: every saved version was made by other code: "
+                f"{ops[0].why}. Retrain it with the current code: run and save pipeline {ops[0].fix!r}"
+            )
+            raise VersionError(msg)
+        if unsaved:
+            msg = (
+                f"op {unsaved[0]!r} needs a saved version to run (it only predicts) but none was "
+                "saved; run and save a pipeline that fits it first"
+            )
+            raise NotSavedError(msg)
 
     def _built_on(self, up: Node, down: Node) -> Callable[[str], list[str]]:
         def built_on(down_version: str) -> list[str]:

@@ -85,8 +85,7 @@ def status_text(status: dict[str, Any], held: bool) -> str:
         lines.append(f"pipeline {pipeline['name']!r} {_state(pipeline, held)}")
         if pipeline["ops"]:
             rows = [
-                [op["op"], op["serving"] or "-", op["newest"] or "-", op["newest_pipeline"] or "-",
-                 _time(op["newest_saved_at"]) if op["newest_saved_at"] else "-"]  # fmt: skip
+                [op["op"], op["serving"] or "-", op["newest"] or "-", op["newest_pipeline"] or "-", _time_or_dash(op["newest_saved_at"])]
                 for op in pipeline["ops"]
             ]
             table = _table(["OP", "SERVING", "NEWEST SAVED", "SAVED BY", "SAVED AT"], rows)
@@ -106,6 +105,10 @@ def status_text(status: dict[str, Any], held: bool) -> str:
         ]
         lines += [f"  {line}" for line in _table(["JOB", "PIPELINE", "STATUS", "SUBMITTED", "ERROR"], rows).splitlines()]
     return "\n".join(lines) if lines else "no pipelines"
+
+
+def _time_or_dash(timestamp: float | None) -> str:
+    return _time(timestamp) if timestamp else "-"
 
 
 def _state(pipeline: dict[str, Any], held: bool) -> str:

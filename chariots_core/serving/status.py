@@ -76,12 +76,11 @@ def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
             newest, staleness = inspect_pipeline(serving, view, app.compatibility)
             stale_ops = {op.op: (op.why, op.fix) for op in staleness.ops}
             stale_ops.update({name: ("it only predicts and was never saved", None) for name in staleness.unsaved})
-            ops = [
+            ops = []
+            for node in serving.loadable_nodes():
                 # An op serves a version once loaded, or trained here; before, it has nothing to serve.
-                _op_row(node.name, versions[node.name] if loaded or node.op.holds_trained_state else None,
-                        newest.get(node.name), *stale_ops.get(node.name, (None, None)))  # fmt: skip
-                for node in serving.loadable_nodes()
-            ]
+                served = versions[node.name] if loaded or node.op.holds_trained_state else None
+                ops.append(_op_row(node.name, served, newest.get(node.name), *stale_ops.get(node.name, (None, None))))
             pipelines.append({"name": name, "loaded": loaded, "ops": ops, "stale": [_edge_row(edge) for edge in staleness.edges]})
     jobs = [] if app.job_store is None else _current_jobs(app, app.job_store.jobs(limit=limit))
     return {"generated_at": time.time(), "compatibility": app.compatibility, "pipelines": pipelines, "jobs": job_rows(jobs)}
@@ -124,8 +123,14 @@ def _current_jobs(app: Chariots, jobs: Iterable[JobRecord]) -> list[JobRecord]:
 def job_rows(jobs: Iterable[JobRecord]) -> list[dict[str, Any]]:
     """Job records as the status dict lists them."""
     return [
-        {"job_id": job.job_id, "pipeline": job.pipeline_name, "status": job.status, "submitted_at": job.submitted_at,
-         "updated_at": job.updated_at, "error": error_text(job.error) if job.error else None}  # fmt: skip
+        {
+            "job_id": job.job_id,
+            "pipeline": job.pipeline_name,
+            "status": job.status,
+            "submitted_at": job.submitted_at,
+            "updated_at": job.updated_at,
+            "error": error_text(job.error) if job.error else None,
+        }
         for job in jobs
     ]
 

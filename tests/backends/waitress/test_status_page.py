@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from chariots_test_browser import launch_browser
-
 from chariots_test_explain import iris_pipelines, pca_class, train
 
 from chariots_core import BaseNode, BaseOp, Chariots, MemoryOpStore, MemorySaver, Node, Pipeline

@@ -14,20 +14,25 @@ from contextlib import contextmanager
 import pytest
 from chariots_test_explain import DATA, IN, OUT, Data, IrisPCA, IrisRF, iris_pipelines, pca_class, shared_apps, train
 
-from chariots_core import BaseOp, MemoryOpStore, Node, Pipeline, SourceVersion, VersionedField, VersionError, VersionType
+from chariots_core import (
+    BaseOp,
+    MemoryOpStore,
+    Node,
+    Pipeline,
+    SourceVersion,
+    VersionedField,
+    VersionError,
+    VersionType,
+)
 from chariots_core.errors import ChariotsError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.op_store.explain import Change, FieldChange, StaleEdge, Staleness, short, when
 from chariots_core.op_store.records import Commit, LinkRecord, OpFieldsRecord, OpVersionRecord, fields_name
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def make_app(request, tmp_path):
-    if request.param == "lmdb":
-        pytest.importorskip("chariots_lmdb")
-        pytest.importorskip("chariots_fsspec")
-    with shared_apps(request.param, tmp_path) as make:
-        yield make
+@pytest.fixture
+def make_app(make_shared_app):
+    return make_shared_app
 
 
 def trained_pair(make_app, pca=IrisPCA):
@@ -244,8 +249,12 @@ def test_values_are_rendered_short_and_never_pickled(make_app):
         def __str__(self):
             return "unprintable"
 
-    fields = dict(model=VersionedField(IrisRF, VersionType.MAJOR), how=VersionedField(sorted, VersionType.MINOR),
-                  many=VersionedField(list(range(100)), VersionType.PATCH), odd=VersionedField(Unprintable(), VersionType.PATCH))  # fmt: skip
+    fields = {
+        "model": VersionedField(IrisRF, VersionType.MAJOR),
+        "how": VersionedField(sorted, VersionType.MINOR),
+        "many": VersionedField(list(range(100)), VersionType.PATCH),
+        "odd": VersionedField(Unprintable(), VersionType.PATCH),
+    }
     pca = type("IrisPCA", (IrisPCA,), fields)
     app = make_app(list(iris_pipelines(pca)))
     train(app, "train_pca")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from chariots_core.project.cli import main
-
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])}
 PROJECT = """\
@@ -127,14 +125,6 @@ def test_dag_errors_say_what_to_do(project):
     assert "pipeline 'pred_iris' was never saved nor held" in never and "chariots save pred_iris" in never
     assert "cannot write --output" in run(project, "dag", "pred_iris", "--output", str(project / "no" / "x.svg"), code=1).stderr
     assert "invalid choice: 'png'" in run(project, "dag", "pred_iris", "--format", "png", code=2).stderr
-
-
-@pytest.mark.parametrize(("command", "option"), [("status", "--json"), ("dag", "--lineage")])
-def test_the_new_commands_have_help(capsys, command, option):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
-    assert exit_info.value.code == 0
-    assert option in capsys.readouterr().out
 
 
 def test_the_readmes_picture_is_what_the_command_draws(tmp_path):

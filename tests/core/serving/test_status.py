@@ -6,23 +6,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from chariots_test_explain import iris_pipelines, pca_class, shared_apps, train
+from chariots_test_explain import iris_pipelines, pca_class, train
 
 from chariots_core import JobStatus
 from chariots_core.errors import ConfigError
 from chariots_core.op_store.explain import short
+from chariots_core.serving.status import page_status
 from chariots_core.serving.workers import InProcessWorkerPool
 from chariots_core.show import render_status_page
-from chariots_core.serving.status import page_status
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def make_app(request, tmp_path):
-    if request.param == "lmdb":
-        pytest.importorskip("chariots_lmdb")
-        pytest.importorskip("chariots_fsspec")
-    with shared_apps(request.param, tmp_path) as make:
-        yield make
+@pytest.fixture
+def make_app(make_shared_app):
+    return make_shared_app
 
 
 def by_name(status):

@@ -313,6 +313,18 @@ class Explainer:
         change = self.change(upstream, built_on, running, live_class)
         return StaleEdge(upstream, downstream.op_name, downstream.version, change, downstream.pipeline_name)
 
+    def stale_behind(self, upstream: str, running: str, downstream: OpVersionRecord) -> StaleEdge | None:
+        """The edge ``upstream -> downstream.op_name`` explained if ``downstream`` holds trained state
+        built on versions of ``upstream`` none of which is ``running`` under the policy, else ``None``."""
+        if not downstream.holds_trained_state:
+            return None
+        links = self.view.links(downstream.op_name, downstream.version)
+        built_on = [link.upstream_version for link in links if link.upstream_op == upstream]
+        key = digests(running)[: len(self.compared)]
+        if not built_on or any(digests(version)[: len(self.compared)] == key for version in built_on):
+            return None
+        return self.stale_edge(upstream, built_on[-1], running, downstream)
+
     def stale_op(self, newest: OpVersionRecord, live_class: type) -> StaleOp:
         """The op whose newest saved version ``newest`` was made by other code than ``live_class``."""
         change = self.change(newest.op_name, newest.version, str(live_class.__version__), live_class)

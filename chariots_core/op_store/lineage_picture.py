@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..show.lineage import Lineage, OpVersion, VersionLink
-from .explain import Explainer, digests, short
+from .explain import Explainer, short
 from .records import COMPARED_PARTS, OpVersionRecord, version_key
 from .store import OpStoreView
 
@@ -33,23 +33,26 @@ def store_lineage(
 
     :param serving: pipeline name -> {op name: version string} of what each pipeline serves.
     """
-    compared = COMPARED_PARTS[policy]
     served_by: dict[tuple[str, str], list[str]] = {}
     for pipeline, versions in (serving or {}).items():
         for op, version in versions.items():
             served_by.setdefault((op, version_key(version)), []).append(pipeline)
     records: dict[str, list[OpVersionRecord]] = {op: view.op_versions(op, limit=per_op) for op in dict.fromkeys(op_names)}
-    explainer = Explainer(view, compared)
+    explainer = Explainer(view, COMPARED_PARTS[policy])
     newest = {op: history[:1] for op, history in records.items()}  # grows with the upstream ops met
     versions, links = [], []
     for op, history in records.items():
         for rank, record in enumerate(history):
             pipelines = served_by.get((op, version_key(record.version)), [])
             versions.append(OpVersion(op, short(record.version), record.saved_at, record.pipeline_name, pipelines, rank == 0))
+            stale: dict[str, str] = {}  # upstream op -> why this version, its op's newest, is stale behind it
             for link in view.links(op, record.version):
                 if not _newest(view, newest, link.upstream_op):
                     continue  # a plain op: it has no saved versions to draw
-                reason = _stale_reason(explainer, newest[link.upstream_op][0], link.upstream_version, record, rank, compared)
+                if rank == 0 and link.upstream_op not in stale:
+                    edge = explainer.stale_behind(link.upstream_op, newest[link.upstream_op][0].version, record)
+                    stale[link.upstream_op] = "" if edge is None else edge.text
+                reason = stale.get(link.upstream_op, "")
                 links.append(VersionLink(link.upstream_op, short(link.upstream_version), op, short(record.version), reason))
     return Lineage(versions, links)
 
@@ -59,15 +62,3 @@ def _newest(view: OpStoreView, newest: dict[str, list[OpVersionRecord]], op: str
         newest[op] = view.op_versions(op, limit=1)
     return newest[op]
 
-
-def _stale_reason(
-    explainer: Explainer, upstream: OpVersionRecord, built_on: str, down: OpVersionRecord, rank: int, compared: int
-) -> str:
-    """Why the newest version ``down`` is stale behind ``upstream``'s newest version (``""``: it
-    is not, or ``down`` is not its op's newest)."""
-    if rank or not down.holds_trained_state:
-        return ""
-    running = upstream.version
-    if digests(running)[:compared] == digests(built_on)[:compared]:
-        return ""
-    return explainer.stale_edge(upstream.op_name, built_on, running, down).text

@@ -53,6 +53,7 @@ from ..op_store.lineage import STRATEGIES
 from ..op_store.records import SnapshotRecord
 from ..pipelines.callbacks import PipelineCallback
 from ..serving.jsonsafe import to_jsonable
+from ..serving.status import error_text
 from ..serving.workers import JobStatus
 from ..versioning import Version
 from .config import ChariotsConfig
@@ -379,10 +380,7 @@ def _time(timestamp: float) -> str:
 
 
 def _error_text(error: dict[str, str] | None) -> str:
-    if not error:
-        return "-"
-    node = f" in {error['node']}" if error.get("node") else ""
-    return f"{error.get('type', 'error')}{node}: {error.get('message', '')}"[:100]
+    return error_text(error)[:100] if error else "-"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

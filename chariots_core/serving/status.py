@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..op_store.explain import Explainer, StaleEdge, as_dict, digests, short
+from ..op_store.explain import Explainer, StaleEdge, as_dict, short
 from ..op_store.lineage import inspect_pipeline
 from ..op_store.records import COMPARED_PARTS, JobRecord, OpVersionRecord, SnapshotRecord, check_limit
 from ..op_store.store import OpStoreView
@@ -51,14 +51,9 @@ from .responses import JobStatus
 if TYPE_CHECKING:
     from .app import Chariots
 
-__all__ = ["app_status", "page_status", "store_status", "short_version", "job_rows", "error_text"]
+__all__ = ["app_status", "page_status", "store_status", "error_text"]
 
 _FINISHED = (JobStatus.done.value, JobStatus.failed.value)
-
-
-def short_version(version: Any) -> str:
-    """A version as the page and the command line show it: 7 characters of each subversion."""
-    return short(version)
 
 
 def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
@@ -75,7 +70,7 @@ def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
             versions = app.pipeline_versions(name)
             newest, staleness = inspect_pipeline(serving, view, app.compatibility)
             stale_ops = {op.op: (op.why, op.fix) for op in staleness.ops}
-            stale_ops.update({name: ("it only predicts and was never saved", None) for name in staleness.unsaved})
+            stale_ops.update({op: ("it only predicts and was never saved", None) for op in staleness.unsaved})
             ops = []
             for node in serving.loadable_nodes():
                 # An op serves a version once loaded, or trained here; before, it has nothing to serve.
@@ -83,7 +78,7 @@ def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
                 ops.append(_op_row(node.name, served, newest.get(node.name), *stale_ops.get(node.name, (None, None))))
             pipelines.append({"name": name, "loaded": loaded, "ops": ops, "stale": [_edge_row(edge) for edge in staleness.edges]})
     jobs = [] if app.job_store is None else _current_jobs(app, app.job_store.jobs(limit=limit))
-    return {"generated_at": time.time(), "compatibility": app.compatibility, "pipelines": pipelines, "jobs": job_rows(jobs)}
+    return {"generated_at": time.time(), "compatibility": app.compatibility, "pipelines": pipelines, "jobs": _job_rows(jobs)}
 
 
 def page_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
@@ -120,7 +115,7 @@ def _current_jobs(app: Chariots, jobs: Iterable[JobRecord]) -> list[JobRecord]:
     return [job if job.status in _FINISHED else (app.jobs.get(job.job_id) or job) for job in jobs]
 
 
-def job_rows(jobs: Iterable[JobRecord]) -> list[dict[str, Any]]:
+def _job_rows(jobs: Iterable[JobRecord]) -> list[dict[str, Any]]:
     """Job records as the status dict lists them."""
     return [
         {
@@ -174,10 +169,10 @@ def store_status(
         stale = [
             _edge_row(edge)
             for up, down in snapshot.checked_edges
-            if down in newest and up in running and (edge := _stale(explainer, up, running[up], newest[down], COMPARED_PARTS[policy]))
+            if down in newest and up in running and (edge := explainer.stale_behind(up, running[up], newest[down]))
         ]
         rows.append({"name": name, "saved": True, "loaded": is_held, "saved_at": snapshot.saved_at, "ops": ops, "stale": stale})
-    return {"generated_at": time.time(), "compatibility": policy, "pipelines": rows, "jobs": job_rows(jobs)}
+    return {"generated_at": time.time(), "compatibility": policy, "pipelines": rows, "jobs": _job_rows(jobs)}
 
 
 def _snapshot(view: OpStoreView | None, pipeline: str) -> SnapshotRecord | None:
@@ -186,12 +181,3 @@ def _snapshot(view: OpStoreView | None, pipeline: str) -> SnapshotRecord | None:
     entries = view.journal(SnapshotRecord, pipeline, limit=1)
     return entries[0].record if entries else None
 
-
-def _stale(explainer: Explainer, up: str, running: str, down: OpVersionRecord, compared: int) -> StaleEdge | None:
-    """The edge ``up -> down`` explained if ``down`` was built on versions of ``up`` that do not include ``running``."""
-    if not down.holds_trained_state:
-        return None
-    built_on = [link.upstream_version for link in explainer.view.links(down.op_name, down.version) if link.upstream_op == up]
-    if not built_on or any(digests(version)[:compared] == digests(running)[:compared] for version in built_on):
-        return None
-    return explainer.stale_edge(up, built_on[-1], running, down)

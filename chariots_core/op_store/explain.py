@@ -81,7 +81,8 @@ class FieldChange:
 
     ``old`` is ``None`` for a field that was added, ``new`` for one that was removed; both are
     the short renderings the store recorded. ``old_type`` is set when the field moved to
-    another subversion. ``kind`` is ``"code"`` for a ``SourceVersion`` (no value: the code changed).
+    another subversion. ``kind`` is ``"code"`` for a ``SourceVersion`` (no value: the code changed),
+    ``"computed"`` for another attribute whose version its class computes.
     """
 
     op: str
@@ -98,6 +99,8 @@ class FieldChange:
         where, kind = f"{self.op}.{self.field}", self.version_type.upper()
         if self.kind == "code":
             return f"the code of {self.op!r} changed ({where}, {kind}: {self.new or self.old})"
+        if self.kind == "computed" and self.old is not None and self.new is not None:
+            return f"{where} ({kind}) changed (its class computes it: {self.new})"
         if self.old is None:
             return f"{where} ({kind}) was added: {self.new}"
         if self.new is None:

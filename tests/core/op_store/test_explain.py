@@ -28,6 +28,7 @@ from chariots_core.errors import ChariotsError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.op_store.explain import Change, FieldChange, StaleEdge, Staleness, short, when
 from chariots_core.op_store.records import Commit, LinkRecord, OpFieldsRecord, OpVersionRecord, fields_name
+from chariots_core.versioning import ClassVersionedField, Version
 
 
 @pytest.fixture
@@ -176,6 +177,24 @@ def test_a_code_change_is_named_without_any_source(make_app, tmp_path):
     assert "self._model" not in json.dumps(new.op_store.journal(OpFieldsRecord, fields_name("irispca", edge.change.new))[0].record.fields[0].value)
 
 
+class Salt(ClassVersionedField):
+    """A version its class computes: here, from a value the test picks."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def version_for(self, cls):
+        return Version().update_major(str(self.value).encode())
+
+
+def test_a_computed_versioned_attribute_is_recorded_and_named(make_app):
+    trained_pair(make_app, type("IrisPCA", (IrisPCA,), {"salt": Salt(1)}))
+    new = make_app(list(iris_pipelines(type("IrisPCA", (IrisPCA,), {"salt": Salt(2)}))))
+    train(new, "train_pca")
+    [edge] = new.why_stale("pred_iris").edges
+    assert edge.why == "irispca.salt (MAJOR) changed (its class computes it: <Salt>) since 'irisrf' was trained on it"
+
+
 def test_an_op_whose_code_changed_and_was_never_retrained_is_explained(make_app):
     trained_pair(make_app)
     new = make_app(list(iris_pipelines(pca_class(n_components=5))))
@@ -312,6 +331,7 @@ def test_a_staleness_travels_as_json_and_bad_data_is_refused(make_app):
 
 
 def test_field_change_texts():
+    assert FieldChange("op", "salt", "minor", "<Salt>", "<Salt>", "computed").text == "op.salt (MINOR) changed (its class computes it: <Salt>)"
     assert FieldChange("op", "f", "patch", "'a…'", "'a…'").text == "op.f (PATCH) changed beyond the 80 characters recorded ('a…')"
     change = Change("op", "a" * 40 + "_" + "b" * 40 + "_" + "c" * 40 + "_1.0", "d" * 40 + "_" + "b" * 40 + "_" + "c" * 40 + "_2.0", ("major",))
     assert change.text == "'op' changed from aaaaaaa/bbbbbbb/ccccccc to ddddddd/bbbbbbb/ccccccc (MAJOR)"

@@ -292,21 +292,22 @@ class Explainer:
             changes = _diff(op, old_fields, new_fields)
             relevant = tuple(change for change in changes if change.version_type in code_parts or change.old_type in code_parts)
             fields = relevant or changes
-        retrained = not code_parts and new_record is not None and new_record.holds_trained_state
+        # A change the code does not explain was made by training: the new version's save says which.
+        retraining = new_record if not code_parts and new_record is not None and new_record.holds_trained_state else None
         return Change(
             op,
             old,
             new,
-            code_changes if code_changes and not retrained else changed_parts(old, new),
+            code_changes if code_changes and retraining is None else changed_parts(old, new),
             fields,
             code_changed=bool(code_changes),
-            retrained_by=new_record.pipeline_name if retrained else None,
-            retrained_at=new_record.saved_at if retrained else None,
+            retrained_by=None if retraining is None else retraining.pipeline_name,
+            retrained_at=None if retraining is None else retraining.saved_at,
             fields_recorded=old_fields is not None and new_fields is not None,
         )
 
     def _new_fields(self, op: str, new: str, new_code: str, live_class: type | None) -> tuple[FieldRecord, ...] | None:
-        if live_class is not None and version_key(str(live_class.__version__)) == version_key(new_code):
+        if live_class is not None and version_key(str(live_class.__version__)) == version_key(new_code):  # type: ignore[attr-defined]
             return class_fields(live_class)
         return self.fields(op, new)
 
@@ -330,7 +331,7 @@ class Explainer:
 
     def stale_op(self, newest: OpVersionRecord, live_class: type) -> StaleOp:
         """The op whose newest saved version ``newest`` was made by other code than ``live_class``."""
-        change = self.change(newest.op_name, newest.version, str(live_class.__version__), live_class)
+        change = self.change(newest.op_name, newest.version, str(live_class.__version__), live_class)  # type: ignore[attr-defined]
         return StaleOp(newest.op_name, change, newest.pipeline_name)
 
 

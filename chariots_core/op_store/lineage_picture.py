@@ -34,13 +34,14 @@ def store_lineage(
     :param serving: pipeline name -> {op name: version string} of what each pipeline serves.
     """
     served_by: dict[tuple[str, str], list[str]] = {}
-    for pipeline, versions in (serving or {}).items():
-        for op, version in versions.items():
+    for pipeline, served in (serving or {}).items():
+        for op, version in served.items():
             served_by.setdefault((op, version_key(version)), []).append(pipeline)
     records: dict[str, list[OpVersionRecord]] = {op: view.op_versions(op, limit=per_op) for op in dict.fromkeys(op_names)}
     explainer = Explainer(view, COMPARED_PARTS[policy])
     newest = {op: history[:1] for op, history in records.items()}  # grows with the upstream ops met
-    versions, links = [], []
+    versions: list[OpVersion] = []
+    links: list[VersionLink] = []
     for op, history in records.items():
         for rank, record in enumerate(history):
             pipelines = served_by.get((op, version_key(record.version)), [])

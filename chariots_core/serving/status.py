@@ -74,7 +74,7 @@ def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
             ops = []
             for node in serving.loadable_nodes():
                 # An op serves a version once loaded, or trained here; before, it has nothing to serve.
-                served = versions[node.name] if loaded or node.op.holds_trained_state else None
+                served = versions[node.name] if loaded or getattr(node.op, "holds_trained_state", False) else None
                 ops.append(_op_row(node.name, served, newest.get(node.name), *stale_ops.get(node.name, (None, None))))
             pipelines.append({"name": name, "loaded": loaded, "ops": ops, "stale": [_edge_row(edge) for edge in staleness.edges]})
     jobs = [] if app.job_store is None else _current_jobs(app, app.job_store.jobs(limit=limit))

@@ -38,8 +38,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from chariots_core import Pipeline, PipelineResponse, Version
 from chariots_core.errors import ChariotsError, UnknownPipelineError
-from chariots_core.op_store.records import from_plain
-from chariots_core.serving.deployments import DeploymentRecord
+from chariots_core.op_store.explain import Staleness
+from chariots_core.op_store.records import check_limit, from_plain
+from chariots_core.serving.deployment_records import DeploymentRecord
 from chariots_core.serving.jsonsafe import to_jsonable_input
 from chariots_core.serving.prediction_log import PredictionRecord, to_frame
 
@@ -128,6 +129,15 @@ class PipelinesClient:
         """
         path = f"/jobs/fetch/{quote(str(job_id), safe='')}"
         return PipelineResponse.from_json(self._request("GET", path, None))
+
+    def why_stale(self, pipeline: PipelineRef) -> Staleness:
+        """Why the server's ``load_pipeline(pipeline)`` would refuse the newest saved versions."""
+        return Staleness.from_dict(self._request("GET", _pipeline_path(pipeline, "why_stale"), None))
+
+    def status(self, limit: int = 10) -> dict[str, Any]:
+        """The server app's status: what it serves, its newest versions, stale edges, jobs."""
+        check_limit(limit)
+        return self._request("GET", f"/status?limit={limit}", None)
 
     def deployments(
         self, pipeline: PipelineRef, limit: int | None = None, before: str | None = None

@@ -9,6 +9,8 @@
     chariots call pred_iris --input '[[5.1, 3.5, 1.4, 0.2]]'   # the value, as JSON
     chariots versions pred_iris                        # served and saved versions, as a table
     chariots jobs                                      # asynchronous jobs, as a table
+    chariots status                                    # served and newest versions, stale edges and why
+    chariots dag train_iris --format svg               # a picture of a pipeline (--lineage: of its versions)
     chariots history pred_iris                         # its deployments (loads, rollbacks...)
     chariots rollback pred_iris [--to DEPLOYMENT]      # serve the previous deployment again
     chariots predictions pred_iris                     # its logged calls
@@ -27,10 +29,11 @@ store's own saves (see :mod:`chariots_core.project.held`). ``chariots serve`` st
 with what the store holds, like any new app: load its pipelines with
 ``chariots load PIPELINE --url URL``.
 
-``jobs``, ``versions``, ``history`` and ``predictions`` answer from the store alone: they never
-import the project's code (its ops may import heavy libraries), so they start fast. The operating
-commands (``history``, ``rollback``, ``split``, ``predictions``) are in
-:mod:`chariots_core.project.cli_operate`.
+``jobs``, ``versions``, ``status PIPELINE...``, ``dag --lineage``, ``history`` and
+``predictions`` answer from the store alone: they never import the project's code (its ops may
+import heavy libraries), so they start fast. ``status`` and ``dag`` live in
+:mod:`chariots_core.project.cli_show`; the operating commands (``history``, ``rollback``,
+``split``, ``predictions``) in :mod:`chariots_core.project.cli_operate`.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -55,6 +58,7 @@ from ..op_store.lineage import STRATEGIES
 from ..op_store.records import SnapshotRecord
 from ..pipelines.callbacks import PipelineCallback
 from ..serving.jsonsafe import to_jsonable
+from ..serving.status import error_text
 from ..serving.workers import JobStatus
 from ..versioning import Version
 from .config import ChariotsConfig
@@ -381,10 +385,7 @@ def _time(timestamp: float) -> str:
 
 
 def _error_text(error: dict[str, str] | None) -> str:
-    if not error:
-        return "-"
-    node = f" in {error['node']}" if error.get("node") else ""
-    return f"{error.get('type', 'error')}{node}: {error.get('message', '')}"[:100]
+    return error_text(error)[:100] if error else "-"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -461,8 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("pipelines", parents=[remote], help="list the app's pipelines")
     listing.set_defaults(handler=_cmd_pipelines)
 
-    from .cli_operate import add_operating_commands  # imported here: it uses this module's helpers
+    # They import this module's helpers: imported once this one is.
+    from .cli_operate import add_operating_commands
+    from .cli_show import add_commands
 
+    add_commands(commands, configured, remote)
     add_operating_commands(commands, named)
     return parser
 

@@ -24,11 +24,11 @@ import time
 from typing import Any
 
 from ..errors import ConfigError
+from ..op_store.explain import short
 from ..registry import get_backend
 from ..serving.deployments import DeploymentRecord, deployment_history
 from ..serving.prediction_log import read_records
 from ..serving.setup import is_local, local_dir
-from ..serving.status import short_version
 from ..versioning import Version
 from .cli import _config, _open_store, _open_target, _print_versions, _table, _time
 
@@ -71,7 +71,7 @@ def _history_row(record: DeploymentRecord) -> list[str]:
 
 
 def _versions_text(versions: dict[str, str]) -> str:
-    return ", ".join(f"{name} {short_version(Version.parse(text))}" for name, text in versions.items())
+    return ", ".join(f"{name} {short(text)}" for name, text in versions.items())
 
 
 def _cmd_rollback(args: argparse.Namespace) -> None:

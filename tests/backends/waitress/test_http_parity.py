@@ -21,6 +21,8 @@ API = [
     "is_pipeline_loaded",
     "available_pipelines",
     "health_check",
+    "why_stale",
+    "status",
     "deployments",
     "rollback",
     "split",

@@ -133,7 +133,7 @@ def test_installed_script_shows_help():
     result = subprocess.run([str(CHARIOTS_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0
-    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines"):
+    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines", "status", "dag"):
         assert command in result.stdout
 
 
@@ -148,6 +148,8 @@ def test_installed_script_shows_help():
         ("versions", "--config"),
         ("jobs", "JOB_ID"),
         ("pipelines", "--url"),
+        ("status", "--json"),
+        ("dag", "--lineage"),
     ],
 )
 def test_every_command_has_help(capsys, command, option):

@@ -33,7 +33,6 @@ from ..errors import ConfigError, PipelineDefinitionError, UnknownPipelineError,
 from ..op_store.explain import Staleness
 from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, save_pipeline, why_stale
 from ..op_store.store import JobStore, OpStore
-from ..pipelines.nodes import DataSavingNode
 from ..pipelines.pipeline import Pipeline
 from ..pipelines.runners import BaseRunner, SequentialRunner
 from ..savers import BaseSaver
@@ -44,7 +43,14 @@ from .prediction_log import PredictionLog, PredictionRecord, to_frame
 from .reload import Reloader, check_reload
 from .responses import JobStatus, PipelineResponse
 from .routes import Route, Variant, VersionCache, check_key
-from .setup import check_op_names, logged_pipelines, resolve_op_store, resolve_prediction_log, resolve_saver
+from .setup import (
+    bind_data_nodes,
+    check_op_names,
+    logged_pipelines,
+    resolve_op_store,
+    resolve_prediction_log,
+    resolve_saver,
+)
 from .splits import ShadowRunner, check_split
 from .workers import BaseWorkerPool, wants_worker
 
@@ -149,7 +155,7 @@ class Chariots:
         except BaseException:
             self._close_owned()
             raise
-        self._bind_data_nodes()
+        self._pipelines = bind_data_nodes(self._pipelines, self.saver)
         self.runner = runner if runner is not None else SequentialRunner()
         self.worker_pool = worker_pool
         if worker_pool is not None:
@@ -450,20 +456,6 @@ class Chariots:
             )
             raise WorkerError(msg)
         return self._jobs
-
-    def _bind_data_nodes(self) -> None:
-        """Give the app's saver to the data nodes of its pipelines (as new pipeline objects).
-
-        Each node that loads a dataset also learns which pipelines of the app write it, so
-        that a missing dataset's error says what to run.
-        """
-        writers: dict[str, list[str]] = {}
-        for pipeline in self._pipelines.values():
-            for node in pipeline.saver_nodes():
-                if isinstance(node, DataSavingNode):
-                    writers.setdefault(node.path, []).append(f"pipeline {pipeline.name!r} (node {node.name!r})")
-        for name, pipeline in self._pipelines.items():
-            self._pipelines[name] = pipeline.bind_saver(self.saver, writers)
 
     def _serve(
         self, name: str, served: tuple[Variant, ...], shares: tuple[float, ...] = (1.0,),

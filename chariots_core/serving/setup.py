@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError, PipelineDefinitionError, StoreError
 from ..op_store.store import OpStore
+from ..pipelines.nodes import DataSavingNode
 from ..pipelines.pipeline import Pipeline
 from ..registry import backend_for_url, get_backend, known_backends, url_scheme
 from ..savers import BaseSaver
@@ -16,6 +17,7 @@ from ..versioning import Version
 from .prediction_log import LOG_MODES, PredictionLog
 
 __all__ = [
+    "bind_data_nodes",
     "check_op_names",
     "logged_pipelines",
     "is_local",
@@ -24,6 +26,20 @@ __all__ = [
     "resolve_saver",
     "resolve_prediction_log",
 ]
+
+
+def bind_data_nodes(pipelines: dict[str, Pipeline], saver: BaseSaver) -> dict[str, Pipeline]:
+    """The pipelines with ``saver`` given to their data nodes (as new pipeline objects), by name.
+
+    Each node that loads a dataset also learns which pipelines of the app write it, so that a
+    missing dataset's error says what to run.
+    """
+    writers: dict[str, list[str]] = {}
+    for pipeline in pipelines.values():
+        for node in pipeline.saver_nodes():
+            if isinstance(node, DataSavingNode):
+                writers.setdefault(node.path, []).append(f"pipeline {pipeline.name!r} (node {node.name!r})")
+    return {name: pipeline.bind_saver(saver, writers) for name, pipeline in pipelines.items()}
 
 
 def check_op_names(pipelines: Iterable[Pipeline]) -> None:

@@ -4,40 +4,140 @@ A saver knows nothing of ops or versions: it puts bytes at a path below its root
 them back. The op store (metadata) decides the paths and checks what comes back.
 :class:`MemorySaver` keeps bytes in a dict (tests, throw-away apps);
 ``chariots_fsspec.FsspecSaver`` covers local files, ``memory://``, ``gs://``, ``s3://``...
+
+Bytes flow as streams: :meth:`BaseSaver.open_write` and :meth:`BaseSaver.open_read` hand out
+binary file objects, so a model of several gigabytes is never held whole in memory on its
+way to or from storage; ``save``/``load`` (whole byte strings) are built on them.
+:class:`HashingWriter` computes the sha256 of what passes through it, and
+:func:`open_verified` checks stored bytes against the sha256 recorded when they were saved
+*before* anything reads them: nothing unchecked reaches a deserializer.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
+import io
+import mmap
 import os
+import tempfile
 import threading
-from typing import Protocol, runtime_checkable
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import BinaryIO, Protocol, runtime_checkable
+
+import attrs
 
 from .errors import IntegrityError, StoreError
 
-__all__ = ["BaseSaver", "MemorySaver", "check_relative_path", "ensure_directory", "read_verified"]
+__all__ = [
+    "BaseSaver",
+    "BlobInfo",
+    "MemorySaver",
+    "HashingWriter",
+    "DEBRIS_AGE",
+    "check_relative_path",
+    "ensure_directory",
+    "open_verified",
+    "read_verified",
+]
+
+DEBRIS_AGE = 24 * 3600.0
+"""Seconds after which what an interrupted write left behind is collected when a store or saver
+opens (and the default age of ``Chariots.collect_garbage``): far longer than any write takes,
+so a write still in progress in another process is never mistaken for debris."""
+
+# Blobs up to this size are read whole and checked in memory (one request to an object store);
+# bigger ones are checked and read as files, so memory holds only what the op makes of them.
+SMALL_BLOB = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+
+@attrs.frozen
+class BlobInfo:
+    """One blob a saver holds: what :meth:`BaseSaver.blobs` lists."""
+
+    path: str  # relative, '/'-separated, as given to save
+    size: int  # bytes
+    modified: float  # when it was last written, in seconds since the epoch
 
 
 @runtime_checkable
 class BaseSaver(Protocol):
     """What the op store needs from a byte store.
 
-    Paths are relative, ``/``-separated, and never contain ``..``. ``save`` must not leave a
-    partial file at ``path`` if it fails part-way (write aside, then move into place, where
-    the storage allows it) and must have flushed the bytes when it returns.
+    Paths are relative, ``/``-separated, and never contain ``..``. A saver implements the
+    primitives :meth:`open_write`, :meth:`open_read`, :meth:`exists`, :meth:`delete` and
+    :meth:`blobs`; :meth:`save`, :meth:`load` and :meth:`collect_debris` are built on them
+    (a saver may override them, e.g. to write small objects in one request).
+
+    The contract every saver keeps:
+
+    - a write is **atomic**: readers see the old bytes or the new ones, never part of them, and
+      a write that fails (or whose process is killed) leaves nothing at ``path``;
+    - a write that returns is **flushed**, and with ``durable=True`` (the default) survives an
+      OS crash or power cut (data and name), where the storage can promise that;
+    - what interrupted writes leave aside (temporary files) never shows in :meth:`blobs` and
+      is removed by :meth:`collect_debris`.
+
+    Subclass it (``class MySaver(BaseSaver)``) to inherit the derived methods.
     """
 
-    def save(self, path: str, data: bytes) -> None:
-        """Store ``data`` at ``path``, replacing what was there."""
+    @abc.abstractmethod
+    def open_write(self, path: str, *, durable: bool = True) -> AbstractContextManager[BinaryIO]:
+        """``with saver.open_write(path) as file: file.write(...)``: the bytes written to ``file``
+        replace what is at ``path`` when the block ends without an exception; if it raises,
+        nothing changes at ``path``.
 
-    def load(self, path: str) -> bytes:
-        """Return the bytes at ``path``; raise ``FileNotFoundError`` if there are none."""
+        :param durable: whether the bytes (and their name) must survive an OS crash or power
+            cut once the block ends; ``False`` only needs them to survive this process dying.
+        """
 
+    @abc.abstractmethod
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+        """``with saver.open_read(path) as file:``: a readable, seekable binary file of the bytes
+        at ``path``.
+
+        :raises FileNotFoundError: if nothing is stored there.
+        """
+
+    @abc.abstractmethod
     def exists(self, path: str) -> bool:
-        """Whether something is stored at ``path``."""
+        """Whether something is stored at ``path`` (a prefix of stored paths is not a blob)."""
 
+    @abc.abstractmethod
     def delete(self, path: str) -> None:
         """Remove what is stored at ``path`` (nothing happens if there is nothing)."""
+
+    @abc.abstractmethod
+    def blobs(self, under: str = "") -> Iterator[BlobInfo]:
+        """Every blob stored below the directory ``under`` (``""``: all of them), in no order.
+
+        Writes in progress and their debris are never listed; a blob replaced while the
+        listing runs may be listed with either size. ``under`` is a relative path like any.
+        """
+
+    def save(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Store ``data`` at ``path``, replacing what was there (see :meth:`open_write`)."""
+        with self.open_write(path, durable=durable) as file:
+            file.write(data)
+
+    def load(self, path: str) -> bytes:
+        """The bytes at ``path``.
+
+        :raises FileNotFoundError: if nothing is stored there.
+        """
+        with self.open_read(path) as file:
+            return file.read()
+
+    def collect_debris(self, older_than: float, *, dry_run: bool = False) -> list[str]:
+        """Remove what interrupted writes left aside and that is older than ``older_than``
+        seconds; return what was (with ``dry_run``: would be) removed.
+
+        A saver that writes nothing aside (this default) has no debris.
+        """
+        return []
 
 
 def check_relative_path(path: str) -> str:
@@ -67,6 +167,53 @@ def ensure_directory(path: str, what: str) -> None:
         raise StoreError(msg) from exc
 
 
+# -- checked bytes ---------------------------------------------------------------------------------
+class HashingWriter:
+    """A writable binary file that passes every byte on to ``file`` and hashes it on the way.
+
+    After the last write, :attr:`sha256` and :attr:`size` describe exactly the bytes written:
+    the digest of a stream is computed while it streams, never from a second read.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        self._hash.update(view)
+        self._file.write(view)
+        self.size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    @property
+    def sha256(self) -> str:
+        """The hex sha256 of everything written so far."""
+        return self._hash.hexdigest()
+
+
+def _mismatch(digest: str, sha256: str, path: str, saver: BaseSaver, what: str, fix: str) -> IntegrityError:
+    msg = (
+        f"{what} (blob {path!r} in {saver!r}): the bytes are corrupt (sha256 "
+        f"{digest[:12]}..., recorded {sha256[:12]}...); {fix}"
+    )
+    return IntegrityError(msg)
+
+
+def _missing(path: str, saver: BaseSaver, what: str, fix: str) -> IntegrityError:
+    return IntegrityError(f"{what} (blob {path!r} in {saver!r}): the bytes are missing; {fix}")
+
+
 def read_verified(saver: BaseSaver, path: str, sha256: str, what: str, fix: str) -> bytes:
     """Read the bytes at ``path`` and check them against the sha256 recorded when they were saved.
 
@@ -77,33 +224,112 @@ def read_verified(saver: BaseSaver, path: str, sha256: str, what: str, fix: str)
     try:
         data = saver.load(path)
     except FileNotFoundError as exc:
-        msg = f"{what} (blob {path!r} in {saver!r}): the bytes are missing; {fix}"
-        raise IntegrityError(msg) from exc
+        raise _missing(path, saver, what, fix) from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
-        msg = (
-            f"{what} (blob {path!r} in {saver!r}): the bytes are corrupt (sha256 "
-            f"{digest[:12]}..., recorded {sha256[:12]}...); {fix}"
-        )
-        raise IntegrityError(msg)
+        raise _mismatch(digest, sha256, path, saver, what, fix)
     return data
 
 
-class MemorySaver:
-    """A saver that keeps bytes in memory, for tests and short-lived apps."""
+@contextmanager
+def open_verified(saver: BaseSaver, path: str, sha256: str, size: int, what: str, fix: str) -> Iterator[BinaryIO]:
+    """``with open_verified(...) as file:`` a file of the bytes at ``path``, checked against
+    ``sha256`` before the block starts, so a deserializer reading it only ever sees them.
+
+    Blobs up to :data:`SMALL_BLOB` (by their recorded ``size``) are read whole and checked in
+    memory (one request to an object store). Bigger ones are hashed first and then read again
+    from the same open file when the saver's file can be read twice cheaply (a local file, which
+    Chariots never changes in place: a new blob replaces the old one under a new inode, which the
+    open file does not see); otherwise (object storage) they are copied once into a private
+    temporary file while being hashed, and read from there.
+
+    :raises IntegrityError: if the bytes are missing or do not match ``sha256``.
+    """
+    if size <= SMALL_BLOB:
+        yield io.BytesIO(read_verified(saver, path, sha256, what, fix))
+        return
+    with ExitStack() as stack:
+        try:
+            file = stack.enter_context(saver.open_read(path))
+        except FileNotFoundError as exc:
+            raise _missing(path, saver, what, fix) from exc
+        if _rereadable(file):
+            digest = _file_sha256(file)
+        else:
+            spool = stack.enter_context(tempfile.TemporaryFile(prefix="chariots-verified-"))
+            digest = _copy_hashed(file, spool)
+            file = spool
+        if digest != sha256:
+            raise _mismatch(digest, sha256, path, saver, what, fix)
+        file.seek(0)
+        yield file
+
+
+def _rereadable(file: BinaryIO) -> bool:
+    """Whether reading ``file`` a second time costs no second transfer (a local file, memory)."""
+    if isinstance(file, io.BytesIO):
+        return True
+    try:
+        file.fileno()
+    except (OSError, AttributeError, ValueError):
+        return False
+    return True
+
+
+def _file_sha256(file: BinaryIO) -> str:
+    """The sha256 of a file with a descriptor or of a BytesIO, from its start."""
+    if isinstance(file, io.BytesIO):
+        return hashlib.sha256(file.getbuffer()).hexdigest()
+    try:
+        # One pass over the mapped pages: no copy into a buffer, and the GIL is released.
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return hashlib.sha256(mapped).hexdigest()
+    except (ValueError, OSError):  # an empty file cannot be mapped; some filesystems refuse
+        file.seek(0)
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _copy_hashed(source: BinaryIO, target: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    while count := source.readinto(view):  # type: ignore[attr-defined]
+        digest.update(view[:count])
+        target.write(view[:count])
+    return digest.hexdigest()
+
+
+# -- in memory ---------------------------------------------------------------------------------------
+class MemorySaver(BaseSaver):
+    """A saver that keeps bytes in memory, for tests and short-lived apps.
+
+    It lives in one process: copies sent to another process (pickled) hold a private copy.
+    """
 
     def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}
+        self._blobs: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def save(self, path: str, data: bytes) -> None:
+    @contextmanager
+    def open_write(self, path: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+        check_relative_path(path)
+        buffer = io.BytesIO()
+        yield buffer
         with self._lock:
-            self._blobs[check_relative_path(path)] = bytes(data)
+            self._blobs[path] = (buffer.getvalue(), time.time())
+
+    @contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        yield io.BytesIO(self.load(path))
+
+    def save(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        with self._lock:
+            self._blobs[check_relative_path(path)] = (bytes(data), time.time())
 
     def load(self, path: str) -> bytes:
         with self._lock:
             try:
-                return self._blobs[check_relative_path(path)]
+                return self._blobs[check_relative_path(path)][0]
             except KeyError:
                 raise FileNotFoundError(f"nothing is saved at {path!r} in this MemorySaver") from None
 
@@ -114,6 +340,12 @@ class MemorySaver:
     def delete(self, path: str) -> None:
         with self._lock:
             self._blobs.pop(check_relative_path(path), None)
+
+    def blobs(self, under: str = "") -> Iterator[BlobInfo]:
+        prefix = f"{check_relative_path(under).rstrip('/')}/" if under else ""
+        with self._lock:
+            found = [BlobInfo(path, len(data), at) for path, (data, at) in self._blobs.items() if path.startswith(prefix)]
+        return iter(found)
 
     def __repr__(self) -> str:
         return f"<MemorySaver with {len(self._blobs)} blobs>"

@@ -1,9 +1,11 @@
 """Saving a pipeline's ops and choosing which saved versions a pipeline may load.
 
-**Saving** writes each loadable op's bytes through the saver first (content-addressed, so a
-crash before the metadata commit leaves at most an unreferenced blob), then commits in one
-op-store transaction the op versions that are new, the links of this save and a snapshot of
-the version every op node ran with.
+**Saving** streams each loadable op's state through the saver first (``serialize_to``, hashed
+on the way, under a new name per save, so a crash before the metadata commit leaves at most a
+blob no record names, for garbage collection), then commits in one op-store transaction the op
+versions that are new, the links of this save and a snapshot of the version every op node ran
+with. **Loading** checks a blob against its recorded sha256 before the op reads it
+(``load_from``): nothing unchecked reaches a deserializer.
 
 **Links.** A link ``up@u -> down@d`` records that version ``d`` of ``down`` was built on the
 output of ``up`` at version ``u``. They are written by the save that first stores ``d`` (the
@@ -41,8 +43,9 @@ the bound. Saving looks each op's version up once (is it stored already?) and th
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,10 +58,11 @@ from ..errors import (
     SerializationError,
     VersionError,
 )
+from ..pipelines.callbacks import overrides
 from ..pipelines.nodes import Node
-from ..pipelines.ops import fresh_copy
+from ..pipelines.ops import LoadableOp, fresh_copy
 from ..pipelines.pipeline import Pipeline
-from ..savers import BaseSaver, read_verified
+from ..savers import BaseSaver, HashingWriter, open_verified
 from ..versioning import Version
 from .records import POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
 from .store import OpStore, OpStoreView
@@ -118,8 +122,9 @@ def _changed_parts(old: Version | str, new: Version | str) -> str:
 def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> SnapshotRecord:
     """Persist every loadable op of ``pipeline`` and record its new versions, links and snapshot.
 
-    :raises SerializationError: if an op's ``serialize`` fails or does not return bytes.
+    :raises SerializationError: if an op's ``serialize_to`` (or ``serialize``) fails.
     :raises NotFittedError: if a model op was never fitted nor loaded.
+    :raises StoreError: if the saver or the op store cannot be written.
     """
     now = time.time()
     nodes = pipeline.loadable_nodes()
@@ -135,13 +140,10 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         if stored is not None and node.op.holds_trained_state and saver.exists(stored.blob_path):
             saved_as[id(node)] = stored.version
             continue
-        data = _serialize(node)
-        digest = hashlib.sha256(data).hexdigest()
-        blob_path = f"ops/{node.name}/{digest}"
-        # Content-addressed: writing identical bytes again is harmless (and heals a lost blob),
-        # and on object stores cheaper than first asking whether they are there.
-        saver.save(blob_path, data)
-        if stored is not None and stored.sha256 == digest and stored.blob_path == blob_path:
+        blob = _stored_state(node, saver) or _write_blob(node, saver)
+        if stored is not None and stored.sha256 == blob.sha256 and saver.exists(stored.blob_path):
+            if blob.blob_path != stored.blob_path:
+                saver.delete(blob.blob_path)  # the same bytes are stored already: keep one copy
             saved_as[id(node)] = stored.version
             continue
         # A version saved again with other bytes (a plain LoadableOp whose state changed)
@@ -154,9 +156,9 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
                 code_version=str(type(node.op).__version__),
                 pipeline_name=pipeline.name,
                 saved_at=now,
-                blob_path=blob_path,
-                sha256=digest,
-                size=len(data),
+                blob_path=blob.blob_path,
+                sha256=blob.sha256,
+                size=blob.size,
             )
         )
         saved_as[id(node)] = text
@@ -175,22 +177,59 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     return snapshot
 
 
-def _serialize(node: Node) -> bytes:
+@attrs.frozen
+class _Blob:
+    """Where an op's bytes are in the saver, and what they are."""
+
+    blob_path: str
+    sha256: str
+    size: int
+
+
+def _write_blob(node: Node, saver: BaseSaver) -> _Blob:
+    """Stream the op's state to a new blob, hashing it on the way.
+
+    Each save writes under a new name: a save that never commits leaves a blob no record
+    names, which garbage collection removes (see :mod:`chariots_core.op_store.garbage`).
+    """
     op = node.op
+    blob_path = f"ops/{node.name}/{uuid.uuid4().hex}"
+    with saver.open_write(blob_path) as file:
+        writer = HashingWriter(file)
+        try:
+            op.serialize_to(writer)  # type: ignore[union-attr]
+        except (ChariotsError, OSError):
+            raise  # the op's own error, or the storage's (the saver names it)
+        except Exception as exc:
+            msg = f"op {node.name!r}: {_method(op, 'serialize')} failed ({type(exc).__name__}: {exc})"
+            raise SerializationError(msg) from exc
+    return _Blob(blob_path, writer.sha256, writer.size)
+
+
+# Ops that load_ops filled from a stored blob: an op still serving that state is saved by
+# naming the same blob (a model the CLI held, then saved for real, is stored once).
+_loaded_from: weakref.WeakKeyDictionary[Any, tuple[BaseSaver, OpVersionRecord]] = weakref.WeakKeyDictionary()
+
+
+def _remember_loaded(op: Any, record: OpVersionRecord, saver: BaseSaver) -> None:
     try:
-        data = op.serialize()  # type: ignore[union-attr]
-    except ChariotsError:
-        raise
-    except Exception as exc:
-        msg = f"op {node.name!r}: {type(op).__name__}.serialize() failed ({type(exc).__name__}: {exc})"
-        raise SerializationError(msg) from exc
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        msg = (
-            f"op {node.name!r}: {type(op).__name__}.serialize() returned a "
-            f"{type(data).__name__}; it must return bytes"
-        )
-        raise SerializationError(msg)
-    return bytes(data)
+        _loaded_from[op] = (saver, record)
+    except TypeError:  # an op class that is not hashable: it is serialized again when saved
+        pass
+
+
+def _stored_state(node: Node, saver: BaseSaver) -> _Blob | None:
+    """The blob that already holds the op's state, if it was loaded from one and not retrained."""
+    try:
+        found = _loaded_from.get(node.op)
+    except TypeError:
+        return None
+    if found is None:
+        return None
+    loaded_by, record = found
+    if loaded_by is not saver or not _serves(node, record) or not saver.exists(record.blob_path):
+        return None
+    return _Blob(record.blob_path, record.sha256, record.size)
 
 
 # -- choosing versions -----------------------------------------------------------------------
@@ -469,10 +508,11 @@ def _arc_consistent(
 def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSaver) -> dict[str, Any]:
     """New op objects for the pipeline's loadable nodes, with the chosen versions loaded.
 
-    Each is a shallow twin of the node's op whose ``load`` then assigns the saved state, so
+    Each is a shallow twin of the node's op whose ``load_from`` then assigns the saved state, so
     the ops the pipeline serves now are never touched and a load that fails half-way changes
     nothing (``load`` must set its state by assignment, as every Chariots op does). An op that
-    already serves the chosen trained version is kept as it is, so reloading is cheap.
+    already serves the chosen trained version is kept as it is, so reloading is cheap. The
+    bytes are checked against their recorded sha256 before the op reads any of them.
 
     :raises IntegrityError: if stored bytes are missing or do not match their sha256.
     :raises SerializationError: if an op cannot load its bytes.
@@ -484,17 +524,25 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
             continue
         where = f"op {record.op_name!r} version {_show(record.version)}"
         fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
-        data = read_verified(saver, record.blob_path, record.sha256, where, fix)
         op = fresh_copy(node.op)
-        try:
-            op.load(data)
-        except ChariotsError:
-            raise
-        except Exception as exc:
-            msg = f"{where}: {type(op).__name__}.load() failed ({type(exc).__name__}: {exc})"
-            raise SerializationError(msg) from exc
+        with open_verified(saver, record.blob_path, record.sha256, record.size, where, fix) as file:
+            try:
+                op.load_from(file)  # type: ignore[attr-defined]
+            except ChariotsError:
+                raise
+            except Exception as exc:
+                msg = f"{where}: {_method(op, 'load')} failed ({type(exc).__name__}: {exc})"
+                raise SerializationError(msg) from exc
+        _remember_loaded(op, record, saver)
         loaded[node.name] = op
     return loaded
+
+
+def _method(op: Any, plain: str) -> str:
+    """``Class.serialize()`` or ``Class.serialize_to()``: whichever of the pair the op's class wrote."""
+    streaming = {"serialize": "serialize_to", "load": "load_from"}[plain]
+    name = streaming if overrides(op, LoadableOp, streaming) else plain
+    return f"{type(op).__name__}.{name}()"
 
 
 def _serves(node: Node, record: OpVersionRecord) -> bool:

@@ -20,6 +20,15 @@ pipeline (or pass ``saver=`` to the node to run it elsewhere). Datasets live und
 by worker processes take their saver along, so there it must be shared storage (files, object
 storage): a data node refuses to run with a :class:`~chariots_core.MemorySaver` in another
 process than the one that bound it, where it would read and write a stale private copy.
+
+**Nothing unchecked is deserialized.** With its saver the app binds a :class:`DatasetLedger`
+(records in its op store, see :mod:`chariots_core.op_store.datasets`): a saving node records
+the sha256 and size of every dataset it writes, and a loading node reads the bytes once,
+hashes them, and hands them to its serializer only if the app wrote exactly those bytes there;
+otherwise it raises :class:`~chariots_core.errors.IntegrityError` naming the path. A file that
+comes from outside the app (a CSV another system drops) is read only by a node declared
+``external=True``, and through a serializer that runs code while reading (dill) only with
+``allow_code_execution=True`` as well.
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ from __future__ import annotations
 import abc
 import copy
 import enum
+import hashlib
 import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 from ..errors import (
     ChariotsError,
@@ -39,7 +49,7 @@ from ..errors import (
     PipelineDefinitionError,
     SerializationError,
 )
-from ..savers import BaseSaver, MemorySaver, check_relative_path
+from ..savers import BaseSaver, HashingWriter, MemorySaver, check_relative_path
 from ..versioning import Version, VersionedField, VersionType
 from .ops import BaseOp, LoadableOp
 from .serializers import BaseSerializer
@@ -54,6 +64,7 @@ __all__ = [
     "DataLoadingNode",
     "DataSavingNode",
     "NodeReference",
+    "DatasetLedger",
     "DATA_PREFIX",
     "is_implicit_output",
 ]
@@ -134,7 +145,10 @@ class BaseNode(abc.ABC):
         return False
 
     def bind_saver(
-        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+        self,
+        saver: BaseSaver,
+        writers: Mapping[str, Sequence[str]] | None = None,
+        ledger: DatasetLedger | None = None,
     ) -> BaseNode:
         """This node, set to run with ``saver``; the app calls it on nodes that require one.
 
@@ -142,6 +156,7 @@ class BaseNode(abc.ABC):
         already has its own, returns itself.
 
         :param writers: for each dataset path, who in the app writes it (for error messages).
+        :param ledger: where the datasets written through ``saver`` are recorded and checked.
         """
         return self
 
@@ -275,6 +290,18 @@ class Node(BaseNode):
 
 
 # -- data nodes --------------------------------------------------------------------------
+@runtime_checkable
+class DatasetLedger(Protocol):
+    """Where an app records the datasets its data nodes write, and checks those they read
+    (implemented on the op store by :class:`~chariots_core.op_store.datasets.StoreDatasetLedger`)."""
+
+    def record(self, path: str, sha256: str, size: int, node_name: str) -> None:
+        """Record that node ``node_name`` wrote these bytes at saver path ``path``."""
+
+    def verify(self, path: str, sha256: str, size: int, node_name: str) -> None:
+        """Raise :class:`~chariots_core.errors.IntegrityError` unless the app wrote these bytes at ``path``."""
+
+
 DATA_PREFIX = "data/"
 """Where datasets live in a saver: apart from op blobs (``ops/``) and job results (``jobs/``)."""
 
@@ -324,6 +351,7 @@ class _DataNode(BaseNode):
         self._path = path
         self._name = name if name is not None else f"{self._verb}:{path}"
         self._saver = saver
+        self._ledger: DatasetLedger | None = None
         self._bound_in = os.getpid()
         serializer_class = type(serializer)
         serializer_name = f"{serializer_class.__module__}.{serializer_class.__qualname__}"
@@ -366,12 +394,15 @@ class _DataNode(BaseNode):
         return True
 
     def bind_saver(
-        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+        self,
+        saver: BaseSaver,
+        writers: Mapping[str, Sequence[str]] | None = None,
+        ledger: DatasetLedger | None = None,
     ) -> BaseNode:
         if self._saver is not None:  # a saver given to the node itself wins over the app's
             return self
         twin = copy.copy(self)  # keeps the wiring, and the generated output name other nodes use
-        twin._saver = saver
+        twin._saver, twin._ledger = saver, ledger
         twin._bound_in = os.getpid()
         return twin
 
@@ -421,15 +452,32 @@ class DataLoadingNode(_DataNode):
 
         DataLoadingNode(CSVSerializer(), "iris.csv", output_nodes="raw")
 
+    It reads only bytes a :class:`DataSavingNode` of the app wrote (checked against their
+    recorded sha256; see the module docstring). A file from outside the app needs
+    ``external=True``::
+
+        DataLoadingNode(CSVSerializer(), "drops/today.csv", output_nodes="raw", external=True)
+
+    .. warning:: ``DillSerializer`` (and any serializer whose ``executes_code`` is true) runs
+       code while reading: whoever can write an external file read through it can run any code
+       in the processes of the app. Such a node also needs ``allow_code_execution=True``; give it
+       only where the file's writer is trusted as much as the app's own code, and prefer a data
+       format (``CSVSerializer``, ``JSONSerializer``) for data from outside.
+
     :param serializer: reads the bytes back (a serializer instance or class).
     :param path: the dataset's path below the saver's root (``"iris.csv"``, or ``"/iris.csv"``
         as chariots 0.2 wrote it); it is stored at ``data/<path>`` in the saver, e.g.
         ``<app path>/blobs/data/iris.csv`` for an app on local files.
     :param output_nodes: the name of the loaded value.
     :param name: the node's name (default ``"load:<path>"``).
-    :param saver: a saver to read from instead of the app's (to run the pipeline without an app).
-    :raises PipelineDefinitionError: if the path is not a safe relative path or the
-        serializer/saver is of the wrong kind.
+    :param saver: a saver to read from instead of the app's (to run the pipeline without an app;
+        nothing then records what is written there, so such a node needs ``external=True``).
+    :param external: read the file whoever wrote it, unchecked.
+    :param allow_code_execution: with ``external``, allow a serializer that runs code (see the
+        warning above).
+    :raises PipelineDefinitionError: if the path is not a safe relative path, the
+        serializer/saver is of the wrong kind, or an external file would go through a
+        code-running serializer without ``allow_code_execution``.
     """
 
     _verb = "load"
@@ -441,35 +489,65 @@ class DataLoadingNode(_DataNode):
         output_nodes: Sequence[NodeReference] | NodeReference | None = None,
         name: str | None = None,
         saver: BaseSaver | None = None,
+        *,
+        external: bool = False,
+        allow_code_execution: bool = False,
     ) -> None:
         super().__init__(serializer, path, None, output_nodes, name, saver)
         self._writers: tuple[str, ...] = ()
+        self.external = bool(external)
+        if self.external and self._serializer.executes_code and not allow_code_execution:
+            msg = (
+                f"DataLoadingNode {self._name!r} reads an external file through "
+                f"{type(self._serializer).__name__}, which runs code while reading: whoever can write "
+                f"{self.saver_path!r} could run code in this app. Use a data format (CSVSerializer, "
+                "JSONSerializer), or pass allow_code_execution=True too if that file's writer is "
+                "trusted like the app's own code"
+            )
+            raise PipelineDefinitionError(msg)
 
     def bind_saver(
-        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+        self,
+        saver: BaseSaver,
+        writers: Mapping[str, Sequence[str]] | None = None,
+        ledger: DatasetLedger | None = None,
     ) -> BaseNode:
-        twin = super().bind_saver(saver, writers)
+        twin = super().bind_saver(saver, writers, ledger)
         if twin is not self and writers:
             twin._writers = tuple(writers.get(self._path, ()))  # type: ignore[attr-defined]
         return twin
 
     def execute(self) -> Any:
-        """Read the dataset and deserialize it.
+        """Read the dataset, check it, and deserialize it.
 
         :raises NotSavedError: if nothing is saved at the path, naming who should write it.
+        :raises IntegrityError: if the app did not write these bytes there (unless external).
         :raises SerializationError: if the serializer cannot read the bytes.
-        :raises ConfigError: if no saver is bound.
+        :raises ConfigError: if no saver is bound, or the node cannot check what it reads.
         """
         saver = self._bound_saver()
         try:
-            data = saver.load(self.saver_path)
+            data = saver.load(self.saver_path)  # read once: what is checked is what is read
         except FileNotFoundError as exc:
             raise NotSavedError(self._missing(saver)) from exc
+        if not self.external:
+            self._checking_ledger().verify(self.saver_path, hashlib.sha256(data).hexdigest(), len(data), self._name)
         try:
             return self._serializer.deserialize_object(data)
         except SerializationError as exc:
             msg = f"dataset {self._path!r} (at {self.saver_path!r} in {saver!r}) cannot be read: {exc}"
             raise SerializationError(msg) from exc
+
+    def _checking_ledger(self) -> DatasetLedger:
+        if self._ledger is None:
+            msg = (
+                f"data node {self._name!r} cannot check dataset {self._path!r}: no app records what "
+                "is written to its saver (it was given its own saver). Add its pipeline to a Chariots "
+                "app and let the app's saver hold the dataset, or declare the file external: "
+                "DataLoadingNode(..., external=True)"
+            )
+            raise ConfigError(msg)
+        return self._ledger
 
     def _missing(self, saver: BaseSaver) -> str:
         where = f"no dataset is saved at {self.saver_path!r} in {saver!r} (read by node {self._name!r})"
@@ -494,7 +572,8 @@ class DataSavingNode(_DataNode):
     :param input_nodes: the one value to save.
     :param output_nodes: where to pass the value on to (optional).
     :param name: the node's name (default ``"save:<path>"``).
-    :param saver: a saver to write to instead of the app's (to run the pipeline without an app).
+    :param saver: a saver to write to instead of the app's (to run the pipeline without an
+        app); what is written there is not recorded (see :class:`DataLoadingNode`).
     :raises PipelineDefinitionError: if there is not exactly one input, the path is not a safe
         relative path, or the serializer/saver is of the wrong kind.
     """
@@ -519,11 +598,15 @@ class DataSavingNode(_DataNode):
             raise PipelineDefinitionError(msg)
 
     def execute(self, value: Any) -> Any:
-        """Serialize ``value``, write it to the saver and return it.
+        """Serialize ``value``, write it to the saver, record what was written, and return it.
 
-        :raises WrongTypeError: if the serializer cannot hold the value.
+        :raises WrongTypeError: if the serializer cannot hold the value (nothing is written).
         :raises ConfigError: if no saver is bound.
         """
         saver = self._bound_saver()
-        saver.save(self.saver_path, self._serializer.serialize_object(value))
+        with saver.open_write(self.saver_path) as file:
+            writer = HashingWriter(file)
+            self._serializer.serialize_to(value, writer)
+        if self._ledger is not None:
+            self._ledger.record(self.saver_path, writer.sha256, writer.size, self._name)
         return value

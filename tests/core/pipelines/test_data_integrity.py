@@ -96,7 +96,7 @@ def test_bytes_of_a_recent_write_are_accepted_older_ones_refused(app_for):
     assert app.call_pipeline("total").value == 1
 
     for number in range(RECENT_WRITES):
-        app.call_pipeline("prepare", [number])
+        app.call_pipeline("prepare", [100 + number])
     app.saver.save("data/numbers.json", first)
     with pytest.raises(IntegrityError, match="changed since the app wrote them"):
         app.call_pipeline("total")

@@ -52,6 +52,7 @@ so a write still in progress in another process is never mistaken for debris."""
 # bigger ones are checked and read as files, so memory holds only what the op makes of them.
 SMALL_BLOB = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
+_PARALLEL_HASH = 4 * 1024 * 1024  # bytes written in one call from which hashing gets a thread of its own
 
 
 @attrs.frozen
@@ -185,8 +186,18 @@ class HashingWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
-        self._hash.update(view)
-        self._file.write(view)
+        if len(view) < _PARALLEL_HASH:
+            self._hash.update(view)
+            self._file.write(view)
+        else:
+            # Both release the GIL: a big buffer (a model's array) is hashed on another core
+            # while it is written, and the caller gets it back once both are done with it.
+            hashing = threading.Thread(target=self._hash.update, args=(view,), name="chariots-sha256")
+            hashing.start()
+            try:
+                self._file.write(view)
+            finally:
+                hashing.join()
         self.size += len(view)
         return len(view)
 

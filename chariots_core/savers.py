@@ -36,6 +36,7 @@ __all__ = [
     "BlobInfo",
     "MemorySaver",
     "HashingWriter",
+    "BufferFile",
     "DEBRIS_AGE",
     "check_relative_path",
     "ensure_directory",
@@ -53,6 +54,7 @@ so a write still in progress in another process is never mistaken for debris."""
 SMALL_BLOB = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
 _PARALLEL_HASH = 4 * 1024 * 1024  # bytes written in one call from which hashing gets a thread of its own
+_READ_CHUNK = 16 * 1024 * 1024  # bytes read per call into a blob's buffer, each hashed beside the next read
 
 
 @attrs.frozen
@@ -214,10 +216,8 @@ class HashingWriter:
 
 
 def _mismatch(digest: str, sha256: str, path: str, saver: BaseSaver, what: str, fix: str) -> IntegrityError:
-    msg = (
-        f"{what} (blob {path!r} in {saver!r}): the bytes are corrupt (sha256 "
-        f"{digest[:12]}..., recorded {sha256[:12]}...); {fix}"
-    )
+    found = f"sha256 {digest[:12]}..." if len(digest) == 64 else digest
+    msg = f"{what} (blob {path!r} in {saver!r}): the bytes are corrupt ({found}, recorded sha256 {sha256[:12]}...); {fix}"
     return IntegrityError(msg)
 
 
@@ -243,18 +243,25 @@ def read_verified(saver: BaseSaver, path: str, sha256: str, what: str, fix: str)
 
 
 @contextmanager
-def open_verified(saver: BaseSaver, path: str, sha256: str, size: int, what: str, fix: str) -> Iterator[BinaryIO]:
+def open_verified(
+    saver: BaseSaver, path: str, sha256: str, size: int, what: str, fix: str, *, in_memory: bool = False
+) -> Iterator[BinaryIO]:
     """``with open_verified(...) as file:`` a file of the bytes at ``path``, checked against
-    ``sha256`` before the block starts, so a deserializer reading it only ever sees them.
+    ``sha256`` (and ``size``) before the block starts, so a deserializer reading it only ever
+    sees them.
 
     Blobs up to :data:`SMALL_BLOB` (by their recorded ``size``) are read whole and checked in
-    memory (one request to an object store). Bigger ones are hashed first and then read again
-    from the same open file when the saver's file can be read twice cheaply (a local file, which
-    Chariots never changes in place: a new blob replaces the old one under a new inode, which the
-    open file does not see); otherwise (object storage) they are copied once into a private
-    temporary file while being hashed, and read from there.
+    memory (one request to an object store). Bigger ones are read once:
 
-    :raises IntegrityError: if the bytes are missing or do not match ``sha256``.
+    - ``in_memory``: into one buffer, hashed chunk by chunk on another core as they arrive; the
+      file yielded reads that buffer and offers it (``getbuffer()``) to a reader that keeps
+      views of it, such as ``DillSerializer`` (its arrays then live in that buffer: no copy);
+    - otherwise, hashed first and then read again from the same open file when the saver's
+      file can be read twice cheaply (a local file, which Chariots never changes in place: a
+      new blob replaces the old one under a new inode, which the open file does not see), or
+      copied once into a private temporary file while hashed (object storage).
+
+    :raises IntegrityError: if the bytes are missing or do not match ``sha256`` and ``size``.
     """
     if size <= SMALL_BLOB:
         yield io.BytesIO(read_verified(saver, path, sha256, what, fix))
@@ -264,7 +271,10 @@ def open_verified(saver: BaseSaver, path: str, sha256: str, size: int, what: str
             file = stack.enter_context(saver.open_read(path))
         except FileNotFoundError as exc:
             raise _missing(path, saver, what, fix) from exc
-        if _rereadable(file):
+        if in_memory:
+            buffer, digest = _read_hashed(file, size)
+            file = BufferFile(buffer)
+        elif _rereadable(file):
             digest = _file_sha256(file)
         else:
             spool = stack.enter_context(tempfile.TemporaryFile(prefix="chariots-verified-"))
@@ -274,6 +284,73 @@ def open_verified(saver: BaseSaver, path: str, sha256: str, size: int, what: str
             raise _mismatch(digest, sha256, path, saver, what, fix)
         file.seek(0)
         yield file
+
+
+class BufferFile(io.BufferedIOBase):
+    """A read-only binary file over a ``bytearray``, which it hands out without copying
+    (``getbuffer()``, as ``io.BytesIO`` does) so that a reader may keep views of it."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        super().__init__()
+        self._buffer, self._view, self._position = buffer, memoryview(buffer), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def getbuffer(self) -> memoryview:
+        return self._view
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._buffer)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._buffer) if size is None or size < 0 else min(len(self._buffer), self._position + size)
+        data = bytes(self._view[self._position : end])
+        self._position = max(self._position, end)
+        return data
+
+    read1 = read
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = max(0, min(len(target), len(self._buffer) - self._position))
+        memoryview(target).cast("B")[:count] = self._view[self._position : self._position + count]
+        self._position += count
+        return count
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = len(self._buffer) if size is None or size < 0 else min(len(self._buffer), self._position + size)
+        found = self._buffer.find(b"\n", self._position, limit)
+        return self.read((limit if found < 0 else found + 1) - self._position)
+
+
+def _read_hashed(file: BinaryIO, size: int) -> tuple[bytearray, str]:
+    """The ``size`` bytes of ``file`` in one buffer, and their sha256 (hashed on another core while
+    the next chunk is read; a file of another length gets a digest that matches nothing)."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    position, hashing = 0, None
+    try:
+        while position < size and (count := file.readinto(view[position : position + _READ_CHUNK])):  # type: ignore[attr-defined]
+            if hashing is not None:
+                hashing.join()
+            hashing = threading.Thread(target=digest.update, args=(view[position : position + count],), name="chariots-sha256")
+            hashing.start()
+            position += count
+    finally:
+        if hashing is not None:
+            hashing.join()
+    if position != size or file.read(1):
+        return buffer, f"a blob of another size than the {size} bytes recorded"
+    return buffer, digest.hexdigest()
 
 
 def _rereadable(file: BinaryIO) -> bool:

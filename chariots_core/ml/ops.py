@@ -275,6 +275,11 @@ class BaseMLOp(LoadableOp):
         else:
             self._read_model(file)
 
+    @property
+    def loads_in_place(self) -> bool:
+        """Whether the model's serializer keeps views of the bytes it reads (``DillSerializer`` does)."""
+        return self.serializer_cls.loads_in_place and not overrides(self, BaseMLOp, "load")
+
     def _write_model(self, file: BinaryIO) -> None:
         self._require_model()
         header = {

@@ -525,7 +525,8 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
         where = f"op {record.op_name!r} version {_show(record.version)}"
         fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
         op = fresh_copy(node.op)
-        with open_verified(saver, record.blob_path, record.sha256, record.size, where, fix) as file:
+        in_memory = op.loads_in_place  # type: ignore[attr-defined]
+        with open_verified(saver, record.blob_path, record.sha256, record.size, where, fix, in_memory=in_memory) as file:
             try:
                 op.load_from(file)  # type: ignore[attr-defined]
             except ChariotsError:

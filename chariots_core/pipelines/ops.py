@@ -135,6 +135,14 @@ class LoadableOp(BaseOp):
         self.load(file.read())
 
     @property
+    def loads_in_place(self) -> bool:
+        """Whether :meth:`load_from` keeps views of a file that holds its bytes in memory
+        (``file.getbuffer()``) rather than copying them (default no). The store then reads a big
+        state into memory once, checking it on the way, and the op's state lives in that memory;
+        otherwise it checks the stored bytes, then lets the op read them again."""
+        return False
+
+    @property
     def requires_saved_state(self) -> bool:
         """Whether the op is useless until a saved version is loaded (predict-only models)."""
         return False

@@ -24,13 +24,10 @@ from __future__ import annotations
 import abc
 import io
 import json
-import pickle
-import struct
 from typing import Any, BinaryIO
 
-import dill
-
 from ..errors import BackendError, SerializationError, WrongTypeError
+from . import dill_format
 
 __all__ = ["BaseSerializer", "StreamingSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer", "WrongTypeError"]
 
@@ -47,6 +44,10 @@ class BaseSerializer(abc.ABC):
     #: Whether reading bytes may run code (unpickling does): such a serializer must only read
     #: bytes this app wrote and checked.
     executes_code: bool = False
+    #: Whether :meth:`deserialize_from` keeps views of a file that holds its bytes in memory
+    #: (``getbuffer()``) instead of copying them: the store then reads a big blob into memory
+    #: once, checking it on the way, rather than checking it and then reading it again.
+    loads_in_place: bool = False
 
     @abc.abstractmethod
     def serialize_object(self, target: Any) -> bytes:
@@ -98,16 +99,18 @@ class StreamingSerializer(BaseSerializer):
 class DillSerializer(StreamingSerializer):
     """Serializes any Python object with dill (pickle that also handles lambdas and closures).
 
-    Only load bytes you wrote yourself: like pickle, dill runs code while loading. Pickle
-    protocol 5 writes big buffers (numpy arrays) straight from the object to the file, so
-    :meth:`serialize_to` and :meth:`deserialize_from` stream without a copy of the model.
+    Only load bytes you wrote yourself: like pickle, dill runs code while loading. Big buffers
+    (numpy arrays) are written out of band, straight from the object to the file, and read back
+    as views of the memory holding the bytes (:mod:`chariots_core.pipelines.dill_format`): a
+    model is never copied whole on its way to or from the store.
     """
 
     executes_code = True
+    loads_in_place = True
 
     def serialize_to(self, target: Any, file: BinaryIO) -> None:
         try:
-            _BufferWritingPickler(file, protocol=_PROTOCOL).dump(target)
+            dill_format.dump(target, file)
         except OSError:
             raise  # the file could not be written: a storage error, not the object's
         except Exception as exc:  # dill raises whatever the object's __reduce__ raises
@@ -116,64 +119,9 @@ class DillSerializer(StreamingSerializer):
 
     def deserialize_from(self, file: BinaryIO) -> Any:
         try:
-            return dill.load(file)
+            return dill_format.load(file)
         except Exception as exc:  # corrupt pickles fail with almost any exception type
             raise self._unreadable(exc) from exc
-
-
-# Protocol 5 pickles buffers (numpy arrays) in place; older ones copy them into bytes first.
-_PROTOCOL = max(5, pickle.DEFAULT_PROTOCOL)
-
-
-def _save_buffer(pickler: Any, obj: pickle.PickleBuffer) -> None:
-    """Pickle a buffer in-band, written from its memory as the C pickler does (no copy)."""
-    with obj.raw() as view:
-        if not view.contiguous:
-            pickle._Pickler.save_picklebuffer(pickler, obj)  # type: ignore[attr-defined]  # pickle's own error
-            return
-        opcode = pickle.BINBYTES8 if view.readonly else pickle.BYTEARRAY8
-        header = opcode + struct.pack("<Q", view.nbytes)
-        if view.nbytes >= pickler.framer._FRAME_SIZE_TARGET:
-            pickler._write_large_bytes(header, view)
-        else:
-            pickler.write(header + view.tobytes())
-    pickler.memoize(obj)
-
-
-def _save_ndarray(pickler: Any, obj: Any) -> None:
-    """Pickle a numpy array by ``__reduce_ex__``, which hands its data over as a buffer."""
-    pickler.save_reduce(*obj.__reduce_ex__(pickler.proto), obj=obj)
-
-
-class _Dispatch(dict):
-    """dill's dispatch table, with two entries of our own (see :class:`_BufferWritingPickler`)."""
-
-    def __missing__(self, kind: type) -> Any:
-        if _is_plain_ndarray(kind):
-            self[kind] = _save_ndarray  # looked up once per type, not per object
-            return _save_ndarray
-        return dill.Pickler.dispatch[kind]  # dill's own (it adds entries as it meets new types)
-
-    def get(self, kind: type, default: Any = None) -> Any:
-        try:
-            return self[kind]
-        except KeyError:
-            return default
-
-
-class _BufferWritingPickler(dill.Pickler):
-    """dill's pickler, writing buffers (``pickle.PickleBuffer``: numpy arrays...) straight from
-    the object to the file: a model of 4 GB no longer needs 8. Two copies are avoided: Python's
-    own pickler (which dill extends) copies each buffer into ``bytes`` before writing it, and
-    dill reduces numpy arrays with ``__reduce__``, which copies their data, where
-    ``__reduce_ex__(5)`` hands over a buffer."""
-
-    dispatch = _Dispatch({pickle.PickleBuffer: _save_buffer})
-
-
-def _is_plain_ndarray(kind: type) -> bool:
-    """Whether ``kind`` is ``numpy.ndarray`` itself (not a subclass), without importing numpy."""
-    return kind.__name__ == "ndarray" and kind.__module__ == "numpy"
 
 
 class JSONSerializer(BaseSerializer):

@@ -287,10 +287,11 @@ def open_verified(
 
 
 class BufferFile(io.BufferedIOBase):
-    """A read-only binary file over a ``bytearray``, which it hands out without copying
-    (``getbuffer()``, as ``io.BytesIO`` does) so that a reader may keep views of it."""
+    """A read-only binary file over a writable buffer (a ``bytearray``, an anonymous ``mmap``),
+    which it hands out without copying (``getbuffer()``, as ``io.BytesIO`` does) so that a reader
+    may keep views of it."""
 
-    def __init__(self, buffer: bytearray) -> None:
+    def __init__(self, buffer: bytearray | mmap.mmap) -> None:
         super().__init__()
         self._buffer, self._view, self._position = buffer, memoryview(buffer), 0
 
@@ -331,10 +332,14 @@ class BufferFile(io.BufferedIOBase):
         return self.read((limit if found < 0 else found + 1) - self._position)
 
 
-def _read_hashed(file: BinaryIO, size: int) -> tuple[bytearray, str]:
+def _read_hashed(file: BinaryIO, size: int) -> tuple[mmap.mmap, str]:
     """The ``size`` bytes of ``file`` in one buffer, and their sha256 (hashed on another core while
-    the next chunk is read; a file of another length gets a digest that matches nothing)."""
-    buffer = bytearray(size)
+    the next chunk is read; a file of another length gets a digest that matches nothing).
+
+    The buffer is anonymous memory (``mmap``), whose pages the kernel provides as they are first
+    written: unlike a ``bytearray``, it is not filled with zeros before being filled with data.
+    """
+    buffer = mmap.mmap(-1, size)
     view = memoryview(buffer)
     digest = hashlib.sha256()
     position, hashing = 0, None

@@ -11,7 +11,9 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-from chariots_core import Chariots, LoadableOp, Node, Pipeline  # noqa: E402
+from chariots_test_ops import StreamedOp  # noqa: E402
+
+from chariots_core import Chariots, Node, Pipeline  # noqa: E402
 from chariots_core.errors import IntegrityError  # noqa: E402
 from chariots_core.savers import SMALL_BLOB  # noqa: E402
 from chariots_fsspec import FsspecSaver  # noqa: E402
@@ -68,36 +70,18 @@ def test_blobs_lists_objects_with_their_size_and_time(bucket):
     assert saver.collect_debris(0) == []
 
 
-class Big(LoadableOp):
-    reads = 0
-
-    def __init__(self, state: bytes = b"") -> None:
-        super().__init__()
-        self.state = state
-
-    def execute(self, value):
-        return len(self.state)
-
-    def serialize_to(self, file) -> None:
-        file.write(self.state)
-
-    def load_from(self, file) -> None:
-        Big.reads += 1
-        self.state = file.read()
-
-
 def test_a_big_blob_is_copied_once_while_checked_then_read(bucket):
     state = os.urandom(SMALL_BLOB + 1024 * 1024)
-    app = Chariots([Pipeline([Node(Big(state), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "big")],
-                   op_store="memory", saver=saver_on(bucket))
+    node = Node(StreamedOp(state), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__", name="big")
+    app = Chariots([Pipeline([node], "big")], op_store="memory", saver=saver_on(bucket))
     app.save_pipeline("big")
-    app.install_ops("big", {"big": Big()})
+    app.install_ops("big", {"big": StreamedOp()})
     app.load_pipeline("big")
     assert app.serving_pipeline("big").node_for_name["big"].op.state == state
 
     (record,) = app.op_store.op_versions("big")
     app.saver.save(record.blob_path, state[:-1] + bytes([state[-1] ^ 1]))
-    Big.reads = 0
+    StreamedOp.loads.clear()
     with pytest.raises(IntegrityError, match="the bytes are corrupt"):
         app.load_pipeline("big")
-    assert Big.reads == 0
+    assert StreamedOp.loads == []

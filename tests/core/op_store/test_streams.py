@@ -6,34 +6,14 @@ import os
 
 import pytest
 
-from chariots_core import Chariots, LoadableOp, Node, Pipeline
+from chariots_test_ops import StreamedOp
+
+from chariots_core import Chariots, Node, Pipeline
 from chariots_core.errors import IntegrityError
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.savers import SMALL_BLOB
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
-
-
-class Streamed(LoadableOp):
-    """Knows only the streaming pair; records each read it is given."""
-
-    reads: list[bytes] = []
-
-    def __init__(self, state: bytes = b"") -> None:
-        super().__init__()
-        self.state = state
-
-    def execute(self, value):
-        return len(self.state)
-
-    def serialize_to(self, file) -> None:
-        for start in range(0, len(self.state), 1 << 20):
-            file.write(memoryview(self.state)[start : start + (1 << 20)])
-
-    def load_from(self, file) -> None:
-        data = file.read()
-        Streamed.reads.append(data[:8])
-        self.state = data
 
 
 def one_op(op, name: str = "streamed") -> Pipeline:
@@ -43,21 +23,21 @@ def one_op(op, name: str = "streamed") -> Pipeline:
 @pytest.mark.parametrize("size", [1000, SMALL_BLOB + 1000], ids=["small", "big"])
 def test_a_streaming_op_round_trips_and_damage_stops_before_it_reads(app_for, size):
     state = os.urandom(size)
-    app = app_for([one_op(Streamed(state))])
+    app = app_for([one_op(StreamedOp(state))])
     app.save_pipeline("streamed")
     (record,) = app.op_store.op_versions("streamed")
     assert record.size == size
-    Streamed.reads.clear()
+    StreamedOp.loads.clear()
     app.load_pipeline("streamed")
-    assert app.call_pipeline("streamed", 0).value == size and Streamed.reads == [state[:8]]
+    assert app.call_pipeline("streamed", 0).value == size and StreamedOp.loads == [state[:8]]
 
     damaged = bytearray(app.saver.load(record.blob_path))
     damaged[-1] ^= 0x01
     app.saver.save(record.blob_path, bytes(damaged))
-    Streamed.reads.clear()
+    StreamedOp.loads.clear()
     with pytest.raises(IntegrityError, match=f"op 'streamed' version .*blob {record.blob_path!r}.*the bytes are corrupt"):
         app.load_pipeline("streamed")
-    assert Streamed.reads == []  # the op never saw a byte of it
+    assert StreamedOp.loads == []  # the op never saw a byte of it
 
     app.saver.delete(record.blob_path)
     with pytest.raises(IntegrityError, match="the bytes are missing"):

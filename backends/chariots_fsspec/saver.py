@@ -232,7 +232,10 @@ class FsspecSaver(BaseSaver):
                 os.replace(temporary, target)
             except OSError as exc:
                 if exc.errno == errno.EXDEV:
-                    msg = f"{target!r} is on another filesystem than {self._join(PARTIAL)!r}; keep the saver's root on one filesystem"
+                    msg = (
+                        f"{target!r} is on another filesystem than {self._join(PARTIAL)!r}; keep the saver's "
+                        "root on one filesystem"
+                    )
                     raise StoreError(msg) from exc
                 raise
         except BaseException:
@@ -324,10 +327,10 @@ class FsspecSaver(BaseSaver):
         """Turn the storage's errors into :class:`StoreError`; ``FileNotFoundError`` stays itself."""
         try:
             yield
-        except FileNotFoundError as exc:
+        except FileNotFoundError:
             if action == "read":
                 raise FileNotFoundError(f"nothing is saved at {path!r} in {self!r}") from None
-            raise exc
+            raise
         except StoreError:
             raise
         except Exception as exc:  # each fsspec backend raises its own error types
@@ -378,7 +381,7 @@ def _modified(fs: fsspec.AbstractFileSystem, info: dict[str, Any]) -> float:
             return value.timestamp()
         if isinstance(value, str):
             try:
-                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                return datetime.datetime.fromisoformat(value).timestamp()
             except ValueError:
                 continue
     return time.time()

@@ -196,7 +196,7 @@ class Tables:
             positioned = cursor.next()
         following = cursor.key().decode("latin-1") if positioned else None
         if expected != following:
-            raise self.damaged(f"the index names {expected} as the next entry but the next is {following}: entries were lost")
+            raise self.damaged(f"the index names {expected} as the next entry, but it is {following}: entries were lost")
         return found
 
     # -- chains ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The record of every dataset the app's data nodes write, and the check of what they read.
 
-A :class:`~chariots_core.pipelines.nodes.DataSavingNode` records each dataset it writes (its
+A :class:`~chariots_core.pipelines.data_nodes.DataSavingNode` records each dataset it writes (its
 sha256, size, the pipeline and node that wrote it, when) in the op store, and a
-:class:`~chariots_core.pipelines.nodes.DataLoadingNode` checks the bytes it read against those
+:class:`~chariots_core.pipelines.data_nodes.DataLoadingNode` checks the bytes it read against those
 records before its serializer sees them: bytes that changed since the app wrote them, or that
 the app never wrote, raise :class:`~chariots_core.errors.IntegrityError` naming the path.
 

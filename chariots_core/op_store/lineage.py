@@ -2,10 +2,10 @@
 
 **Saving** streams each loadable op's state through the saver first (``serialize_to``, hashed
 on the way, under a new name per save, so a crash before the metadata commit leaves at most a
-blob no record names, for garbage collection), then commits in one op-store transaction the op
-versions that are new, the links of this save and a snapshot of the version every op node ran
-with. **Loading** checks a blob against its recorded sha256 before the op reads it
-(``load_from``): nothing unchecked reaches a deserializer.
+blob no record names, for garbage collection; see :mod:`chariots_core.op_store.blobs`), then
+commits in one op-store transaction the op versions that are new, the links of this save and a
+snapshot of the version every op node ran with. **Loading** checks a blob against its recorded
+sha256 before the op reads it (``load_from``): nothing unchecked reaches a deserializer.
 
 **Links.** A link ``up@u -> down@d`` records that version ``d`` of ``down`` was built on the
 output of ``up`` at version ``u``. They are written by the save that first stores ``d`` (the
@@ -44,26 +44,18 @@ from __future__ import annotations
 
 import functools
 import time
-import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from ..errors import (
-    ChariotsError,
-    ConfigError,
-    NotSavedError,
-    SerializationError,
-    VersionError,
-)
-from ..pipelines.callbacks import overrides
+from ..errors import ConfigError, NotSavedError, VersionError
 from ..pipelines.nodes import Node
-from ..pipelines.ops import LoadableOp, fresh_copy
+from ..pipelines.ops import fresh_copy
 from ..pipelines.pipeline import Pipeline
-from ..savers import BaseSaver, HashingWriter, open_verified
+from ..savers import BaseSaver
 from ..versioning import Version
+from .blobs import StoredState, loaded_from, read_state, write_state
 from .records import POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
 from .store import OpStore, OpStoreView
 
@@ -140,7 +132,7 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         if stored is not None and node.op.holds_trained_state and saver.exists(stored.blob_path):
             saved_as[id(node)] = stored.version
             continue
-        blob = _stored_state(node, saver) or _write_blob(node, saver)
+        blob = _loaded_state(node, saver) or write_state(node.op, node.name, saver)
         if stored is not None and stored.sha256 == blob.sha256 and saver.exists(stored.blob_path):
             if blob.blob_path != stored.blob_path:
                 saver.delete(blob.blob_path)  # the same bytes are stored already: keep one copy
@@ -177,59 +169,12 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     return snapshot
 
 
-@attrs.frozen
-class _Blob:
-    """Where an op's bytes are in the saver, and what they are."""
-
-    blob_path: str
-    sha256: str
-    size: int
-
-
-def _write_blob(node: Node, saver: BaseSaver) -> _Blob:
-    """Stream the op's state to a new blob, hashing it on the way.
-
-    Each save writes under a new name: a save that never commits leaves a blob no record
-    names, which garbage collection removes (see :mod:`chariots_core.op_store.garbage`).
-    """
-    op = node.op
-    blob_path = f"ops/{node.name}/{uuid.uuid4().hex}"
-    with saver.open_write(blob_path) as file:
-        writer = HashingWriter(file)
-        try:
-            op.serialize_to(writer)  # type: ignore[union-attr]
-        except (ChariotsError, OSError):
-            raise  # the op's own error, or the storage's (the saver names it)
-        except Exception as exc:
-            msg = f"op {node.name!r}: {_method(op, 'serialize')} failed ({type(exc).__name__}: {exc})"
-            raise SerializationError(msg) from exc
-    return _Blob(blob_path, writer.sha256, writer.size)
-
-
-# Ops that load_ops filled from a stored blob: an op still serving that state is saved by
-# naming the same blob (a model the CLI held, then saved for real, is stored once).
-_loaded_from: weakref.WeakKeyDictionary[Any, tuple[BaseSaver, OpVersionRecord]] = weakref.WeakKeyDictionary()
-
-
-def _remember_loaded(op: Any, record: OpVersionRecord, saver: BaseSaver) -> None:
-    try:
-        _loaded_from[op] = (saver, record)
-    except TypeError:  # an op class that is not hashable: it is serialized again when saved
-        pass
-
-
-def _stored_state(node: Node, saver: BaseSaver) -> _Blob | None:
-    """The blob that already holds the op's state, if it was loaded from one and not retrained."""
-    try:
-        found = _loaded_from.get(node.op)
-    except TypeError:
+def _loaded_state(node: Node, saver: BaseSaver) -> StoredState | None:
+    """The blob in ``saver`` that holds the op's state, if it was loaded from one and still serves it."""
+    record = loaded_from(node.op, saver)
+    if record is None or not _serves(node, record) or not saver.exists(record.blob_path):
         return None
-    if found is None:
-        return None
-    loaded_by, record = found
-    if loaded_by is not saver or not _serves(node, record) or not saver.exists(record.blob_path):
-        return None
-    return _Blob(record.blob_path, record.sha256, record.size)
+    return StoredState(record.blob_path, record.sha256, record.size)
 
 
 # -- choosing versions -----------------------------------------------------------------------
@@ -525,25 +470,9 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
         where = f"op {record.op_name!r} version {_show(record.version)}"
         fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
         op = fresh_copy(node.op)
-        in_memory = op.loads_in_place  # type: ignore[attr-defined]
-        with open_verified(saver, record.blob_path, record.sha256, record.size, where, fix, in_memory=in_memory) as file:
-            try:
-                op.load_from(file)  # type: ignore[attr-defined]
-            except ChariotsError:
-                raise
-            except Exception as exc:
-                msg = f"{where}: {_method(op, 'load')} failed ({type(exc).__name__}: {exc})"
-                raise SerializationError(msg) from exc
-        _remember_loaded(op, record, saver)
+        read_state(op, record, saver, where, fix)
         loaded[node.name] = op
     return loaded
-
-
-def _method(op: Any, plain: str) -> str:
-    """``Class.serialize()`` or ``Class.serialize_to()``: whichever of the pair the op's class wrote."""
-    streaming = {"serialize": "serialize_to", "load": "load_from"}[plain]
-    name = streaming if overrides(op, LoadableOp, streaming) else plain
-    return f"{type(op).__name__}.{name}()"
 
 
 def _serves(node: Node, record: OpVersionRecord) -> bool:

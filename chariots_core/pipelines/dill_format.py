@@ -71,8 +71,10 @@ def load(file: BinaryIO) -> Any:
     if bytes(region[: len(MAGIC)]) != MAGIC:
         return dill.loads(region)
     stream, spans = _layout(region)
-    writable = not region.readonly
-    buffers = [region[offset : offset + length] if writable else bytearray(region[offset : offset + length]) for offset, length in spans]
+    # Views of writable memory; read-only memory (bytes) is copied, so that arrays stay writable.
+    buffers = [region[offset : offset + length] for offset, length in spans]
+    if region.readonly:
+        buffers = [bytearray(buffer) for buffer in buffers]
     return dill.loads(stream, buffers=buffers)
 
 
@@ -81,7 +83,8 @@ def _layout(region: memoryview) -> tuple[memoryview, list[tuple[int, int]]]:
     end = len(region)
     if end < len(MAGIC) + 2 * _NUMBER.size:
         raise ValueError("too short for a DillSerializer stream")
-    count, stream_length = _NUMBER.unpack_from(region, end - 2 * _NUMBER.size)[0], _NUMBER.unpack_from(region, end - _NUMBER.size)[0]
+    count = _NUMBER.unpack_from(region, end - 2 * _NUMBER.size)[0]
+    stream_length = _NUMBER.unpack_from(region, end - _NUMBER.size)[0]
     trailer = end - 2 * _NUMBER.size - count * _SPAN.size
     if count > end or trailer < len(MAGIC) + stream_length:
         raise ValueError("its trailer does not fit its length: truncated or damaged")

@@ -20,12 +20,13 @@ from ..errors import PipelineDefinitionError
 from ..savers import BaseSaver
 from ..versioning import Version
 from .callbacks import PipelineCallback
-from .nodes import BaseNode, DatasetLedger, Node, ReservedNodes, is_implicit_output
+from .nodes import BaseNode, Node, ReservedNodes, Writers, is_implicit_output
 from .ops import BaseOp
 from .plan import Wiring, compile_plan
 
 if TYPE_CHECKING:
     from ..show.picture import Picture
+    from .data_nodes import DatasetLedger
 
 __all__ = ["Pipeline"]
 
@@ -221,10 +222,7 @@ class Pipeline:
         return self.replace_nodes(swap)
 
     def bind_saver(
-        self,
-        saver: BaseSaver,
-        writers: Mapping[str, Sequence[str]] | None = None,
-        ledger: DatasetLedger | None = None,
+        self, saver: BaseSaver, writers: Writers | None = None, ledger: DatasetLedger | None = None
     ) -> Pipeline:
         """A pipeline wired the same, where the nodes that require a saver run with ``saver``.
 

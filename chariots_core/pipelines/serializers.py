@@ -16,7 +16,7 @@ defaults go through the byte methods; :class:`DillSerializer` streams for real.
 
 ``executes_code`` says whether reading bytes may run code (a pickle can): Chariots only hands
 such a serializer bytes it wrote itself and checked, unless a data node explicitly allows
-otherwise (see :class:`~chariots_core.pipelines.nodes.DataLoadingNode`).
+otherwise (see :class:`~chariots_core.pipelines.data_nodes.DataLoadingNode`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any, BinaryIO
 from ..errors import BackendError, SerializationError, WrongTypeError
 from . import dill_format
 
-__all__ = ["BaseSerializer", "StreamingSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer", "WrongTypeError"]
+__all__ = ["BaseSerializer", "StreamingSerializer", "DillSerializer", "JSONSerializer", "CSVSerializer"]
+__all__ += ["WrongTypeError"]
 
 
 class BaseSerializer(abc.ABC):

@@ -34,7 +34,8 @@ from ..op_store.garbage import DEBRIS_AGE, GarbageReport, collect_garbage
 from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
 from ..op_store.store import JobStore, OpStore
 from ..pipelines.callbacks import overrides
-from ..pipelines.nodes import DataSavingNode, Node
+from ..pipelines.data_nodes import DataSavingNode
+from ..pipelines.nodes import Node
 from ..pipelines.ops import BaseOp
 from ..pipelines.pipeline import Pipeline
 from ..pipelines.runners import BaseRunner, SequentialRunner
@@ -68,7 +69,7 @@ class Chariots:
         ``"lmdb"``) or an object-storage URL.
     :param saver: a saver, a backend name (``"memory"``), or a URL or local directory
         (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``). The app's data nodes
-        (:class:`~chariots_core.pipelines.nodes.DataLoadingNode`...) that have no saver of their own
+        (:class:`~chariots_core.pipelines.data_nodes.DataLoadingNode`...) that have no saver of their own
         read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.

@@ -146,10 +146,9 @@ def test_a_write_block_that_raises_leaves_the_old_bytes_and_nothing_new(saver):
     saver.save("ops/model", b"old")
 
     for path in ("ops/model", "ops/never"):
-        with pytest.raises(ZeroDivisionError):
-            with saver.open_write(path) as file:
-                file.write(b"half of the new bytes")
-                raise ZeroDivisionError("the caller failed half-way")
+        with pytest.raises(ZeroDivisionError), saver.open_write(path) as file:
+            file.write(b"half of the new bytes")
+            raise ZeroDivisionError("the caller failed half-way")
 
     assert saver.load("ops/model") == b"old"
     assert not saver.exists("ops/never")
@@ -165,9 +164,8 @@ def test_open_read_gives_a_seekable_file_of_the_bytes(saver):
         file.seek(0)
         assert file.read() == data
 
-    with pytest.raises(FileNotFoundError, match="ops/missing"):
-        with saver.open_read("ops/missing"):
-            pass
+    with pytest.raises(FileNotFoundError, match="ops/missing"), saver.open_read("ops/missing"):
+        pass
 
 
 # -- listing and debris ---------------------------------------------------------------------------

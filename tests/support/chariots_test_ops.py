@@ -7,6 +7,7 @@ The names follow chariots 0.2's documentation examples: their nodes are named ``
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 from chariots_core import BaseOp, LoadableOp
 
@@ -46,7 +47,7 @@ class StreamedOp(LoadableOp):
     """Holds bytes and knows only the streaming pair (``serialize_to``/``load_from``); records the
     first bytes of every state it is given to load, in ``StreamedOp.loads``."""
 
-    loads: list[bytes] = []
+    loads: ClassVar[list[bytes]] = []
 
     def __init__(self, state=b""):
         super().__init__()

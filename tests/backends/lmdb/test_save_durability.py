@@ -75,14 +75,14 @@ def traced_save(tmp_path: Path, durable: bool) -> tuple[list[Call], dict[str, st
     script, log, marks = tmp_path / "save.py", tmp_path / "strace.log", tmp_path / "mark"
     script.write_text(SAVE_ONE_MODEL)
     command = [STRACE, "-f", "-y", "-qq", "-e", f"trace={TRACED}", "-o", str(log), sys.executable, str(script)]
-    done = subprocess.run([*command, str(tmp_path / "app"), str(marks), "durable" if durable else "fast"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*command, str(tmp_path / "app"), str(marks), "durable" if durable else "fast"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     calls, opened, inside = [], {}, False
     for line in log.read_text().splitlines():
-        match = re.match(r"\d+\s+(\w+)\((\d+)?<?([^>,]*)>?(.*)$", line)
+        match = re.match(r"\d+\s+(\w+)\((\d+)?<?([^>,]*)>?", line)
         if match is None:
             continue
-        name, fd, fd_path, rest = match.groups()
+        name, fd, fd_path = match.groups()
         if name == "openat" and "data.mdb" in line and "= " in line:
             descriptor = line.rsplit("= ", 1)[1]
             opened[descriptor] = line  # e.g. '5</.../data.mdb>' -> the openat line with its flags

@@ -15,7 +15,7 @@ from chariots_test_ops import StreamedOp  # noqa: E402
 
 from chariots_core import Chariots, Node, Pipeline  # noqa: E402
 from chariots_core.errors import IntegrityError  # noqa: E402
-from chariots_core.savers import SMALL_BLOB  # noqa: E402
+from chariots_core.verified import SMALL_BLOB  # noqa: E402
 from chariots_fsspec import FsspecSaver  # noqa: E402
 
 PART = 5 * 1024 * 1024  # S3's smallest multipart part
@@ -48,10 +48,9 @@ def test_a_write_that_fails_after_parts_were_uploaded_is_aborted(bucket):
     saver = saver_on(bucket)
     saver.save("ops/model/big", b"the old model")
 
-    with pytest.raises(RuntimeError, match="the model broke"):
-        with saver.open_write("ops/model/big") as file:
-            file.write(os.urandom(2 * PART))  # a part is on its way to S3
-            raise RuntimeError("the model broke half-way")
+    with pytest.raises(RuntimeError, match="the model broke"), saver.open_write("ops/model/big") as file:
+        file.write(os.urandom(2 * PART))  # a part is on its way to S3
+        raise RuntimeError("the model broke half-way")
 
     assert saver.load("ops/model/big") == b"the old model"
     assert uploads_in_progress(bucket) == []  # no hidden parts left to pay for

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from chariots_test_ops import StreamedOp
 
 from chariots_core import Chariots, Node, Pipeline
 from chariots_core.errors import IntegrityError
 from chariots_core.ml import BaseMLOp, MLMode
-from chariots_core.savers import SMALL_BLOB
+from chariots_core.verified import SMALL_BLOB
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 

@@ -9,7 +9,16 @@ import pickle
 
 import pytest
 
-from chariots_core import BaseOp, Chariots, DataLoadingNode, DataSavingNode, MemorySaver, Node, Pipeline, SequentialRunner
+from chariots_core import (
+    BaseOp,
+    Chariots,
+    DataLoadingNode,
+    DataSavingNode,
+    MemorySaver,
+    Node,
+    Pipeline,
+    SequentialRunner,
+)
 from chariots_core.errors import ConfigError, IntegrityError, PipelineDefinitionError, WrongTypeError
 from chariots_core.ml import CSVSerializer, DillSerializer, JSONSerializer, StreamingSerializer
 from chariots_core.op_store.datasets import RECENT_WRITES, DatasetRecord

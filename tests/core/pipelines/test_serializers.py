@@ -105,7 +105,7 @@ def test_importing_the_ml_package_imports_no_framework():
 # -- DillSerializer's buffers out of band -----------------------------------------------------------
 def test_dill_streams_arrays_out_of_band_and_reads_them_back_in_place():
     numpy = pytest.importorskip("numpy")
-    from chariots_core.savers import BufferFile
+    from chariots_core.verified import BufferFile
 
     matrix = numpy.arange(12.0).reshape(3, 4)
     value = {"c": matrix, "f": matrix.T, "strided": matrix[:, ::2], "same": matrix, "frozen": numpy.frombuffer(b"abcd", "u1")}
@@ -144,7 +144,7 @@ def test_a_truncated_dill_stream_is_a_serialization_error(cut):
 
 
 def test_a_buffer_file_reads_like_a_file():
-    from chariots_core.savers import BufferFile
+    from chariots_core.verified import BufferFile
 
     file = BufferFile(bytearray(b"one\ntwo\nthree"))
     assert (file.readline(), file.readline(2), file.tell()) == (b"one\n", b"tw", 6)

@@ -8,14 +8,13 @@ import pathlib
 import pickle
 
 import pytest
+from chariots_test_data import total_pipeline
 
 from chariots_core import (
-    BaseOp,
     Chariots,
     DataLoadingNode,
     DataSavingNode,
     MemorySaver,
-    Node,
     Pipeline,
     SequentialRunner,
 )
@@ -26,23 +25,12 @@ from chariots_core.op_store.datasets import RECENT_WRITES, DatasetRecord
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 
 
-class SumOp(BaseOp):
-    def execute(self, numbers):
-        return sum(numbers)
-
-
 def writer(path="numbers.json", serializer=JSONSerializer, name="prepare"):
     return Pipeline([DataSavingNode(serializer(), path, input_nodes=[IN], output_nodes=OUT)], name)
 
 
 def reader(path="numbers.json", serializer=JSONSerializer, name="total", **options):
-    return Pipeline(
-        [
-            DataLoadingNode(serializer(), path, output_nodes="numbers", **options),
-            Node(SumOp(), input_nodes=["numbers"], output_nodes=OUT),
-        ],
-        name,
-    )
+    return total_pipeline(path, serializer, name, **options)
 
 
 class RunsCode:

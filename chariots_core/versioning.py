@@ -72,7 +72,7 @@ class Version:
     :meth:`parse` for strings).
     """
 
-    __slots__ = ("_hashes", "_digests", "_creation_time")
+    __slots__ = ("_hashes", "_digests", "_creation_time", "_text")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class Version:
             for live, part, name in zip(self._hashes, given, _SUBVERSIONS)
         )
         self._creation_time = time.time() if creation_time is None else float(creation_time)
+        self._text: str | None = None
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -167,11 +168,17 @@ class Version:
         new = Version.__new__(Version)
         new._hashes, new._digests = self._hashes, self._digests
         new._creation_time = self._creation_time
+        new._text = None  # the copy's digests are about to change
         return new
 
     # -- text ----------------------------------------------------------------------------
     def __str__(self) -> str:
-        return "_".join((*self._digests, repr(self._creation_time)))
+        # Made once: a version never changes, and its text goes out with every response
+        # (the float's repr alone costs more than the rest of building a response's versions).
+        text = self._text
+        if text is None:
+            text = self._text = "_".join((*self._digests, repr(self._creation_time)))
+        return text
 
     def __repr__(self) -> str:
         major, minor, patch = (digest[:5] for digest in self._digests)
@@ -320,9 +327,13 @@ class VersionedFieldDict(MutableMapping):
         dict has this version)."""
         return _add_fields(Version(), self._fields_in_order())
 
+    def fields(self) -> dict[str, VersionedField]:
+        """The items as fields (plain values wrapped in the dict's default type), in the key
+        order in which they enter a version."""
+        return {key: self._fields[key] for key in sorted(self._fields)}
+
     def _fields_in_order(self) -> list[VersionedField]:
-        """The items as fields, in the key order in which they enter a version."""
-        return [self._fields[key] for key in sorted(self._fields)]
+        return list(self.fields().values())
 
     def __repr__(self) -> str:
         return f"VersionedFieldDict({self.default_version}, {dict(self)!r})"
@@ -356,10 +367,15 @@ def _class_fields(cls: type) -> dict[str, _Field]:
     return fields
 
 
+def versioned_attributes(cls: type) -> dict[str, _Field]:
+    """The versioned attributes of ``cls`` (its bases' included), by name, in the order they enter its version."""
+    return dict(sorted(_class_fields(cls).items()))
+
+
 def class_version(cls: type) -> Version:
     """Compute the version of ``cls`` from its versioned attributes, in attribute-name order."""
     total = Version()
-    for _, field in sorted(_class_fields(cls).items()):
+    for field in versioned_attributes(cls).values():
         if isinstance(field, VersionedFieldDict):
             total = _add_fields(total, field._fields_in_order())
         elif isinstance(field, ClassVersionedField):

@@ -9,6 +9,8 @@
     chariots call pred_iris --input '[[5.1, 3.5, 1.4, 0.2]]'   # the value, as JSON
     chariots versions pred_iris                        # served and saved versions, as a table
     chariots jobs                                      # asynchronous jobs, as a table
+    chariots status                                    # served and newest versions, stale edges and why
+    chariots dag train_iris --format svg               # a picture of a pipeline (--lineage: of its versions)
     chariots gc [--older-than 1h] [--dry-run]          # remove what interrupted saves left behind
     chariots serve                                     # the app over HTTP (waitress)
     chariots -v ...                                    # log what happens (-vv: debug)
@@ -25,8 +27,9 @@ store's own saves (see :mod:`chariots_core.project.held`). ``chariots serve`` st
 with what the store holds, like any new app: load its pipelines with
 ``chariots load PIPELINE --url URL``.
 
-``jobs`` and ``versions`` answer from the store alone: they never import the project's code
-(its ops may import heavy libraries), so they start fast.
+``jobs``, ``versions``, ``status PIPELINE...`` and ``dag --lineage`` answer from the store alone:
+they never import the project's code (its ops may import heavy libraries), so they start fast.
+``status`` and ``dag`` live in :mod:`chariots_core.project.cli_show`.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -54,6 +57,7 @@ from ..pipelines.callbacks import PipelineCallback
 from ..registry import url_scheme
 from ..savers import DEBRIS_AGE
 from ..serving.jsonsafe import to_jsonable
+from ..serving.status import error_text
 from ..serving.workers import JobStatus
 from ..versioning import Version
 from .config import ChariotsConfig
@@ -417,10 +421,7 @@ def _time(timestamp: float) -> str:
 
 
 def _error_text(error: dict[str, str] | None) -> str:
-    if not error:
-        return "-"
-    node = f" in {error['node']}" if error.get("node") else ""
-    return f"{error.get('type', 'error')}{node}: {error.get('message', '')}"[:100]
+    return error_text(error)[:100] if error else "-"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -507,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("pipelines", parents=[remote], help="list the app's pipelines")
     listing.set_defaults(handler=_cmd_pipelines)
+
+    from .cli_show import add_commands  # it imports this module's helpers: imported once this one is
+
+    add_commands(commands, configured, remote)
     return parser
 
 

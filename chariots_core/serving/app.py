@@ -30,8 +30,9 @@ import attrs
 
 from ..errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
 from ..op_store.datasets import StoreDatasetLedger
+from ..op_store.explain import Staleness
 from ..op_store.garbage import DEBRIS_AGE, GarbageReport, collect_garbage
-from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
+from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline, why_stale
 from ..op_store.store import JobStore, OpStore
 from ..pipelines.callbacks import overrides
 from ..pipelines.data_nodes import DataSavingNode
@@ -240,6 +241,33 @@ class Chariots:
         from .batch import map_pipeline
 
         return map_pipeline(self, pipeline, inputs, worker_pool=worker_pool, progress=progress)
+
+    def why_stale(self, pipeline: PipelineRef) -> Staleness:
+        """Why ``load_pipeline(pipeline)`` would refuse the newest saved versions, without raising.
+
+        A :class:`~chariots_core.op_store.explain.Staleness`: every stale edge (which field of
+        the upstream op changed from what to what, or which save retrained it, since the model
+        downstream was trained, and the pipeline to run and save), every op none of whose saved
+        versions its code may load, and every predict-only op never saved; ``.stale`` says whether
+        there is any, ``.text`` says it in words (the texts a ``VersionError`` quotes).
+
+        :raises UnknownPipelineError: if the app has no such pipeline.
+        """
+        return why_stale(self.serving_pipeline(pipeline), self.op_store, self.compatibility)
+
+    def status(self, limit: int = 10) -> dict[str, Any]:
+        """What the app serves and what its store holds, as a JSON-safe dict.
+
+        Per pipeline: whether it is loaded, what each loadable op serves and the newest version
+        saved for it, every stale edge with its explanation and the pipeline to run and save to
+        fix it; then the newest jobs (at most ``limit``). The shape is documented in
+        :mod:`chariots_core.serving.status`.
+
+        :raises ConfigError: if ``limit`` is not a count.
+        """
+        from .status import app_status
+
+        return app_status(self, limit)
 
     def available_pipelines(self) -> list[str]:
         """The names of the pipelines the app serves."""

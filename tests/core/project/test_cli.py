@@ -134,7 +134,7 @@ def test_installed_script_shows_help():
     result = subprocess.run([str(CHARIOTS_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0
-    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines"):
+    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines", "status", "dag"):
         assert command in result.stdout
 
 
@@ -149,6 +149,8 @@ def test_installed_script_shows_help():
         ("versions", "--config"),
         ("jobs", "JOB_ID"),
         ("pipelines", "--url"),
+        ("status", "--json"),
+        ("dag", "--lineage"),
         ("gc", "--dry-run"),
     ],
 )

@@ -203,7 +203,7 @@ class FsspecSaver(BaseSaver):
         removed = []
         with self._translated("collect the debris of", PARTIAL):
             if self._local:
-                entries = [(entry.name, entry.stat().st_mtime) for entry in os.scandir(directory) if entry.is_file()]
+                entries = list(_local_partials(directory))
             else:
                 listed = self._fs.ls(directory, detail=True) if self._fs.isdir(directory) else []
                 entries = [(info["name"].rstrip("/").rpartition("/")[2], _modified(self._fs, info)) for info in listed]
@@ -416,3 +416,14 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def _local_partials(directory: str) -> Iterator[tuple[str, float]]:
+    """Name and modification time of each temporary file in ``directory``; a file that another
+    process puts in place (or removes) between the listing and its ``stat`` is simply not there."""
+    for entry in os.scandir(directory):
+        try:
+            if entry.is_file():
+                yield entry.name, entry.stat().st_mtime
+        except FileNotFoundError:
+            continue

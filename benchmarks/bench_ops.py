@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 from chariots_core import BaseOp, Chariots, Node, Pipeline

@@ -16,9 +16,16 @@ LMDB's own errors become :class:`~chariots_core.errors.StoreError`: those that m
 files (a corrupt page, a bad header) say so and that the store must be restored from a backup.
 
 A store has two environments, each a :class:`Layout`: :data:`OPS` (op versions, links,
-journals) fsyncs every commit, :data:`JOBS` (job records, in the store's ``jobs``
-subdirectory) never does. LMDB fixes syncing per open environment and refuses to open one
-path twice in a process, hence two paths.
+journals) and :data:`JOBS` (job records, in the store's ``jobs`` subdirectory). LMDB fixes
+syncing per open environment and refuses to open one path twice in a process, hence two paths.
+
+**Durability.** An :data:`OPS` commit is durable when it returns: LMDB writes the commit's
+pages and syncs them (``fdatasync``), then writes the meta page that makes them the current state
+through a descriptor opened with ``O_DSYNC`` (``metasync``), so an OS crash or power cut after
+the commit returns cannot undo it, and one during it leaves the previous state.
+:data:`OPS_UNDURABLE` (``LMDBOpStore(path, durable=False)``) skips the meta page's sync: one
+disk flush per commit instead of two, and a power cut may undo the last commits, never part of
+one (LMDB's ``metasync=False``). :data:`JOBS` syncs nothing (see ``LMDBOpStore``).
 """
 
 from __future__ import annotations
@@ -37,7 +44,17 @@ from chariots_core.savers import ensure_directory
 
 from .tables import SUBDATABASES, Tables, check_format
 
-__all__ = ["JOBS", "OPS", "Layout", "SharedEnvironment", "acquire", "reading", "release", "transaction"]
+__all__ = [
+    "JOBS",
+    "OPS",
+    "OPS_UNDURABLE",
+    "Layout",
+    "SharedEnvironment",
+    "acquire",
+    "reading",
+    "release",
+    "transaction",
+]
 
 _Result = TypeVar("_Result")
 # What LMDB raises for files it cannot make sense of: damage, not a wrong setting.
@@ -56,10 +73,12 @@ class Layout:
     """What one environment of a store holds and how its commits reach the disk.
 
     :param subdirectory: where it lives below the store's directory ("" for the directory).
-    :param durable: whether a commit fsyncs before returning. Either way a commit is written
-        to the kernel before it returns, so it survives the writing process being killed;
-        without the fsync an OS crash or power cut may lose the latest commits, and on a
-        filesystem that reorders writes may leave this environment unreadable.
+    :param sync: whether a commit fsyncs its pages before returning. Either way a commit is
+        written to the kernel before it returns, so it survives the writing process being
+        killed; without the fsync an OS crash or power cut may lose the latest commits, and
+        on a filesystem that reorders writes may leave this environment unreadable.
+    :param metasync: whether the meta page of a commit is synced too (only with ``sync``):
+        the commit is then durable, not merely atomic.
     :param databases: the names of its sub-databases (default: an op store's).
     :param opener: ``(env, path) -> {name: database}``: opens (and in a new environment
         creates) them; default: an op store's, checked against its format.
@@ -67,20 +86,27 @@ class Layout:
     """
 
     subdirectory: str
-    durable: bool
+    sync: bool
+    metasync: bool
     databases: tuple[str, ...] = SUBDATABASES
     opener: Callable[[lmdb.Environment, str], dict[str, Any]] | None = None
     what: str = "LMDB op store"
+
+    @property
+    def durable(self) -> bool:
+        """Whether a commit survives an OS crash or power cut once it returns."""
+        return self.sync and self.metasync
 
     def open_databases(self, env: lmdb.Environment, path: str) -> dict[str, Any]:
         """The environment's sub-databases, opened (created in a new environment)."""
         return (self.opener or _open_databases)(env, path)
 
 
-OPS = Layout("", durable=True)
+OPS = Layout("", sync=True, metasync=True)
+OPS_UNDURABLE = Layout("", sync=True, metasync=False)
 # Job states change several times per job: an fsync each would cost more than the job. They
 # are kept apart so that what an OS crash may do to them never touches saved op versions.
-JOBS = Layout("jobs", durable=False)
+JOBS = Layout("jobs", sync=False, metasync=False)
 
 
 class Gate:
@@ -141,7 +167,7 @@ class SharedEnvironment:
     path: str
     env: lmdb.Environment
     dbs: dict[str, Any]
-    what: str = "LMDB op store"  # as error messages name it
+    layout: Layout
     gate: Gate = attrs.field(factory=Gate)
     # Ids of the stores using it: acquiring twice for one store (two threads racing to open
     # it) still needs one release.
@@ -207,10 +233,8 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
             max_dbs=len(layout.databases),
             subdir=True,
             create=True,
-            sync=layout.durable,
-            # A durable commit fsyncs once instead of twice. LMDB keeps every commit atomic
-            # and the store consistent; only an OS crash or power cut may undo the last one.
-            metasync=False,
+            sync=layout.sync,
+            metasync=layout.metasync,
         )
     except lmdb.Error as exc:
         error = translated(exc, path, "open", layout.what)
@@ -227,7 +251,7 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
     except BaseException:
         env.close()
         raise
-    return SharedEnvironment(path=path, env=env, dbs=dbs, what=layout.what)
+    return SharedEnvironment(path=path, env=env, dbs=dbs, layout=layout)
 
 
 def _databases_in(txn: lmdb.Transaction) -> set[bytes]:
@@ -271,6 +295,13 @@ def acquire(store_path: str, layout: Layout, map_size: int, user: object) -> Sha
         if shared is None:
             _close_inherited(key)
             shared = _open_environments[key] = _open(path, map_size, layout)
+        elif shared.layout != layout:
+            msg = (
+                f"the LMDB op store at {path!r} is already open in this process with "
+                f"durable={shared.layout.durable}; LMDB syncs one way per process and directory, so "
+                "open every LMDBOpStore of one directory with the same 'durable' in a process"
+            )
+            raise StoreError(msg)
         shared.users.add(id(user))
         return shared
 
@@ -308,9 +339,7 @@ def release(shared: SharedEnvironment, user: object) -> None:
                 shared.env.close()
 
 
-def transaction(
-    shared: SharedEnvironment, work: Callable[[lmdb.Transaction], _Result], write: bool = False
-) -> _Result:
+def transaction(shared: SharedEnvironment, work: Callable[[lmdb.Transaction], _Result], write: bool = False) -> _Result:
     """Run ``work`` in one transaction and return its result; retry it if the map must grow.
 
     A write commits when ``work`` returns and is aborted if it raises, so ``work`` is all or
@@ -329,7 +358,7 @@ def transaction(
             except lmdb.MapResizedError:
                 size = 0  # another process grew the map; adopt its size
             except lmdb.Error as exc:
-                raise translated(exc, shared.path, "write to" if write else "read from", shared.what) from exc
+                raise translated(exc, shared.path, "write to" if write else "read from", shared.layout.what) from exc
         _resize(shared, size)
 
 
@@ -343,13 +372,13 @@ def reading(shared: SharedEnvironment) -> Iterator[lmdb.Transaction]:
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, below, and begin again
             except lmdb.Error as exc:
-                raise translated(exc, shared.path, "read from", shared.what) from exc
+                raise translated(exc, shared.path, "read from", shared.layout.what) from exc
             else:
                 began_in = os.getpid()
                 try:
                     yield txn
                 except lmdb.Error as exc:
-                    raise translated(exc, shared.path, "read from", shared.what) from exc
+                    raise translated(exc, shared.path, "read from", shared.layout.what) from exc
                 finally:
                     # A child forked inside the block must not abort it: that would free the
                     # parent's reader slot, which the lock file shares.
@@ -364,5 +393,5 @@ def _resize(shared: SharedEnvironment, size: int) -> None:
         try:
             shared.env.set_mapsize(size)
         except lmdb.Error as exc:
-            msg = f"cannot grow the {shared.what} at {shared.path!r} to {size} bytes: {exc}"
+            msg = f"cannot grow the {shared.layout.what} at {shared.path!r} to {size} bytes: {exc}"
             raise StoreError(msg) from exc

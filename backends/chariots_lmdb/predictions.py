@@ -64,7 +64,7 @@ def _open_databases(env: lmdb.Environment, path: str) -> dict[str, Any]:
         return {name: env.open_db(name.encode(), txn=txn) for name in _DATABASES}
 
 
-_LAYOUT = Layout("", durable=True, databases=_DATABASES, opener=_open_databases, what="LMDB prediction log")
+_LAYOUT = Layout("", sync=True, metasync=False, databases=_DATABASES, opener=_open_databases, what="LMDB prediction log")
 
 
 def _prefix(pipeline: str) -> bytes:

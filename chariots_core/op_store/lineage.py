@@ -1,9 +1,11 @@
 """Saving a pipeline's ops and choosing which saved versions a pipeline may load.
 
-**Saving** writes each loadable op's bytes through the saver first (content-addressed, so a
-crash before the metadata commit leaves at most an unreferenced blob), then commits in one
-op-store transaction the op versions that are new, the links of this save and a snapshot of
-the version every op node ran with.
+**Saving** streams each loadable op's state through the saver first (``serialize_to``, hashed
+on the way, under a new name per save, so a crash before the metadata commit leaves at most a
+blob no record names, for garbage collection; see :mod:`chariots_core.op_store.blobs`), then
+commits in one op-store transaction the op versions that are new, the links of this save and a
+snapshot of the version every op node ran with. **Loading** checks a blob against its recorded
+sha256 before the op reads it (``load_from``): nothing unchecked reaches a deserializer.
 
 **Links.** A link ``up@u -> down@d`` records that version ``d`` of ``down`` was built on the
 output of ``up`` at version ``u``. They are written by the save that first stores ``d`` (the
@@ -40,29 +42,32 @@ the bound. Saving looks each op's version up once (is it stored already?) and th
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from ..errors import (
-    ChariotsError,
-    ConfigError,
-    NotSavedError,
-    SerializationError,
-    VersionError,
-)
+from ..errors import ConfigError, NotSavedError, VersionError
 from ..pipelines.nodes import Node
 from ..pipelines.ops import fresh_copy
 from ..pipelines.pipeline import Pipeline
-from ..savers import BaseSaver, read_verified
+from ..savers import BaseSaver
 from ..versioning import Version
-from .explain import Explainer, StaleEdge, StaleOp, Staleness, changed_parts, digests, short
+from .blobs import StoredState, loaded_from, read_state, write_state
+from .explain import Explainer, StaleEdge, Staleness, StaleOp, changed_parts, digests, short
 from .fields import fields_appends
-from .records import COMPARED_PARTS, POLICIES, Commit, JournalAppend, LinkRecord
-from .records import OpVersionRecord, SnapshotRecord, code_key, version_key
+from .records import (
+    COMPARED_PARTS,
+    POLICIES,
+    Commit,
+    JournalAppend,
+    LinkRecord,
+    OpVersionRecord,
+    SnapshotRecord,
+    code_key,
+    version_key,
+)
 from .store import OpStore, OpStoreView
 
 __all__ = [
@@ -105,8 +110,9 @@ def _changed_parts(old: Version | str, new: Version | str) -> str:
 def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> SnapshotRecord:
     """Persist every loadable op of ``pipeline`` and record its new versions, links and snapshot.
 
-    :raises SerializationError: if an op's ``serialize`` fails or does not return bytes.
+    :raises SerializationError: if an op's ``serialize_to`` (or ``serialize``) fails.
     :raises NotFittedError: if a model op was never fitted nor loaded.
+    :raises StoreError: if the saver or the op store cannot be written.
     """
     now = time.time()
     nodes = pipeline.loadable_nodes()
@@ -122,13 +128,10 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         if stored is not None and node.op.holds_trained_state and saver.exists(stored.blob_path):
             saved_as[id(node)] = stored.version
             continue
-        data = _serialize(node)
-        digest = hashlib.sha256(data).hexdigest()
-        blob_path = f"ops/{node.name}/{digest}"
-        # Content-addressed: writing identical bytes again is harmless (and heals a lost blob),
-        # and on object stores cheaper than first asking whether they are there.
-        saver.save(blob_path, data)
-        if stored is not None and stored.sha256 == digest and stored.blob_path == blob_path:
+        blob = _loaded_state(node, saver) or write_state(node.op, node.name, saver)
+        if stored is not None and stored.sha256 == blob.sha256 and saver.exists(stored.blob_path):
+            if blob.blob_path != stored.blob_path:
+                saver.delete(blob.blob_path)  # the same bytes are stored already: keep one copy
             saved_as[id(node)] = stored.version
             continue
         # A version saved again with other bytes (a plain LoadableOp whose state changed)
@@ -141,9 +144,9 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
                 code_version=str(type(node.op).__version__),
                 pipeline_name=pipeline.name,
                 saved_at=now,
-                blob_path=blob_path,
-                sha256=digest,
-                size=len(data),
+                blob_path=blob.blob_path,
+                sha256=blob.sha256,
+                size=blob.size,
             )
         )
         saved_as[id(node)] = text
@@ -169,22 +172,12 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     return snapshot
 
 
-def _serialize(node: Node) -> bytes:
-    op = node.op
-    try:
-        data = op.serialize()  # type: ignore[union-attr]
-    except ChariotsError:
-        raise
-    except Exception as exc:
-        msg = f"op {node.name!r}: {type(op).__name__}.serialize() failed ({type(exc).__name__}: {exc})"
-        raise SerializationError(msg) from exc
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        msg = (
-            f"op {node.name!r}: {type(op).__name__}.serialize() returned a "
-            f"{type(data).__name__}; it must return bytes"
-        )
-        raise SerializationError(msg)
-    return bytes(data)
+def _loaded_state(node: Node, saver: BaseSaver) -> StoredState | None:
+    """The blob in ``saver`` that holds the op's state, if it was loaded from one and still serves it."""
+    record = loaded_from(node.op, saver)
+    if record is None or not _serves(node, record) or not saver.exists(record.blob_path):
+        return None
+    return StoredState(record.blob_path, record.sha256, record.size)
 
 
 # -- choosing versions -----------------------------------------------------------------------
@@ -528,10 +521,11 @@ def _arc_consistent(
 def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSaver) -> dict[str, Any]:
     """New op objects for the pipeline's loadable nodes, with the chosen versions loaded.
 
-    Each is a shallow twin of the node's op whose ``load`` then assigns the saved state, so
+    Each is a shallow twin of the node's op whose ``load_from`` then assigns the saved state, so
     the ops the pipeline serves now are never touched and a load that fails half-way changes
     nothing (``load`` must set its state by assignment, as every Chariots op does). An op that
-    already serves the chosen trained version is kept as it is, so reloading is cheap.
+    already serves the chosen trained version is kept as it is, so reloading is cheap. The
+    bytes are checked against their recorded sha256 before the op reads any of them.
 
     :raises IntegrityError: if stored bytes are missing or do not match their sha256.
     :raises SerializationError: if an op cannot load its bytes.
@@ -543,15 +537,8 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
             continue
         where = f"op {record.op_name!r} version {short(record.version)}"
         fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
-        data = read_verified(saver, record.blob_path, record.sha256, where, fix)
         op = fresh_copy(node.op)
-        try:
-            op.load(data)
-        except ChariotsError:
-            raise
-        except Exception as exc:
-            msg = f"{where}: {type(op).__name__}.load() failed ({type(exc).__name__}: {exc})"
-            raise SerializationError(msg) from exc
+        read_state(op, record, saver, where, fix)
         loaded[node.name] = op
     return loaded
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigError, PipelineDefinitionError, UnknownPipelineError, WorkerError
 from ..op_store.explain import Staleness
+from ..op_store.garbage import DEBRIS_AGE, GarbageReport, collect_garbage
 from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, save_pipeline, why_stale
 from ..op_store.store import JobStore, OpStore
 from ..pipelines.pipeline import Pipeline
@@ -77,7 +78,7 @@ class Chariots:
         ``"lmdb"``) or an object-storage URL.
     :param saver: a saver, a backend name (``"memory"``), or a URL or local directory
         (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``). The app's data nodes
-        (:class:`~chariots_core.pipelines.nodes.DataLoadingNode`...) that have no saver of their own
+        (:class:`~chariots_core.pipelines.data_nodes.DataLoadingNode`...) that have no saver of their own
         read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
@@ -155,7 +156,7 @@ class Chariots:
         except BaseException:
             self._close_owned()
             raise
-        self._pipelines = bind_data_nodes(self._pipelines, self.saver)
+        self._pipelines = bind_data_nodes(self._pipelines, self.saver, self.op_store)
         self.runner = runner if runner is not None else SequentialRunner()
         self.worker_pool = worker_pool
         if worker_pool is not None:
@@ -399,6 +400,26 @@ class Chariots:
         if self._shadows is not None:
             report["shadows"] = self._shadows.stats()
         return report
+
+    def collect_garbage(
+        self, older_than: float = DEBRIS_AGE, dry_run: bool = False, also_referenced_by: Iterable[OpStore] = ()
+    ) -> GarbageReport:
+        """Remove from the saver what interrupted saves left behind: blobs that no record of the
+        app's op store or job store names, and the temporary files of killed writes, if older
+        than ``older_than`` seconds (rules: :mod:`chariots_core.op_store.garbage`).
+
+        :param older_than: keep anything younger, however unreferenced: a save running in
+            another process writes its blobs before it commits the records naming them. Keep it
+            above the longest save (default: a day).
+        :param dry_run: only report what would be removed.
+        :param also_referenced_by: other op stores whose records name blobs in this saver
+            (``chariots gc`` passes the CLI's holding store); their blobs are kept.
+        :raises StoreError: if a store cannot list what it references (nothing is removed).
+        """
+        stores: list[Any] = [self.op_store]
+        if self.job_store is not None and self.job_store is not self.op_store:
+            stores.append(self.job_store)
+        return collect_garbage(self.saver, [*stores, *also_referenced_by], older_than=older_than, dry_run=dry_run)
 
     # -- lifecycle -----------------------------------------------------------------------
     def take_ownership(self, resource: _C) -> _C:

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError, PipelineDefinitionError, StoreError
+from ..op_store.datasets import StoreDatasetLedger
 from ..op_store.store import OpStore
-from ..pipelines.nodes import DataSavingNode
+from ..pipelines.data_nodes import DataSavingNode
 from ..pipelines.pipeline import Pipeline
 from ..registry import backend_for_url, get_backend, known_backends, url_scheme
 from ..savers import BaseSaver
@@ -28,8 +29,9 @@ __all__ = [
 ]
 
 
-def bind_data_nodes(pipelines: dict[str, Pipeline], saver: BaseSaver) -> dict[str, Pipeline]:
-    """The pipelines with ``saver`` given to their data nodes (as new pipeline objects), by name.
+def bind_data_nodes(pipelines: dict[str, Pipeline], saver: BaseSaver, op_store: OpStore) -> dict[str, Pipeline]:
+    """The pipelines with ``saver``, and a ledger of the datasets recorded in ``op_store``, given
+    to their data nodes (as new pipeline objects), by name.
 
     Each node that loads a dataset also learns which pipelines of the app write it, so that a
     missing dataset's error says what to run.
@@ -39,7 +41,10 @@ def bind_data_nodes(pipelines: dict[str, Pipeline], saver: BaseSaver) -> dict[st
         for node in pipeline.saver_nodes():
             if isinstance(node, DataSavingNode):
                 writers.setdefault(node.path, []).append(f"pipeline {pipeline.name!r} (node {node.name!r})")
-    return {name: pipeline.bind_saver(saver, writers) for name, pipeline in pipelines.items()}
+    return {
+        name: pipeline.bind_saver(saver, writers, StoreDatasetLedger(op_store, name))
+        for name, pipeline in pipelines.items()
+    }
 
 
 def check_op_names(pipelines: Iterable[Pipeline]) -> None:

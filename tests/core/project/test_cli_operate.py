@@ -74,6 +74,22 @@ def test_history_and_rollback_across_processes(project):
     assert "chariots: NotSavedError: pipeline 'pred' has no deployment 'cafe'" in unknown.stderr
 
 
+def test_status_lists_the_newest_deployments(project):
+    deploy(project, "one")
+    run(project, "rollback", "pred", code=1)  # nothing to go back to: not a deployment
+    deploy(project, "two")
+    (newest,) = json.loads(run(project, "status", "--json", "--limit", "1").stdout)["deployments"]
+    latest = table(run(project, "history", "pred", "--limit", "1"))[0]
+    assert (newest["deployment_id"], newest["pipeline"], newest["kind"], newest["note"]) == (
+        latest[0],
+        "pred",
+        "load",
+        "latest",
+    )
+    text = run(project, "status").stdout
+    assert "deployments, newest first:" in text and latest[0] in text
+
+
 def test_a_refused_load_shows_in_the_history_with_its_reason(project):
     refused = run(project, "load", "pred", code=1)
     assert "NotSavedError" in refused.stderr

@@ -23,8 +23,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chariots_core import BaseOp, Chariots, MemoryOpStore, MemorySaver, Node, Pipeline
-from chariots_core import VersionedField, VersionedFieldDict, VersionType
+from chariots_core import (
+    BaseOp,
+    Chariots,
+    MemoryOpStore,
+    MemorySaver,
+    Node,
+    Pipeline,
+    VersionedField,
+    VersionedFieldDict,
+    VersionType,
+)
 from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.op_store import lineage
 from chariots_core.op_store.records import OpFieldsRecord, fields_name, to_json

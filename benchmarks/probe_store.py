@@ -36,6 +36,7 @@ from typing import Any
 
 from chariots_core import Chariots, LoadableOp, Node, Pipeline, Version
 from chariots_core.errors import StoreError
+from chariots_core.op_store.lineage import load_ops, resolve_versions
 from chariots_core.op_store.records import POLICIES, JobRecord, SnapshotRecord
 from chariots_lmdb import LMDBOpStore
 
@@ -118,8 +119,12 @@ def answers(root: Path) -> dict[str, Any]:
     finally:
         store.close()
     with Chariots(pipelines(), path=root) as app:
+        # What a load reads and checks, without deploying: a deployment is recorded, a write.
+        pred = app.serving_pipeline("pred")
         for strategy in ("latest", "latest_compatible"):
-            found[f"load {strategy}"] = {name: str(v) for name, v in app.load_pipeline("pred", strategy=strategy).items()}
+            chosen = resolve_versions(pred, app.op_store, app.compatibility, strategy)
+            load_ops(pred, chosen, app.saver)
+            found[f"load {strategy}"] = {name: record.version for name, record in chosen.items() if record}
     return found
 
 

@@ -9,6 +9,11 @@ for the command line). The loggers, by what they report:
 ``chariots.config``        INFO: the worker pool started, the address served; DEBUG: how the app is built
 ``chariots.cli``           INFO: what each command restored, held, saved and loaded; DEBUG: timings
 ``chariots.runner``        DEBUG: each pipeline run (name, number of nodes, runner)
+``chariots.deployments``   INFO: each deployment (load, rollback, reload, split); WARNING: a refused
+                           hot reload (once per new refusal)
+``chariots.reload``        WARNING: hot reload could not read the store (once per new error; it retries)
+``chariots.shadow``        WARNING: a shadow variant failed (once per split; the rest are counted)
+``chariots.predictions``   WARNING: prediction records dropped (once until a write succeeds again)
 =========================  =======================================================================
 
 Each module asks for its logger with :func:`get_logger`, so the names above stay the only

@@ -7,8 +7,9 @@ first use and turns a missing dependency into a :class:`~chariots_core.errors.Ba
 that says which ``pip install 'chariots[extra]'`` fixes it.
 
 Kinds: ``op_store``, ``saver``, ``worker_pool``, ``runner``, ``server`` (a function serving an
-app over HTTP: ``serve(app, host=..., port=...)``) and ``client`` (a class with the app's methods,
-built from a URL).
+app over HTTP: ``serve(app, host=..., port=...)``), ``client`` (a class with the app's methods,
+built from a URL) and ``prediction_log`` (a ``PredictionSink`` for the prediction log, built
+from a directory).
 
 Names are matched ignoring case, ``-``, ``_`` and the kind's own suffix, so the spellings
 chariots 0.2 accepted work: ``"SequentialRunner"``, ``"sequential-runner"`` and
@@ -46,7 +47,7 @@ __all__ = [
     "url_scheme",
 ]
 
-KINDS = ("op_store", "saver", "worker_pool", "runner", "server", "client")
+KINDS = ("op_store", "saver", "worker_pool", "runner", "server", "client", "prediction_log")
 ENTRY_POINT_GROUP = "chariots.backends"
 # Dropped from the end of a name before matching: "MultiprocessWorkerPool" -> "multiprocess".
 _SUFFIXES = {
@@ -56,6 +57,7 @@ _SUFFIXES = {
     "runner": ("runner",),
     "server": ("server",),
     "client": ("client",),
+    "prediction_log": ("predictionsink", "sink"),
 }
 
 
@@ -94,6 +96,10 @@ _BUILTIN: dict[str, dict[str, _Entry]] = {
     },
     "client": {
         "http": _Entry("chariots_waitress:PipelinesClient", "serve"),
+    },
+    "prediction_log": {
+        "memory": _Entry("chariots_core.serving.prediction_sinks:MemoryPredictionSink", None),
+        "lmdb": _Entry("chariots_lmdb:LMDBPredictionSink", "lmdb"),
     },
 }
 

@@ -44,7 +44,17 @@ from chariots_core.savers import ensure_directory
 
 from .tables import SUBDATABASES, Tables, check_format
 
-__all__ = ["JOBS", "OPS", "OPS_UNDURABLE", "Layout", "SharedEnvironment", "acquire", "reading", "release", "transaction"]
+__all__ = [
+    "JOBS",
+    "OPS",
+    "OPS_UNDURABLE",
+    "Layout",
+    "SharedEnvironment",
+    "acquire",
+    "reading",
+    "release",
+    "transaction",
+]
 
 _Result = TypeVar("_Result")
 # What LMDB raises for files it cannot make sense of: damage, not a wrong setting.
@@ -69,16 +79,27 @@ class Layout:
         on a filesystem that reorders writes may leave this environment unreadable.
     :param metasync: whether the meta page of a commit is synced too (only with ``sync``):
         the commit is then durable, not merely atomic.
+    :param databases: the names of its sub-databases (default: an op store's).
+    :param opener: ``(env, path) -> {name: database}``: opens (and in a new environment
+        creates) them; default: an op store's, checked against its format.
+    :param what: what the environment is, as error messages name it.
     """
 
     subdirectory: str
     sync: bool
     metasync: bool
+    databases: tuple[str, ...] = SUBDATABASES
+    opener: Callable[[lmdb.Environment, str], dict[str, Any]] | None = None
+    what: str = "LMDB op store"
 
     @property
     def durable(self) -> bool:
         """Whether a commit survives an OS crash or power cut once it returns."""
         return self.sync and self.metasync
+
+    def open_databases(self, env: lmdb.Environment, path: str) -> dict[str, Any]:
+        """The environment's sub-databases, opened (created in a new environment)."""
+        return (self.opener or _open_databases)(env, path)
 
 
 OPS = Layout("", sync=True, metasync=True)
@@ -192,15 +213,15 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
-def translated(exc: lmdb.Error, path: str, action: str) -> StoreError:
-    """The StoreError for an LMDB error met while doing ``action`` with the store at ``path``."""
+def translated(exc: lmdb.Error, path: str, action: str, what: str = "LMDB op store") -> StoreError:
+    """The StoreError for an LMDB error met while doing ``action`` with the ``what`` at ``path``."""
     if isinstance(exc, _DAMAGE):
         msg = (
-            f"the LMDB op store at {path!r} is damaged ({type(exc).__name__}: {exc}) or is not an "
+            f"the {what} at {path!r} is damaged ({type(exc).__name__}: {exc}) or is not an "
             "LMDB store; restore the store from a backup"
         )
         return StoreError(msg)
-    return StoreError(f"cannot {action} the LMDB op store at {path!r}: {exc}")
+    return StoreError(f"cannot {action} the {what} at {path!r}: {exc}")
 
 
 def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
@@ -209,24 +230,24 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
         env = lmdb.open(
             path,
             map_size=map_size,
-            max_dbs=len(SUBDATABASES),
+            max_dbs=len(layout.databases),
             subdir=True,
             create=True,
             sync=layout.sync,
             metasync=layout.metasync,
         )
     except lmdb.Error as exc:
-        error = translated(exc, path, "open")
+        error = translated(exc, path, "open", layout.what)
         if not isinstance(exc, _DAMAGE):
             error = StoreError(f"{error}. The directory must be writable and hold nothing but an LMDB store")
         raise error from exc
     try:
         # Readers killed without closing keep their slots; free them before anyone waits on them.
         env.reader_check()
-        dbs = _open_databases(env, path)
+        dbs = layout.open_databases(env, path)
     except lmdb.Error as exc:
         env.close()
-        raise translated(exc, path, "open the sub-databases of") from exc
+        raise translated(exc, path, "open the sub-databases of", layout.what) from exc
     except BaseException:
         env.close()
         raise
@@ -318,9 +339,7 @@ def release(shared: SharedEnvironment, user: object) -> None:
                 shared.env.close()
 
 
-def transaction(
-    shared: SharedEnvironment, work: Callable[[lmdb.Transaction], _Result], write: bool = False
-) -> _Result:
+def transaction(shared: SharedEnvironment, work: Callable[[lmdb.Transaction], _Result], write: bool = False) -> _Result:
     """Run ``work`` in one transaction and return its result; retry it if the map must grow.
 
     A write commits when ``work`` returns and is aborted if it raises, so ``work`` is all or
@@ -339,7 +358,7 @@ def transaction(
             except lmdb.MapResizedError:
                 size = 0  # another process grew the map; adopt its size
             except lmdb.Error as exc:
-                raise translated(exc, shared.path, "write to" if write else "read from") from exc
+                raise translated(exc, shared.path, "write to" if write else "read from", shared.layout.what) from exc
         _resize(shared, size)
 
 
@@ -353,13 +372,13 @@ def reading(shared: SharedEnvironment) -> Iterator[lmdb.Transaction]:
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, below, and begin again
             except lmdb.Error as exc:
-                raise translated(exc, shared.path, "read from") from exc
+                raise translated(exc, shared.path, "read from", shared.layout.what) from exc
             else:
                 began_in = os.getpid()
                 try:
                     yield txn
                 except lmdb.Error as exc:
-                    raise translated(exc, shared.path, "read from") from exc
+                    raise translated(exc, shared.path, "read from", shared.layout.what) from exc
                 finally:
                     # A child forked inside the block must not abort it: that would free the
                     # parent's reader slot, which the lock file shares.
@@ -374,5 +393,5 @@ def _resize(shared: SharedEnvironment, size: int) -> None:
         try:
             shared.env.set_mapsize(size)
         except lmdb.Error as exc:
-            msg = f"cannot grow the LMDB op store at {shared.path!r} to {size} bytes: {exc}"
+            msg = f"cannot grow the {shared.layout.what} at {shared.path!r} to {size} bytes: {exc}"
             raise StoreError(msg) from exc

@@ -32,14 +32,17 @@ import http.client
 import json
 import select
 import threading
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from chariots_core import Pipeline, PipelineResponse, Version
 from chariots_core.errors import ChariotsError, UnknownPipelineError
 from chariots_core.op_store.explain import Staleness
-from chariots_core.op_store.records import check_limit
+from chariots_core.op_store.records import check_limit, from_plain
+from chariots_core.serving.deployment_records import DeploymentRecord
 from chariots_core.serving.jsonsafe import to_jsonable_input
+from chariots_core.serving.prediction_log import PredictionRecord, to_frame
 
 from .errors import RequestError, ServerUnavailableError, error_from_body
 from .server import DEFAULT_PORT
@@ -80,7 +83,11 @@ class PipelinesClient:
 
     # -- the Chariots API --------------------------------------------------------------------
     def call_pipeline(
-        self, pipeline: PipelineRef, pipeline_input: Any = None, use_worker: bool | None = None
+        self,
+        pipeline: PipelineRef,
+        pipeline_input: Any = None,
+        use_worker: bool | None = None,
+        key: str | None = None,
     ) -> PipelineResponse:
         """Run the pipeline on the server and return its :class:`PipelineResponse`.
 
@@ -94,6 +101,8 @@ class PipelinesClient:
             or an infinity, or nests deeper than ``jsonsafe.MAX_DEPTH``.
         """
         body = {"pipeline_input": to_jsonable_input(pipeline_input), "use_worker": use_worker}
+        if key is not None:
+            body["key"] = key
         return PipelineResponse.from_json(self._request("POST", _pipeline_path(pipeline, "main"), body))
 
     def save_pipeline(self, pipeline: PipelineRef) -> None:
@@ -129,6 +138,38 @@ class PipelinesClient:
         """The server app's status: what it serves, its newest versions, stale edges, jobs."""
         check_limit(limit)
         return self._request("GET", f"/status?limit={limit}", None)
+
+    def deployments(
+        self, pipeline: PipelineRef, limit: int | None = None, before: str | None = None
+    ) -> list[DeploymentRecord]:
+        """The pipeline's deployments recorded in the server's op store, newest first."""
+        query = {"limit": _limit_text(limit), **({"before": before} if before is not None else {})}
+        answer = self._request("GET", _pipeline_path(pipeline, "deployments", query), None)
+        return [from_plain(record, DeploymentRecord) for record in answer["deployments"]]
+
+    def rollback(self, pipeline: PipelineRef, to: str | None = None) -> DeploymentRecord:
+        """Roll the server's pipeline back to its previous deployment, or deployment ``to``."""
+        return from_plain(self._request("POST", _pipeline_path(pipeline, "rollback"), {"to": to}), DeploymentRecord)
+
+    def split(
+        self,
+        pipeline: PipelineRef,
+        variants: Mapping[str, str],
+        weights: Mapping[str, float] | None = None,
+        shadow: str | None = None,
+    ) -> DeploymentRecord:
+        """Serve several deployments of the server's pipeline side by side."""
+        body = {"variants": _plain_mapping(variants), "weights": _plain_mapping(weights), "shadow": shadow}
+        return from_plain(self._request("POST", _pipeline_path(pipeline, "split"), body), DeploymentRecord)
+
+    def predictions(
+        self, pipeline: PipelineRef, since: float | None = None, limit: int | None = 100, as_frame: bool = False
+    ) -> list[PredictionRecord] | Any:
+        """The calls of the pipeline the server logged, newest first (a ``DataFrame`` with ``as_frame``)."""
+        query = {"limit": _limit_text(limit), **({"since": str(since)} if since is not None else {})}
+        answer = self._request("GET", _pipeline_path(pipeline, "predictions", query), None)
+        records = [PredictionRecord.from_json(record) for record in answer["predictions"]]
+        return to_frame(records) if as_frame else records
 
     def available_pipelines(self) -> list[str]:
         """The names of the pipelines the server serves."""
@@ -271,12 +312,23 @@ def _waitress_refusal(status: int, raw: bytes, where: str, sent: int) -> Request
     return RequestError(msg, status)
 
 
-def _pipeline_path(pipeline: PipelineRef, action: str) -> str:
+def _pipeline_path(pipeline: PipelineRef, action: str, query: dict[str, str] | None = None) -> str:
     name = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
     if not isinstance(name, str):
         msg = f"there is no pipeline {name!r}: pass a Pipeline or a pipeline name (a str)"
         raise UnknownPipelineError(msg)
-    return f"/pipelines/{quote(name, safe='')}/{action}"
+    path = f"/pipelines/{quote(name, safe='')}/{action}"
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def _limit_text(limit: Any) -> str:
+    """``limit`` as the query string carries it (the server checks it like the app does)."""
+    return "none" if limit is None else str(limit)
+
+
+def _plain_mapping(mapping: Any) -> Any:
+    """A mapping as a JSON object (anything else as it is: the server says what is wrong)."""
+    return dict(mapping) if isinstance(mapping, Mapping) else mapping
 
 
 def _parse_versions(answer: dict[str, Any]) -> dict[str, Version]:

@@ -6,13 +6,21 @@ routing, and each request costs little more than the app call itself. Serve it w
 
 Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)::
 
-    POST /pipelines/<name>/main          {"pipeline_input": <JSON>, "use_worker": <bool|null>}
+    POST /pipelines/<name>/main          {"pipeline_input": <JSON>, "use_worker": <bool|null>,
+                                          "key": <str|null>}
                                          -> PipelineResponse JSON (202 when a job was queued)
     GET  /pipelines/<name>/versions      -> {"versions": {<node>: <version string>}}
     POST /pipelines/<name>/load          {"strategy": "latest" | "latest_compatible"}
                                          -> {"versions": {<node>: <version string>}}
     POST /pipelines/<name>/save          -> {"pipeline": <name>, "saved": true}
     GET  /pipelines/<name>/health_check  -> {"pipeline": <name>, "is_loaded": <bool>}
+    GET  /pipelines/<name>/deployments?limit=<n|none>&before=<id>
+                                         -> {"deployments": [<DeploymentRecord JSON>, ...]}
+    POST /pipelines/<name>/rollback      {"to": <deployment id|null>} -> <DeploymentRecord JSON>
+    POST /pipelines/<name>/split         {"variants": {<name>: <spec>}, "weights": {...}|null,
+                                          "shadow": <name|null>} -> <DeploymentRecord JSON>
+    GET  /pipelines/<name>/predictions?since=<seconds>&limit=<n|none>
+                                         -> {"predictions": [<PredictionRecord JSON>, ...]}
     GET  /health_check                   -> the app's health_check()
     GET  /available_pipelines            -> {"pipelines": [<name>, ...]}
     GET  /status[?limit=<n>]             -> the app's status() (see chariots_core.serving.status)
@@ -24,7 +32,8 @@ Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)
 To add a route, add its template to :data:`ROUTES` with a handler
 ``handler(app, body, *path_values) -> (status, payload)``; ``<...>`` segments match one
 path segment each and are passed in order. A ``GET`` handler's ``body`` holds the query
-string's parameters (strings).
+string's parameters (strings; a repeated key gives its last value; ``limit=none`` asks for
+everything).
 
 Request bodies are optional (every key has a default), must be JSON objects sent as
 ``application/json``, and are never unpickled; :mod:`chariots_waitress.body` checks their
@@ -47,7 +56,6 @@ waitress itself before it is read, with a plain-text 413 (the client raises
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -56,13 +64,14 @@ from urllib.parse import parse_qsl
 
 from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
-from chariots_core.serving.jsonsafe import to_jsonable
+from chariots_core.op_store.records import to_plain
+from chariots_core.serving.jsonsafe import json_encoder, to_jsonable
 
 from .body import read_json_body
 from .errors import RequestError, error_body, status_for
 from .status_page import serve_status_page
 
-__all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES", "ROUTES"]
+__all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES", "ROUTES", "json_encoder"]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -74,32 +83,6 @@ Handler = Callable[..., Payload]
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _JSON_TYPE = ("Content-Type", "application/json")
 _RECENT_PATHS = 4096
-
-
-_C_MAKE_ENCODER: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)  # None without _json
-
-
-def json_encoder(make_c_encoder: Callable[..., Any] | None = _C_MAKE_ENCODER) -> Callable[[Any], str]:
-    """A compact JSON encoder that refuses NaN and infinities, built once.
-
-    ``json.JSONEncoder.encode`` builds json's C encoder anew on every call, which is a
-    quarter of the cost of encoding a small response; here it is built once, when the
-    interpreter has it (``make_c_encoder``), else the plain encoder is used. Payloads are
-    acyclic by construction (handlers build them from ``to_jsonable`` output), so no
-    cycle check. ``allow_nan=False`` is a last guard: ``to_jsonable`` already refuses
-    non-finite numbers, naming where they are.
-    """
-    encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
-    if make_c_encoder is None:
-        return encoder.encode
-    c_encode = make_c_encoder(
-        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
-    )
-
-    def encode(payload: Any) -> str:
-        return "".join(c_encode(payload, 0))
-
-    return encode
 
 
 _encode = json_encoder()
@@ -167,7 +150,7 @@ def _response_payload(response: Any) -> Payload:
     return (202 if response.job_id is not None and response.value is None else 200), response.to_json()
 
 
-_MAIN_KEYS = frozenset({"pipeline_input", "use_worker"})
+_MAIN_KEYS = frozenset({"pipeline_input", "use_worker", "key"})
 
 
 def _call(app: Chariots, body: dict[str, Any], name: str) -> Payload:
@@ -175,7 +158,7 @@ def _call(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     use_worker = body.get("use_worker")
     if use_worker is not None and not isinstance(use_worker, bool):
         raise RequestError(f"'use_worker' must be true, false or null (got {use_worker!r})")
-    return _response_payload(app.call_pipeline(name, body.get("pipeline_input"), use_worker))
+    return _response_payload(app.call_pipeline(name, body.get("pipeline_input"), use_worker, body.get("key")))
 
 
 def _versions(app: Chariots, body: dict[str, Any], name: str) -> Payload:
@@ -202,6 +185,54 @@ def _save(app: Chariots, body: dict[str, Any], name: str) -> Payload:
 
 def _pipeline_health(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     return 200, {"pipeline": name, "is_loaded": app.is_pipeline_loaded(name)}
+
+
+def _number(body: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+    """``body[key]`` as ``kind`` (an int or float), ``None`` for ``"none"``, or ``default``."""
+    text = body.get(key)
+    if text is None:
+        return default
+    if text == "none":
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise RequestError(f"{key!r} must be {expected} or 'none' (got {text!r})") from None
+
+
+_DEPLOYMENTS_KEYS = frozenset({"limit", "before"})
+
+
+def _deployments(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _DEPLOYMENTS_KEYS, "/deployments")
+    records = app.deployments(name, _number(body, "limit", None, int), body.get("before"))
+    return 200, {"deployments": [to_plain(record) for record in records]}
+
+
+_ROLLBACK_KEYS = frozenset({"to"})
+
+
+def _rollback(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _ROLLBACK_KEYS, "/rollback")
+    return 200, to_plain(app.rollback(name, body.get("to")))
+
+
+_SPLIT_KEYS = frozenset({"variants", "weights", "shadow"})
+
+
+def _split(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _SPLIT_KEYS, "/split")
+    return 200, to_plain(app.split(name, body.get("variants", {}), body.get("weights"), body.get("shadow")))
+
+
+_PREDICTIONS_KEYS = frozenset({"since", "limit"})
+
+
+def _predictions(app: Chariots, body: dict[str, Any], name: str) -> Payload:
+    _expect(body, _PREDICTIONS_KEYS, "/predictions")
+    records = app.predictions(name, _number(body, "since", None, float), _number(body, "limit", 100, int))
+    return 200, {"predictions": [record.to_json() for record in records]}
 
 
 def _why_stale(app: Chariots, query: dict[str, str], name: str) -> Payload:
@@ -250,6 +281,10 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/pipelines/<pipeline_name>/save": {"POST": _save},
     "/pipelines/<pipeline_name>/health_check": {"GET": _pipeline_health},
     "/pipelines/<pipeline_name>/why_stale": {"GET": _why_stale},
+    "/pipelines/<pipeline_name>/deployments": {"GET": _deployments},
+    "/pipelines/<pipeline_name>/rollback": {"POST": _rollback},
+    "/pipelines/<pipeline_name>/split": {"POST": _split},
+    "/pipelines/<pipeline_name>/predictions": {"GET": _predictions},
     "/health_check": {"GET": _health},
     "/available_pipelines": {"GET": _available},
     "/status": {"GET": _status},

@@ -55,10 +55,19 @@ from ..pipelines.pipeline import Pipeline
 from ..savers import BaseSaver
 from ..versioning import Version
 from .blobs import StoredState, loaded_from, read_state, write_state
-from .explain import Explainer, StaleEdge, StaleOp, Staleness, changed_parts, digests, short
+from .explain import Explainer, StaleEdge, Staleness, StaleOp, changed_parts, digests, short
 from .fields import fields_appends
-from .records import COMPARED_PARTS, POLICIES, Commit, JournalAppend, LinkRecord
-from .records import OpVersionRecord, SnapshotRecord, version_key
+from .records import (
+    COMPARED_PARTS,
+    POLICIES,
+    Commit,
+    JournalAppend,
+    LinkRecord,
+    OpVersionRecord,
+    SnapshotRecord,
+    code_key,
+    version_key,
+)
 from .store import OpStore, OpStoreView
 
 __all__ = [
@@ -68,6 +77,7 @@ __all__ = [
     "check_choice",
     "save_pipeline",
     "resolve_versions",
+    "resolve_pinned",
     "load_ops",
     "why_stale",
     "inspect_pipeline",
@@ -237,6 +247,24 @@ def resolve_versions(
         return _Resolution(pipeline, view, policy).resolve(strategy)
 
 
+def resolve_pinned(
+    pipeline: Pipeline, op_store: OpStore, policy: str, versions: Mapping[str, str]
+) -> dict[str, Candidate]:
+    """The records of the given saved ``versions`` (by node name), checked like a load's choice.
+
+    For loading exactly what an earlier load chose (a rollback, a variant of a split): each
+    version must still be in the store and made by code the running code may load under
+    ``policy``, and every edge is checked by the edge rule. Loadable ops that ``versions`` does
+    not name are kept as they are (``None``).
+
+    :raises NotSavedError: if a version is no longer in the store.
+    :raises VersionError: naming the op whose code changed, or every incompatible edge.
+    """
+    check_choice("compatibility", policy, POLICIES)
+    with op_store.reader() as view:
+        return _Resolution(pipeline, view, policy).pinned(versions)
+
+
 class _Resolution:
     """One load's choice of versions, read through one view."""
 
@@ -283,6 +311,37 @@ class _Resolution:
             )
             raise VersionError(self._report(head, problems, latest, hint))
         return self._newest_compatible(latest, edges, problems)
+
+    def pinned(self, versions: Mapping[str, str]) -> dict[str, Candidate]:
+        chosen: dict[str, Candidate] = {}
+        for node in self.loadable:
+            if node.name not in versions:
+                chosen[node.name] = None
+                continue
+            record = self.view.op_version(node.name, versions[node.name])
+            if record is None:
+                msg = (
+                    f"version {short(versions[node.name])} of op {node.name!r} is no longer in the op store "
+                    "(was it collected?); pick another deployment, or load the pipeline's latest versions"
+                )
+                raise NotSavedError(msg)
+            if code_key(record.code_version, self.policy) != code_key(str(type(node.op).__version__), self.policy):
+                stale = self.explainer.stale_op(record, type(node.op))
+                msg = (
+                    f"version {short(record.version)} of op {node.name!r} was made by other code, so this code "
+                    f"cannot load it ({stale.change.text}). Retrain it: run and save pipeline {stale.fix!r}"
+                )
+                raise VersionError(msg)
+            chosen[node.name] = record
+        problems = [edge for edge in self._checked_edges() if not edge.accepts(chosen)]
+        if problems:
+            head = (
+                f"pipeline {self.pipeline.name!r} cannot serve these versions: it has "
+                f"{len(problems)} incompatible edge(s):"
+            )
+            hint = "HINT: pick another deployment, or retrain and save the ops named above"
+            raise VersionError(self._report(head, problems, chosen, hint))
+        return chosen
 
     def _unusable(self, latest: Mapping[str, Candidate]) -> tuple[list[StaleOp], list[str], bool]:
         """The ops none of whose saved versions their code may load (pinned ones: the others

@@ -60,9 +60,22 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from ..errors import NotSavedError, StoreError
-from .records import Commit, JournalEntry, LinkRecord, OpVersionRecord, Position, check_limit, code_key, journal_kind
-from .records import page, version_key
-from .records import JobRecord, SnapshotRecord, from_json, to_json  # noqa: F401 - their older import path
+from .records import (  # noqa: F401 - their older import path
+    Commit,
+    JobRecord,
+    JournalEntry,
+    LinkRecord,
+    OpVersionRecord,
+    Position,
+    SnapshotRecord,
+    check_limit,
+    code_key,
+    from_json,
+    journal_kind,
+    page,
+    to_json,
+    version_key,
+)
 
 __all__ = ["OpStore", "OpStoreView", "JobStore", "MemoryOpStore", "check_listed"]
 

@@ -11,6 +11,9 @@
     chariots jobs                                      # asynchronous jobs, as a table
     chariots status                                    # served and newest versions, stale edges and why
     chariots dag train_iris --format svg               # a picture of a pipeline (--lineage: of its versions)
+    chariots history pred_iris                         # its deployments (loads, rollbacks...)
+    chariots rollback pred_iris [--to DEPLOYMENT]      # serve the previous deployment again
+    chariots predictions pred_iris                     # its logged calls
     chariots gc [--older-than 1h] [--dry-run]          # remove what interrupted saves left behind
     chariots serve                                     # the app over HTTP (waitress)
     chariots -v ...                                    # log what happens (-vv: debug)
@@ -27,9 +30,11 @@ store's own saves (see :mod:`chariots_core.project.held`). ``chariots serve`` st
 with what the store holds, like any new app: load its pipelines with
 ``chariots load PIPELINE --url URL``.
 
-``jobs``, ``versions``, ``status PIPELINE...`` and ``dag --lineage`` answer from the store alone:
-they never import the project's code (its ops may import heavy libraries), so they start fast.
-``status`` and ``dag`` live in :mod:`chariots_core.project.cli_show`.
+``jobs``, ``versions``, ``status PIPELINE...``, ``dag --lineage``, ``history`` and
+``predictions`` answer from the store alone: they never import the project's code (its ops may
+import heavy libraries), so they start fast. ``status`` and ``dag`` live in
+:mod:`chariots_core.project.cli_show`; the operating commands (``history``, ``rollback``,
+``split``, ``predictions``) in :mod:`chariots_core.project.cli_operate`.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -509,9 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("pipelines", parents=[remote], help="list the app's pipelines")
     listing.set_defaults(handler=_cmd_pipelines)
 
-    from .cli_show import add_commands  # it imports this module's helpers: imported once this one is
+    # They import this module's helpers: imported once this one is.
+    from .cli_operate import add_operating_commands
+    from .cli_show import add_commands
 
     add_commands(commands, configured, remote)
+    add_operating_commands(commands, named)
     return parser
 
 

@@ -37,20 +37,28 @@ __all__ = ["add_commands", "status_text"]
 def add_commands(commands: Any, configured: argparse.ArgumentParser, remote: argparse.ArgumentParser) -> None:
     """Add ``status`` and ``dag`` to the ``chariots`` subcommands."""
     status = commands.add_parser(
-        "status", parents=[remote], help="what each pipeline serves, its newest saved versions, stale edges and why, jobs"
+        "status",
+        parents=[remote],
+        help="what each pipeline serves, its newest saved versions, stale edges and why, jobs",
     )
-    status.add_argument("pipelines", metavar="PIPELINE", nargs="*", help="only these (default: the project's pipelines)")
+    status.add_argument(
+        "pipelines", metavar="PIPELINE", nargs="*", help="only these (default: the project's pipelines)"
+    )
     status.add_argument("--limit", type=int, default=10, metavar="N", help="list the N newest jobs (default: 10)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(handler=_cmd_status)
 
-    dag = commands.add_parser("dag", parents=[configured], help="draw pipelines, or the lineage of their saved versions")
+    dag = commands.add_parser(
+        "dag", parents=[configured], help="draw pipelines, or the lineage of their saved versions"
+    )
     dag.add_argument("pipelines", metavar="PIPELINE", nargs="+", help="the pipeline's name (several: one picture)")
     dag.add_argument("--format", choices=list(FORMATS), default="svg", help="the drawing's format (default: svg)")
     dag.add_argument(
         "--lineage", action="store_true", help="draw the versions of the pipeline's ops saved in the store instead"
     )
-    dag.add_argument("--versions", type=int, default=10, metavar="N", help="with --lineage: the N newest versions per op")
+    dag.add_argument(
+        "--versions", type=int, default=10, metavar="N", help="with --lineage: the N newest versions per op"
+    )
     dag.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
     dag.set_defaults(handler=_cmd_dag)
 
@@ -70,7 +78,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
     with _open_store(args, holding=True) as holding, _open_store(args) as app:
         jobs = [] if app.job_store is None else [_current(app, job) for job in app.job_store.jobs(limit=args.limit)]
         with holding.op_store.reader() as held, app.op_store.reader() as view:
-            status = store_status(view, names, app.compatibility, held, jobs)
+            status = store_status(view, names, app.compatibility, held, jobs, args.limit)
     print(json.dumps(status, indent=2, ensure_ascii=False) if args.json else status_text(status, held=True))
 
 
@@ -85,7 +93,13 @@ def status_text(status: dict[str, Any], held: bool) -> str:
         lines.append(f"pipeline {pipeline['name']!r} {_state(pipeline, held)}")
         if pipeline["ops"]:
             rows = [
-                [op["op"], op["serving"] or "-", op["newest"] or "-", op["newest_pipeline"] or "-", _time_or_dash(op["newest_saved_at"])]
+                [
+                    op["op"],
+                    op["serving"] or "-",
+                    op["newest"] or "-",
+                    op["newest_pipeline"] or "-",
+                    _time_or_dash(op["newest_saved_at"]),
+                ]
                 for op in pipeline["ops"]
             ]
             table = _table(["OP", "SERVING", "NEWEST SAVED", "SAVED BY", "SAVED AT"], rows)
@@ -103,7 +117,17 @@ def status_text(status: dict[str, Any], held: bool) -> str:
             [job["job_id"], job["pipeline"], job["status"], _time(job["submitted_at"]), job["error"] or "-"]
             for job in status["jobs"]
         ]
-        lines += [f"  {line}" for line in _table(["JOB", "PIPELINE", "STATUS", "SUBMITTED", "ERROR"], rows).splitlines()]
+        lines += [
+            f"  {line}" for line in _table(["JOB", "PIPELINE", "STATUS", "SUBMITTED", "ERROR"], rows).splitlines()
+        ]
+    if status.get("deployments"):
+        lines.append("deployments, newest first:")
+        rows = [
+            [row["deployment_id"], row["pipeline"], row["kind"], row["outcome"], _time(row["at"]), row["note"] or "-"]
+            for row in status["deployments"]
+        ]
+        header = ["DEPLOYMENT", "PIPELINE", "KIND", "OUTCOME", "AT", "NOTE"]
+        lines += [f"  {line}" for line in _table(header, rows).splitlines()]
     return "\n".join(lines) if lines else "no pipelines"
 
 
@@ -116,7 +140,11 @@ def _state(pipeline: dict[str, Any], held: bool) -> str:
     if held:
         if not pipeline.get("saved", True):
             return f"- never saved nor held: run chariots call, load or save {pipeline['name']}"
-        where = "served as held by the last call or load" if pipeline["loaded"] else f"as saved at {_time(pipeline['saved_at'])}"
+        where = (
+            "served as held by the last call or load"
+            if pipeline["loaded"]
+            else f"as saved at {_time(pipeline['saved_at'])}"
+        )
         return f"- {where}{stale}"
     return f"- {'loaded' if pipeline['loaded'] else 'not loaded'}{stale}"
 

@@ -16,6 +16,9 @@ installed) or the ``[tool.chariots]`` table of a project's ``pyproject.toml``::
     host = "127.0.0.1"           # "http://localhost" and "https://host" work too
     port = 8080
     server = "waitress"          # the HTTP server backend of `chariots serve`
+    reload = "latest"            # follow the store: serve new saved versions (none by default)
+    reload_interval = 5          # seconds between two looks at the store
+    log_predictions = ["pred_iris"]   # log these pipelines' calls in <path>/predictions
 
     [workers]
     pool = "multiprocess"        # none by default
@@ -253,6 +256,9 @@ class ChariotsConfig:
                 worker_pool=worker_pool,
                 runner=self.get_runner(),
                 use_worker=self.workers.use_worker,
+                reload=self.pipelines.reload,
+                reload_interval=self.pipelines.reload_interval,
+                log_predictions=self.pipelines.log_predictions,
             )
         except BaseException:
             if worker_pool is not None:

@@ -18,7 +18,7 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
 from ..errors import ConfigError
-from ..op_store.lineage import POLICIES
+from ..op_store.lineage import POLICIES, STRATEGIES
 from ..pipelines.runners import BaseRunner
 from ..registry import canonical_name, known_backends, url_scheme
 from .config_files import Source
@@ -55,6 +55,16 @@ def _is_int(value: Any) -> bool:
 
 def _name(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _pipeline_names(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return all(_name(key) and isinstance(mode, str) for key, mode in value.items())
+    return isinstance(value, list) and all(_name(item) for item in value)
 
 
 def _optional_name(value: Any) -> bool:
@@ -149,6 +159,11 @@ class PipelinesConfig:
         before it is allowed (clients then use that scheme).
     :param port: the server's port.
     :param server: the HTTP server backend that ``chariots serve`` runs (``"waitress"``).
+    :param reload: follow the op store, loading what ``"latest"`` or ``"latest_compatible"``
+        chooses for each loaded pipeline when it changes (see ``Chariots(reload=...)``).
+    :param reload_interval: seconds between two looks at the store when ``reload`` is set.
+    :param log_predictions: the pipelines whose calls are logged in ``<path>/predictions``: a
+        list of names, or a table ``{name = "full" | "sha256"}``.
     """
 
     import_path: str | None = attrs.field(
@@ -164,6 +179,15 @@ class PipelinesConfig:
         default=8080, validator=_expect("a port number (1-65535)", lambda value: _is_int(value) and 0 < value < 65536)
     )
     server: str = attrs.field(default="waitress", **_backend("server"))
+    reload: str | None = attrs.field(
+        default=None, validator=_expect("'latest' or 'latest_compatible'", lambda value: value in (None, *STRATEGIES))
+    )
+    reload_interval: Any = attrs.field(
+        default=5.0, validator=_expect("a number of seconds > 0", lambda value: _is_number(value) and value > 0)
+    )
+    log_predictions: Any = attrs.field(
+        factory=list, validator=_expect("a list of pipeline names or a table of them", _pipeline_names)
+    )
 
     @property
     def bind_host(self) -> str:

@@ -10,7 +10,10 @@ written against one runs against the other::
     app.call_pipeline(pred_iris, [[1, 2, 3, 4]]).value
 
 Loading swaps the whole pipeline at once: calls in flight finish on the ops they started with,
-and a load that fails leaves the previous ops serving.
+and a load that fails leaves the previous ops serving. Operating in production (every load,
+rollback, hot reload and split recorded as a deployment; A/B and shadow splits; the prediction
+log) is delegated to :mod:`~chariots_core.serving.deployments`, :mod:`~chariots_core.serving.reload`,
+:mod:`~chariots_core.serving.splits` and :mod:`~chariots_core.serving.prediction_log`.
 
 Ownership, the rule every Chariots object follows: **close only what you opened.** An app
 closes the op store it opened itself (from ``path``, a backend name or a URL) and whatever was
@@ -23,28 +26,33 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
-import attrs
-
-from ..errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
-from ..op_store.datasets import StoreDatasetLedger
+from ..errors import ConfigError, PipelineDefinitionError, UnknownPipelineError, WorkerError
 from ..op_store.explain import Staleness
 from ..op_store.garbage import DEBRIS_AGE, GarbageReport, collect_garbage
-from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline, why_stale
+from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, save_pipeline, why_stale
 from ..op_store.store import JobStore, OpStore
-from ..pipelines.callbacks import overrides
-from ..pipelines.data_nodes import DataSavingNode
-from ..pipelines.nodes import Node
-from ..pipelines.ops import BaseOp
 from ..pipelines.pipeline import Pipeline
 from ..pipelines.runners import BaseRunner, SequentialRunner
-from ..registry import backend_for_url, get_backend, known_backends, url_scheme
 from ..savers import BaseSaver
 from ..versioning import Version
+from .deployments import Deployer, DeploymentRecord, deployment_history
 from .jobs import JobBook
+from .prediction_log import PredictionLog, PredictionRecord, to_frame
+from .reload import Reloader, check_reload
 from .responses import JobStatus, PipelineResponse
+from .routes import Route, Variant, VersionCache, check_key
+from .setup import (
+    bind_data_nodes,
+    check_op_names,
+    logged_pipelines,
+    resolve_op_store,
+    resolve_prediction_log,
+    resolve_saver,
+)
+from .splits import ShadowRunner, check_split
 from .workers import BaseWorkerPool, wants_worker
 
 __all__ = ["Chariots"]
@@ -81,7 +89,17 @@ class Chariots:
         too, and stays open when the app closes unless handed over with :meth:`take_ownership`.
     :param runner: runs pipelines (default :class:`~chariots_core.SequentialRunner`).
     :param use_worker: app-wide default for asynchronous execution.
-    :raises ConfigError: if ``compatibility`` is not a known policy.
+    :param reload: follow the op store: every ``reload_interval`` seconds, load what this
+        strategy (``"latest"`` or ``"latest_compatible"``) chooses for each loaded pipeline, if it
+        changed (see :mod:`~chariots_core.serving.reload`); ``None`` (default): loads only on request.
+    :param reload_interval: seconds between two looks at the store when ``reload`` is set.
+    :param log_predictions: the pipelines whose calls are logged (see
+        :mod:`~chariots_core.serving.prediction_log`): names, or ``{name: "full" | "sha256"}``
+        to keep only the sha256 of inputs and outputs.
+    :param prediction_log: where calls are logged: a :class:`~chariots_core.serving.prediction_log.PredictionLog`
+        (for its retention settings), ``"memory"``, or a local directory; default, when
+        ``log_predictions`` names any pipeline: ``<path>/predictions`` (LMDB).
+    :raises ConfigError: if ``compatibility``, ``reload`` or a prediction-log setting is not valid.
     :raises PipelineDefinitionError: if two pipelines share a name, or one op name stands for
         two different op classes.
     :raises StoreError: if ``path`` is a file.
@@ -101,8 +119,13 @@ class Chariots:
         runner: BaseRunner | None = None,
         use_worker: bool | None = None,
         job_store: JobStore | None = None,
+        reload: str | None = None,
+        reload_interval: float = 5.0,
+        log_predictions: Iterable[str] | Mapping[str, str] = (),
+        prediction_log: PredictionLog | str | os.PathLike | None = None,
     ) -> None:
         self.compatibility = check_choice("compatibility", compatibility, POLICIES)
+        check_reload(reload, reload_interval)
         self._pipelines: dict[str, Pipeline] = {}
         for pipeline in pipelines:
             if not isinstance(pipeline, Pipeline):
@@ -112,24 +135,28 @@ class Chariots:
                 msg = f"two pipelines are named {pipeline.name!r}; give each pipeline of an app its own name"
                 raise PipelineDefinitionError(msg)
             self._pipelines[pipeline.name] = pipeline
-        _check_op_names(self._pipelines.values())
+        check_op_names(self._pipelines.values())
         self.path = os.fspath(path)
         self._owned: list[_Closeable] = []  # what close() closes, in the order it was opened
-        self.op_store: OpStore = _resolve_op_store(op_store, self.path)
+        self.op_store: OpStore = resolve_op_store(op_store, self.path)
         if op_store is None or isinstance(op_store, str):
             self._owned.append(self.op_store)
         self.job_store: JobStore | None = job_store
         if job_store is None and isinstance(self.op_store, JobStore):
             self.job_store = self.op_store
         try:
-            self.saver: BaseSaver = _resolve_saver(saver, self.path)
+            self.saver: BaseSaver = resolve_saver(saver, self.path)
             self._jobs = None if self.job_store is None else JobBook(self.job_store, self.saver)
             if worker_pool is not None:
                 self._job_book("a worker pool")
+            self._logged = logged_pipelines(log_predictions, self._pipelines)
+            self.prediction_log, owned = resolve_prediction_log(prediction_log, self.path, bool(self._logged))
+            if owned and self.prediction_log is not None:
+                self.take_ownership(self.prediction_log)
         except BaseException:
             self._close_owned()
             raise
-        self._bind_data_nodes()
+        self._pipelines = bind_data_nodes(self._pipelines, self.saver, self.op_store)
         self.runner = runner if runner is not None else SequentialRunner()
         self.worker_pool = worker_pool
         if worker_pool is not None:
@@ -138,11 +165,22 @@ class Chariots:
         self._loaded: frozenset[str] = frozenset()
         self._swap_lock = threading.Lock()
         # By pipeline name: the versions computed for the pipeline object served then.
-        self._versions: dict[str, _VersionCache] = {}
+        self._versions: dict[str, VersionCache] = {}
+        # By pipeline name, for the split or logged ones only: how their calls are answered.
+        self._routes: dict[str, Route] = {}
+        self._shadows: ShadowRunner | None = None  # started by the first split with a shadow
+        self._deployer = Deployer(self)
+        for name in self._logged:
+            self._serve(name, (Variant(None, self._pipelines[name]),), loaded=False)
+        self._reloader = None if reload is None else Reloader(self, reload, reload_interval)
 
     # -- the client API ------------------------------------------------------------------
     def call_pipeline(
-        self, pipeline: PipelineRef, pipeline_input: Any = None, use_worker: bool | None = None
+        self,
+        pipeline: PipelineRef,
+        pipeline_input: Any = None,
+        use_worker: bool | None = None,
+        key: str | None = None,
     ) -> PipelineResponse:
         """Run a pipeline and return its :class:`PipelineResponse`.
 
@@ -150,21 +188,22 @@ class Chariots:
         calls (see the class docstring's ``use_worker``) return at once with a ``job_id`` and
         ``job_status`` ``queued``; fetch the result with :meth:`fetch_job`.
 
+        :param key: identifies the caller for a split pipeline (see :meth:`split`): the same
+            key always gets the same variant; ignored by a pipeline that is not split.
         :raises UnknownPipelineError: if the app has no such pipeline.
         :raises Exception: what an op raised (synchronous calls), with a note naming the node
             and the pipeline (see :func:`chariots_core.errors.failed_node`).
         :raises WorkerError: if asynchronous execution is asked for and no pool is configured.
+        :raises ConfigError: if ``key`` is not a string.
         """
         serving = self.serving_pipeline(pipeline)
+        if key is not None:
+            check_key(key)
+        route = self._routes.get(serving.name)
+        if route is not None:
+            return route.call(self, pipeline_input, use_worker, key)
         if wants_worker(self.use_worker, serving.use_worker, use_worker):
-            if self.worker_pool is None:
-                msg = (
-                    f"pipeline {serving.name!r} was asked to run in a worker but the app has no "
-                    "worker pool; pass worker_pool=... to Chariots or call with use_worker=False"
-                )
-                raise WorkerError(msg)
-            job_id = self.worker_pool.execute_pipeline_async(serving, pipeline_input, self)
-            return PipelineResponse(job_id=job_id, job_status=JobStatus.queued)
+            return self._submit(serving, pipeline_input)
         value = self.runner.run(serving, pipeline_input)
         return PipelineResponse(value=value, versions=self._versions_of(serving), job_status=JobStatus.done)
 
@@ -185,21 +224,17 @@ class Chariots:
         are checked against what feeds them (the rule is in :mod:`chariots_core.op_store.lineage`), and
         ops that already serve the chosen version are kept as they are.
 
+        Every load is a deployment, recorded in the op store, refused ones included (see
+        :meth:`deployments`); a load ends a split of the pipeline.
+
         :raises VersionError: naming each incompatible edge; the previous ops keep serving.
         :raises NotSavedError: if none of the pipeline's ops were ever saved.
         :raises IntegrityError: if stored bytes are missing or corrupt.
         :raises ConfigError: if ``strategy`` is not a known one.
         """
         check_choice("strategy", strategy, STRATEGIES)
-        # Swaps are serialized so that no load or install_ops is overwritten by another one
-        # that started from the same pipeline; calls never wait for the lock.
-        with self._swap_lock:
-            serving = self.serving_pipeline(pipeline)
-            chosen = resolve_versions(serving, self.op_store, self.compatibility, strategy)
-            loaded_ops = load_ops(serving, chosen, self.saver)
-            self._pipelines[serving.name] = serving.replace_ops(loaded_ops) if loaded_ops else serving
-            self._loaded = self._loaded | {serving.name}  # replaced, never mutated: readers take no lock
-        return {name: Version.parse(record.version) for name, record in chosen.items() if record}
+        record = self._deployer.load(self.serving_pipeline(pipeline).name, strategy)
+        return {name: Version.parse(version) for name, version in record.versions.items()}
 
     def pipeline_versions(self, pipeline: PipelineRef) -> dict[str, Version]:
         """The version of each op node of the pipeline as the app serves it now."""
@@ -221,10 +256,86 @@ class Chariots:
 
         Worker pools call this when an asynchronous run fitted models, so that a following
         :meth:`save_pipeline` saves what the worker trained.
+
+        Not a deployment: it changes what a pipeline trains, and leaves the variants of a split
+        pipeline as they are.
         """
         with self._swap_lock:
             serving = self.serving_pipeline(pipeline)
-            self._pipelines[serving.name] = serving.replace_ops(ops_by_node_name)
+            replaced = serving.replace_ops(ops_by_node_name)
+            if self._is_split(serving.name):
+                self._pipelines[serving.name] = replaced
+            else:
+                self._serve(serving.name, (Variant(None, replaced),), loaded=False)
+
+    # -- operating in production ------------------------------------------------------------
+    def deployments(
+        self, pipeline: PipelineRef, limit: int | None = None, before: str | None = None
+    ) -> list[DeploymentRecord]:
+        """The pipeline's deployments (loads, rollbacks, reloads, splits), newest first.
+
+        Read from the op store, so they include those of every process using it. The records'
+        attributes are described in :mod:`chariots_core.serving.deployments`.
+
+        :param limit: at most that many (``None``: all).
+        :param before: a deployment id: only those older than it.
+        :raises NotSavedError: if ``before`` is not a deployment of the pipeline.
+        """
+        return deployment_history(self.op_store, self.serving_pipeline(pipeline).name, limit, before)
+
+    def rollback(self, pipeline: PipelineRef, to: str | None = None) -> DeploymentRecord:
+        """Serve again what the previous deployment served, or deployment ``to``; return the
+        new deployment.
+
+        "Previous" is defined in :mod:`chariots_core.serving.deployments` (a second rollback
+        returns to where the first one started). The versions are checked along every edge like
+        a load's, and swapped in at once; a refused rollback is recorded and changes nothing.
+
+        :raises NotSavedError: if there is nothing to roll back to, ``to`` is not a deployment
+            of the pipeline, or its versions are no longer in the store.
+        :raises VersionError: if those versions are not compatible along every edge (any more).
+        """
+        return self._deployer.rollback(self.serving_pipeline(pipeline).name, to)
+
+    def split(
+        self,
+        pipeline: PipelineRef,
+        variants: Mapping[str, str],
+        weights: Mapping[str, float] | None = None,
+        shadow: str | None = None,
+    ) -> DeploymentRecord:
+        """Serve several deployments of a pipeline side by side; return the new deployment.
+
+        ``variants`` maps each variant's name to what it serves: ``"serving"``, ``"latest"``,
+        ``"latest_compatible"`` or a deployment id. Calls go to the served variants by
+        ``weights`` (default: equal), or by their ``key`` (:meth:`call_pipeline`), and each
+        response names its ``variant``; the ``shadow`` variant runs on every call's input
+        without answering (see :mod:`chariots_core.serving.splits`). Every variant is checked
+        along every edge like a load. The split lasts until the next load or rollback.
+
+        :raises ConfigError: if the variants, weights or shadow are not valid.
+        :raises VersionError: if a variant is not compatible along every edge.
+        :raises NotSavedError: if a variant names what cannot be found.
+        """
+        plan = check_split(variants, weights, shadow)
+        return self._deployer.split(self.serving_pipeline(pipeline).name, plan)
+
+    def predictions(
+        self, pipeline: PipelineRef, since: float | None = None, limit: int | None = 100, as_frame: bool = False
+    ) -> list[PredictionRecord] | Any:
+        """The logged calls of the pipeline, newest first (see ``log_predictions``).
+
+        :param since: only calls that started at or after this time (seconds since the epoch).
+        :param limit: at most that many (``None``: all the log keeps).
+        :param as_frame: return a pandas ``DataFrame`` (one row per call) instead of records.
+        :raises ConfigError: if the app does not log this pipeline, or an argument is not valid.
+        """
+        name = self.serving_pipeline(pipeline).name
+        if self.prediction_log is None or name not in self._logged:
+            msg = f"this app does not log the calls of {name!r}; pass log_predictions=[{name!r}] to Chariots"
+            raise ConfigError(msg)
+        records = self.prediction_log.read(name, since, limit)
+        return to_frame(records) if as_frame else records
 
     def map_pipeline(
         self,
@@ -274,12 +385,21 @@ class Chariots:
         return list(self._pipelines)
 
     def health_check(self) -> dict[str, Any]:
-        """A small status report: the app answers and knows its pipelines."""
-        return {
+        """A small status report: the app answers and knows its pipelines.
+
+        With a prediction log, ``"predictions"`` counts the records written, dropped and
+        pending; once a split has a shadow, ``"shadows"`` counts its runs.
+        """
+        report: dict[str, Any] = {
             "status": "ok",
             "pipelines": self.available_pipelines(),
             "loaded": sorted(self._loaded),
         }
+        if self.prediction_log is not None:
+            report["predictions"] = self.prediction_log.stats()
+        if self._shadows is not None:
+            report["shadows"] = self._shadows.stats()
+        return report
 
     def collect_garbage(
         self, older_than: float = DEBRIS_AGE, dry_run: bool = False, also_referenced_by: Iterable[OpStore] = ()
@@ -318,6 +438,10 @@ class Chariots:
         A worker pool the app was given (and not handed) keeps running, but no longer looks up
         this app's jobs.
         """
+        if self._reloader is not None:
+            self._reloader.close()
+        if self._shadows is not None:
+            self._shadows.close()
         if self.worker_pool is not None:
             self.worker_pool.detach(self)
         self._close_owned()
@@ -354,20 +478,45 @@ class Chariots:
             raise WorkerError(msg)
         return self._jobs
 
-    def _bind_data_nodes(self) -> None:
-        """Give the app's saver, and a ledger of the datasets in its op store, to the data nodes
-        of its pipelines (as new pipeline objects).
+    def _serve(
+        self, name: str, served: tuple[Variant, ...], shares: tuple[float, ...] = (1.0,),
+        shadow: Variant | None = None, loaded: bool = True,
+    ) -> None:  # fmt: skip
+        """Make calls to ``name`` run ``served`` (several: a split); the caller holds the swap lock.
 
-        Each node that loads a dataset also learns which pipelines of the app write it, so
-        that a missing dataset's error says what to run.
+        The pipeline object comes first, the route after, so a call that reads them in the
+        other order (route, then pipeline) sees either the old or the new state of each.
         """
-        writers: dict[str, list[str]] = {}
-        for pipeline in self._pipelines.values():
-            for node in pipeline.saver_nodes():
-                if isinstance(node, DataSavingNode):
-                    writers.setdefault(node.path, []).append(f"pipeline {pipeline.name!r} (node {node.name!r})")
-        for name, pipeline in self._pipelines.items():
-            self._pipelines[name] = pipeline.bind_saver(self.saver, writers, StoreDatasetLedger(self.op_store, name))
+        self._pipelines[name] = served[0].pipeline
+        if len(served) == 1 and shadow is None and name not in self._logged:
+            self._routes.pop(name, None)
+        else:
+            if shadow is not None and self._shadows is None:
+                self._shadows = ShadowRunner()
+            self._routes[name] = Route(
+                name, self.runner, served, shares, shadow, self.prediction_log if name in self._logged else None,
+                self._logged.get(name) == "sha256", self._shadows,
+            )  # fmt: skip
+        if loaded:
+            self._loaded = self._loaded | {name}  # replaced, never mutated: readers take no lock
+
+    def _is_split(self, name: str) -> bool:
+        route = self._routes.get(name)
+        return route is not None and route.split
+
+    def _loaded_names(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def _submit(self, serving: Pipeline, pipeline_input: Any) -> PipelineResponse:
+        """Queue an asynchronous call of ``serving`` on the worker pool."""
+        if self.worker_pool is None:
+            msg = (
+                f"pipeline {serving.name!r} was asked to run in a worker but the app has no "
+                "worker pool; pass worker_pool=... to Chariots or call with use_worker=False"
+            )
+            raise WorkerError(msg)
+        job_id = self.worker_pool.execute_pipeline_async(serving, pipeline_input, self)
+        return PipelineResponse(job_id=job_id, job_status=JobStatus.queued)
 
     def _versions_of(self, serving: Pipeline) -> dict[str, Version]:
         """The versions of ``serving``'s op nodes, computed once per pipeline object.
@@ -378,7 +527,7 @@ class Chariots:
         cache = self._versions.get(serving.name)
         if cache is None or cache.pipeline is not serving:
             # Racing calls may both compute it: the result is the same, so no lock is needed.
-            cache = self._versions[serving.name] = _VersionCache.of(serving)
+            cache = self._versions[serving.name] = VersionCache.of(serving)
         return cache.versions()
 
     def serving_pipeline(self, pipeline: PipelineRef) -> Pipeline:
@@ -395,109 +544,3 @@ class Chariots:
             known = ", ".join(map(repr, self._pipelines)) or "none"
             msg = f"this app has no pipeline {name!r}; available pipelines: {known}"
             raise UnknownPipelineError(msg) from None
-
-
-@attrs.frozen
-class _VersionCache:
-    """The versions of one pipeline object's op nodes, split by whether they can change.
-
-    An op's version can only change if its class computes ``op_version`` itself (an ML op
-    adds each fit's identity); every other op reports its class version, fixed when the
-    class was created. Only the first kind is asked again on each call.
-    """
-
-    pipeline: Pipeline
-    fixed: dict[str, Version]  # every op node's name, in order; values of the fixed ones
-    changing: tuple[Node, ...]  # the nodes whose version is asked on each call
-
-    @classmethod
-    def of(cls, pipeline: Pipeline) -> _VersionCache:
-        """Compute the cache for ``pipeline``."""
-        last: dict[str, Node] = {}
-        for node in pipeline.op_nodes():
-            last[node.name] = node  # a name used twice reports its last node, as it always did
-        changing = tuple(node for node in last.values() if overrides(node.op, BaseOp, "op_version"))
-        return cls(pipeline, {name: node.node_version for name, node in last.items()}, changing)
-
-    def versions(self) -> dict[str, Version]:
-        """A new dict of the current versions (callers may keep or change it)."""
-        versions = dict(self.fixed)
-        for node in self.changing:
-            versions[node.name] = node.node_version
-        return versions
-
-
-def _check_op_names(pipelines: Iterable[Pipeline]) -> None:
-    """The store files ops by node name: one name must mean one op class across the app."""
-    owner: dict[str, tuple[type, str]] = {}
-    for pipeline in pipelines:
-        seen_here: set[str] = set()
-        for node in pipeline.loadable_nodes():
-            op_class = type(node.op)
-            if node.name in seen_here:
-                msg = (
-                    f"pipeline {pipeline.name!r} has two loadable nodes named {node.name!r}; the "
-                    "store files ops by name, so pass name='...' to one of the Node(...)s"
-                )
-                raise PipelineDefinitionError(msg)
-            seen_here.add(node.name)
-            first_class, first_pipeline = owner.setdefault(node.name, (op_class, pipeline.name))
-            # Same code under the same name is one op, even if unpickling made a second class
-            # object of it (dill rebuilds classes defined in __main__).
-            if _class_identity(first_class) != _class_identity(op_class):
-                msg = (
-                    f"node name {node.name!r} runs {first_class.__qualname__} in pipeline "
-                    f"{first_pipeline!r} but {op_class.__qualname__} in pipeline {pipeline.name!r}; "
-                    "the store files ops by name, so pass name='...' to tell them apart"
-                )
-                raise PipelineDefinitionError(msg)
-
-
-def _class_identity(op_class: type) -> tuple[str, str, Version]:
-    return op_class.__module__, op_class.__qualname__, op_class.__version__  # type: ignore[attr-defined]
-
-
-def _is_local(path: str) -> bool:
-    return url_scheme(path) in (None, "file")
-
-
-def _local_dir(path: str, child: str) -> str:
-    local = path.removeprefix("file://")
-    if os.path.isfile(local):
-        msg = f"the app path {local!r} is a file; Chariots needs a directory there (or a URL)"
-        raise StoreError(msg)
-    return os.path.join(os.path.abspath(local), child)
-
-
-def _resolve_op_store(op_store: OpStore | str | None, path: str) -> OpStore:
-    if op_store is not None and not isinstance(op_store, str):
-        return op_store
-    if op_store is None:
-        if _is_local(path):
-            return get_backend("op_store", "lmdb")(_local_dir(path, "store"))
-        return backend_for_url("op_store", path)(path)
-    if url_scheme(op_store) is not None:
-        return backend_for_url("op_store", op_store)(op_store)
-    backend = get_backend("op_store", op_store)
-    if op_store == "memory":
-        return backend()
-    if not _is_local(path):
-        msg = (
-            f"the {op_store!r} op store keeps its files in a local directory, but the app path "
-            f"is the URL {path!r}; pass a local path, or leave op_store=None to store by URL"
-        )
-        raise ConfigError(msg)
-    return backend(_local_dir(path, "store"))
-
-
-def _resolve_saver(saver: BaseSaver | str | None, path: str) -> BaseSaver:
-    if saver is not None and not isinstance(saver, str):
-        return saver
-    if saver == "memory":
-        return get_backend("saver", "memory")()
-    if saver is None or (url_scheme(saver) is None and saver in known_backends("saver")):
-        # A name (or nothing): blobs go under the app path.
-        location = _local_dir(path, "blobs") if _is_local(path) else f"{path.rstrip('/')}/blobs"
-        backend = backend_for_url("saver", location) if saver is None else get_backend("saver", saver)
-        return backend(location)
-    return backend_for_url("saver", saver)(saver)

@@ -51,14 +51,15 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import SerializationError, WrongTypeError
 
-__all__ = ["to_jsonable", "to_jsonable_input", "MAX_DEPTH"]
+__all__ = ["to_jsonable", "to_jsonable_input", "json_encoder", "MAX_DEPTH"]
 
 MAX_DEPTH = 100
 """How many levels of lists and dicts a value may nest (``[[1]]`` has 2). JSON parsers
@@ -72,6 +73,41 @@ _NUMPY_KIND_NAMES = {"M": "datetime", "m": "timedelta", "S": "bytes", "V": "stru
 
 # A place in a value, as a linked list from the leaf up: (parent place, key) or the root's name.
 Place = tuple[Any, Any] | str
+
+
+_C_MAKE_ENCODER: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)  # None without _json
+
+
+def json_encoder(
+    make_c_encoder: Callable[..., Any] | None = _C_MAKE_ENCODER,
+    sort_keys: bool = False,
+    default: Callable[[Any], Any] | None = None,
+) -> Callable[[Any], str]:
+    """A compact JSON encoder that refuses NaN and infinities, built once.
+
+    ``json.JSONEncoder.encode`` builds json's C encoder anew on every call, which is a
+    quarter of the cost of encoding a small value; here it is built once, when the
+    interpreter has it (``make_c_encoder``), else the plain encoder is used. No cycle check:
+    callers encode acyclic values (``to_jsonable`` output), or catch the ``RecursionError``
+    of a cycle. ``allow_nan=False`` is a last guard: ``to_jsonable`` already refuses
+    non-finite numbers, naming where they are.
+
+    :param sort_keys: write object keys sorted (a canonical text, e.g. to hash it).
+    :param default: turns a value JSON does not know into one it does (default: refuse it).
+    """
+    encoder = json.JSONEncoder(
+        allow_nan=False, separators=(",", ":"), check_circular=False, sort_keys=sort_keys, default=default
+    )
+    if make_c_encoder is None:
+        return encoder.encode
+    c_encode = make_c_encoder(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", sort_keys, False, False
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return encode
 
 
 def to_jsonable(value: Any, name: str = "value") -> Any:

@@ -39,6 +39,8 @@ class PipelineResponse:
     :param job_id: the job's id, for async calls.
     :param job_status: the job's state, for async calls.
     :param error: ``{"type", "message", "node"}`` when an async job failed.
+    :param variant: the variant of a split pipeline that answered (``None``: not split; see
+        ``Chariots.split``).
     """
 
     value: Any = None
@@ -46,6 +48,7 @@ class PipelineResponse:
     job_id: str | None = None
     job_status: JobStatus | None = None
     error: dict[str, str] | None = None
+    variant: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (the HTTP wire format)."""
@@ -55,6 +58,7 @@ class PipelineResponse:
             "job_id": self.job_id,
             "job_status": None if self.job_status is None else self.job_status.value,
             "error": self.error,
+            "variant": self.variant,
         }
 
     @classmethod
@@ -67,4 +71,5 @@ class PipelineResponse:
             job_id=data.get("job_id"),
             job_status=None if status is None else JobStatus(status),
             error=data.get("error"),
+            variant=data.get("variant"),
         )

@@ -28,6 +28,12 @@
           "job_id": "3f2a...", "pipeline": "train_iris", "status": "failed",
           "submitted_at": 1717000000.0, "updated_at": 1717000003.5, "error": "ValueError in irispca: ...",
       }],
+      "deployments": [{                              # the newest deployments of the pipelines, newest
+          "deployment_id": "9c1e...", "pipeline": "pred_iris",   # first (at most ``limit``)
+          "at": 1717000000.0, "kind": "reload", "outcome": "deployed",
+          "versions": {"irispca": "bfe909d/36d3c1a/94e72a1"},
+          "note": "latest",                          # the strategy, what a rollback restores,
+      }],                                            # the split's shares, or why it was refused
     }
 
 The same dict comes back from ``PipelinesClient.status()`` (``GET /status``). The status page
@@ -46,6 +52,7 @@ from ..op_store.explain import Explainer, StaleEdge, as_dict, short
 from ..op_store.lineage import inspect_pipeline
 from ..op_store.records import COMPARED_PARTS, JobRecord, OpVersionRecord, SnapshotRecord, check_limit
 from ..op_store.store import OpStoreView
+from .deployment_records import DeploymentRecord
 from .responses import JobStatus
 
 if TYPE_CHECKING:
@@ -57,7 +64,8 @@ _FINISHED = (JobStatus.done.value, JobStatus.failed.value)
 
 
 def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
-    """The status of ``app`` (see the module docstring), with at most ``limit`` jobs.
+    """The status of ``app`` (see the module docstring), with at most ``limit`` jobs and
+    ``limit`` deployments.
 
     :raises ConfigError: if ``limit`` is not a count.
     """
@@ -76,9 +84,18 @@ def app_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
                 # An op serves a version once loaded, or trained here; before, it has nothing to serve.
                 served = versions[node.name] if loaded or getattr(node.op, "holds_trained_state", False) else None
                 ops.append(_op_row(node.name, served, newest.get(node.name), *stale_ops.get(node.name, (None, None))))
-            pipelines.append({"name": name, "loaded": loaded, "ops": ops, "stale": [_edge_row(edge) for edge in staleness.edges]})
+            pipelines.append(
+                {"name": name, "loaded": loaded, "ops": ops, "stale": [_edge_row(edge) for edge in staleness.edges]}
+            )
+        deployments = _deployment_rows(view, app.available_pipelines(), limit)
     jobs = [] if app.job_store is None else _current_jobs(app, app.job_store.jobs(limit=limit))
-    return {"generated_at": time.time(), "compatibility": app.compatibility, "pipelines": pipelines, "jobs": _job_rows(jobs)}
+    return {
+        "generated_at": time.time(),
+        "compatibility": app.compatibility,
+        "pipelines": pipelines,
+        "jobs": _job_rows(jobs),
+        "deployments": deployments,
+    }
 
 
 def page_status(app: Chariots, limit: int = 10) -> dict[str, Any]:
@@ -107,7 +124,13 @@ def _op_row(
 
 def _edge_row(edge: StaleEdge) -> dict[str, Any]:
     change = edge.change
-    return {"upstream": edge.upstream, "downstream": edge.downstream, "why": edge.why, "fix": edge.fix, "change": as_dict(change)}
+    return {
+        "upstream": edge.upstream,
+        "downstream": edge.downstream,
+        "why": edge.why,
+        "fix": edge.fix,
+        "change": as_dict(change),
+    }
 
 
 def _current_jobs(app: Chariots, jobs: Iterable[JobRecord]) -> list[JobRecord]:
@@ -130,6 +153,38 @@ def _job_rows(jobs: Iterable[JobRecord]) -> list[dict[str, Any]]:
     ]
 
 
+def _deployment_rows(view: OpStoreView, pipelines: Iterable[str], limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` deployments of ``pipelines`` together, newest first: at most
+    ``limit`` journal entries read per pipeline, whatever the history."""
+    records = [entry.record for name in pipelines for entry in view.journal(DeploymentRecord, name, limit=limit)]
+    records.sort(key=lambda record: record.at, reverse=True)
+    return [
+        {
+            "deployment_id": record.deployment_id,
+            "pipeline": record.pipeline_name,
+            "at": record.at,
+            "kind": record.kind,
+            "outcome": record.outcome,
+            "versions": {op: short(version) for op, version in record.versions.items()},
+            "note": _deployment_note(record),
+        }
+        for record in records[:limit]
+    ]
+
+
+def _deployment_note(record: DeploymentRecord) -> str:
+    if not record.deployed:
+        return f"refused: {record.reason}"[:200]
+    if record.variants:
+        return ", ".join(
+            f"{variant.name} shadow" if variant.shadow else f"{variant.name} {variant.share:.0%}"
+            for variant in record.variants
+        )
+    if record.restores:
+        return f"restores {record.restores}"
+    return record.strategy or ""
+
+
 def error_text(error: Mapping[str, str]) -> str:
     """A job's error in one line: ``ValueError in irispca: the message`` (at most 200 characters)."""
     node = f" in {error['node']}" if error.get("node") else ""
@@ -143,6 +198,7 @@ def store_status(
     policy: str,
     held: OpStoreView | None = None,
     jobs: Iterable[JobRecord] = (),
+    limit: int = 10,
 ) -> dict[str, Any]:
     """The status of ``pipelines`` told from the op store alone, shaped as :func:`app_status`'s.
 
@@ -152,7 +208,8 @@ def store_status(
     edge the snapshot says a load checks is stale when the newest version of its downstream op
     was built on a version of its upstream op other than the one that would run (the upstream's
     newest, or for a plain op the snapshot's), compared under ``policy``.
-    A pipeline the store never saw is listed with ``"saved": False``. ``jobs`` are listed as given.
+    A pipeline the store never saw is listed with ``"saved": False``. ``jobs`` are listed as given,
+    with the newest ``limit`` deployments of ``pipelines``.
     """
     explainer = Explainer(view, COMPARED_PARTS[policy])
     rows = []
@@ -171,8 +228,16 @@ def store_status(
             for up, down in snapshot.checked_edges
             if down in newest and up in running and (edge := explainer.stale_behind(up, running[up], newest[down]))
         ]
-        rows.append({"name": name, "saved": True, "loaded": is_held, "saved_at": snapshot.saved_at, "ops": ops, "stale": stale})
-    return {"generated_at": time.time(), "compatibility": policy, "pipelines": rows, "jobs": _job_rows(jobs)}
+        rows.append(
+            {"name": name, "saved": True, "loaded": is_held, "saved_at": snapshot.saved_at, "ops": ops, "stale": stale}
+        )
+    return {
+        "generated_at": time.time(),
+        "compatibility": policy,
+        "pipelines": rows,
+        "jobs": _job_rows(jobs),
+        "deployments": _deployment_rows(view, [row["name"] for row in rows], limit),
+    }
 
 
 def _snapshot(view: OpStoreView | None, pipeline: str) -> SnapshotRecord | None:
@@ -180,4 +245,3 @@ def _snapshot(view: OpStoreView | None, pipeline: str) -> SnapshotRecord | None:
         return None
     entries = view.journal(SnapshotRecord, pipeline, limit=1)
     return entries[0].record if entries else None
-

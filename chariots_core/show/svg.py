@@ -12,7 +12,7 @@ from __future__ import annotations
 from html import escape
 
 from .layout import CYLINDER_TOP, LABEL_LIMIT, Layout, layout
-from .picture import Picture, PictureEdge, PictureNode
+from .picture import Picture, PictureNode
 from .text import clean, shorten
 
 __all__ = ["to_svg", "STYLE"]

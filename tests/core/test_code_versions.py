@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chariots_core import BaseOp, SourceVersion, VersionedField, VersionType
+from chariots_core import BaseOp, VersionedField, VersionType
 from chariots_core.errors import ChariotsError, SourceUnavailableError
 
 BASE = '''

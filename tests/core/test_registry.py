@@ -54,7 +54,7 @@ def test_unknown_name_and_kind_are_config_errors_listing_what_exists():
     assert "no op_store backend is called 'redis'" in message
     assert "known: " in message and "lmdb" in message and "memory" in message
     assert "register_backend" in message and "'chariots.backends'" in message
-    with pytest.raises(ConfigError, match="'kind' must be one of op_store, saver, worker_pool, runner, server, client .got 'cache'."):
+    with pytest.raises(ConfigError, match="'kind' must be one of op_store, saver, worker_pool, runner, server, client, prediction_log .got 'cache'."):
         get_backend("cache", "memory")
     with pytest.raises(ValueError):
         known_backends("cache")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def is_running(pid: int) -> bool:
@@ -35,3 +39,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_server(client: Any, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Poll ``client.health_check()`` until the server process answers; fail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.health_check()
+            return
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(f"the server did not start: {server.communicate()[1]}") from None
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def cli_server(project: Any, env: dict[str, str]) -> Iterator[str]:
+    """``chariots serve`` run in ``project`` on a free port; yields its URL, stops it after."""
+    from chariots_waitress import PipelinesClient
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chariots_core.project.cli", "serve", "--port", str(port)],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    client = PipelinesClient(url, timeout=5)
+    try:
+        wait_for_server(client, process)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        process.communicate(timeout=30)

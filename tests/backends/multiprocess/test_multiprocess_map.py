@@ -17,11 +17,12 @@ import pytest
 
 pytest.importorskip("multiprocess")
 
+from chariots_test_processes import wait_until  # noqa: E402
+
 from chariots_core import BaseOp, Chariots, Node, Pipeline  # noqa: E402
 from chariots_core.errors import NodeExecutionError, SerializationError, WorkerError  # noqa: E402
 from chariots_core.serving.batch import BatchWorkerPool  # noqa: E402
 from chariots_multiprocess import MultiprocessWorkerPool  # noqa: E402
-from chariots_test_processes import wait_until  # noqa: E402
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 

@@ -28,7 +28,6 @@ from chariots_waitress import (
 )
 
 
-
 def test_connection_refused_says_to_start_the_server() -> None:
     client = PipelinesClient(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ServerUnavailableError, match=r"no Chariots server is listening.*serve\(") as caught:

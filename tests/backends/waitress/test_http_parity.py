@@ -21,12 +21,24 @@ API = [
     "is_pipeline_loaded",
     "available_pipelines",
     "health_check",
+    "why_stale",
+    "status",
+    "deployments",
+    "rollback",
+    "split",
+    "predictions",
 ]
 
 
 @pytest.mark.parametrize("method", API)
 def test_client_methods_have_the_apps_signatures(method: str) -> None:
     assert inspect.signature(getattr(PipelinesClient, method)) == inspect.signature(getattr(Chariots, method))
+
+
+def test_the_client_has_exactly_the_apps_client_methods() -> None:
+    public = {name for name, member in vars(PipelinesClient).items() if callable(member) and not name.startswith("_")}
+    assert public == {*API, "close"}
+    assert all(callable(getattr(Chariots, name, None)) for name in public)
 
 
 class Recorder:
@@ -178,3 +190,70 @@ def test_iris_train_save_load_predict_over_http(client, kit) -> None:
     assert set(loaded) == {"centerer", "nearestmean"}
     assert client.is_pipeline_loaded(pred)
     assert client.health_check()["loaded"] == ["pred", "train_model"]
+
+
+def ops_scenario(api: Any, kit: Any) -> list[Any]:
+    """Deploying, rolling back, splitting and reading the logs, errors included."""
+    train, pred = kit.pair_pipelines()
+    rec = Recorder()
+    ids: dict[str, str] = {}
+
+    def deployment(label: str, record: Any) -> Any:
+        """A deployment as the record shows it, its id and time abstracted."""
+        if record is None:
+            return None
+        ids.setdefault(record.deployment_id, f"d{len(ids)}")
+        return (ids[record.deployment_id], record.kind, record.outcome, record.strategy, len(record.versions),
+                [(v.name, v.share, v.shadow) for v in record.variants], ids.get(record.restores, record.restores),
+                (record.reason or "").split(":")[0])  # fmt: skip
+
+    def history() -> list[Any]:
+        return [deployment("history", record) for record in api.deployments(pred)]
+
+    rec.step("history empty", history)
+    rec.step("load unsaved", api.load_pipeline, pred)
+    for value in ("a", "b"):
+        rec.step(f"train {value}", api.call_pipeline, train, value)
+        rec.step(f"save {value}", api.save_pipeline, train)
+        rec.step(f"load {value}", api.load_pipeline, pred)
+    rec.step("history", history)
+    rec.step("rollback", lambda: deployment("rollback", api.rollback(pred)))
+    rec.step("predict after rollback", api.call_pipeline, pred, 1)
+    rec.step("rollback unknown", api.rollback, pred, "cafe")
+    first = api.deployments(pred)[-2].deployment_id
+    rec.step("split", lambda: deployment("split", api.split(pred, {"old": first, "new": "latest"}, {"old": 1, "new": 3})))
+    rec.step("keyed calls", lambda: [api.call_pipeline(pred, 1, key=f"k{n}").variant for n in range(30)])
+    rec.step("bad key", api.call_pipeline, pred, 1, False, 7)
+    rec.step("bad split", api.split, pred, {"only": "serving"})
+    rec.step("bad weights", api.split, pred, {"a": "serving", "b": "latest"}, {"a": -1, "b": 1})
+    rec.step("split history", lambda: history()[:2])
+    rec.step("paged", lambda: [deployment("page", r) for r in api.deployments(pred, 2, api.deployments(pred)[1].deployment_id)])
+    rec.step("bad before", api.deployments, pred, None, "nope")
+    rec.step("logged", lambda: [(p.variant, p.input, p.output, p.shadow) for p in api.predictions(pred, limit=5)])
+    rec.step("logged since", lambda: len(api.predictions(pred, since=time.time() + 3600)))
+    rec.step("bad limit", api.predictions, pred, None, -1)
+    rec.step("no log", api.predictions, "add")
+    rec.step("unknown pipeline", api.deployments, "no_such_pipeline")
+    return rec.log
+
+
+def test_deployments_rollback_splits_and_predictions_read_the_same_in_process_and_over_http(kit, start_server) -> None:
+    def make() -> Chariots:
+        from chariots_core.serving.prediction_log import PredictionLog
+
+        pipelines = [kit.add_pipeline(), *kit.pair_pipelines()]
+        return Chariots(pipelines, op_store="memory", saver="memory", log_predictions=["pred_pair"],
+                        prediction_log=PredictionLog("memory"))  # fmt: skip
+
+    with make() as local_app:
+        in_process = ops_scenario(local_app, kit)
+    with make() as served_app, PipelinesClient(start_server(served_app).url, timeout=30) as client:
+        over_http = ops_scenario(client, kit)
+    assert over_http == in_process
+    steps = dict((entry[0], entry[1:]) for entry in in_process)
+    assert steps["rollback"][0][1:3] == ("rollback", "deployed")
+    assert set(steps["keyed calls"][0]) == {"old", "new"}
+    assert steps["load unsaved"][0] == "NotSavedError" and steps["bad key"][0] == "ConfigError"
+    assert steps["bad before"][0] == "NotSavedError" and steps["unknown pipeline"][0] == "UnknownPipelineError"
+    assert steps["no log"][0] == "ConfigError" and steps["bad limit"][0] == "ConfigError"
+    assert len(steps["logged"][0]) == 5

@@ -27,6 +27,7 @@ def test_main_runs_the_pipeline_and_answers_a_pipeline_response(raw, app) -> Non
         "job_id": None,
         "job_status": "done",  # as chariots 0.2 answered a synchronous call
         "error": None,
+        "variant": None,  # the pipeline is not split
     }
 
 

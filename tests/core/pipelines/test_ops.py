@@ -18,7 +18,6 @@ from chariots_core import (
     VersionedField,
     VersionType,
 )
-from chariots_core.errors import NodeExecutionError
 from chariots_core.ml import MLMode
 from chariots_core.pipelines.ops import trained_since
 

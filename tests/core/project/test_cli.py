@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -429,35 +428,6 @@ def test_no_jobs_yet(project):
 
 
 # -- against a running server ----------------------------------------------------------------
-@pytest.fixture
-def server(project):
-    pytest.importorskip("chariots_waitress")
-    from chariots_waitress import PipelinesClient
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chariots_core.project.cli", "serve", "--port", str(port)],
-        cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    client = PipelinesClient(url, timeout=5)
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                client.health_check()
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start: {process.communicate()[1]}")
-                time.sleep(0.2)
-        yield url
-    finally:
-        client.close()
-        process.terminate()
-        process.communicate(timeout=30)
-
-
 @pytest.mark.slow
 def test_url_mode_talks_to_a_running_server(project, server):
     trained = run(project, "call", "train", "--url", server)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -532,3 +533,36 @@ def test_importing_chariots_core_loads_no_config_parser_nor_backend():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=os.getcwd())
 
     assert result.returncode == 0, result.stderr
+
+
+def test_reload_and_prediction_logging_settings_reach_the_app(project):
+    pytest.importorskip("chariots_lmdb")
+    directory, module = project
+    text = (
+        f'[pipelines]\nimport_path = "{module}:PIPELINES"\nreload = "latest_compatible"\nreload_interval = 0.5\n'
+        'log_predictions = {add_one = "sha256"}\n'
+    )
+    config = ChariotsConfig(write(directory / "chariots.toml", text))
+    assert (config.pipelines.reload, config.pipelines.reload_interval) == ("latest_compatible", 0.5)
+    with config.get_app() as app:
+        app.call_pipeline("add_one", 1)
+        (record,) = app.predictions("add_one")
+        assert record.input is None and record.input_sha256 is not None
+        assert app.prediction_log.sink.path == os.path.join(config.data_path, "predictions")
+        assert any(thread.name == "chariots-reload" for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ('reload = "newest"', "'pipelines.reload' must be 'latest' or 'latest_compatible'"),
+        ("reload_interval = 0", "'pipelines.reload_interval' must be a number of seconds > 0"),
+        ('reload_interval = "5"', "'pipelines.reload_interval' must be a number of seconds > 0"),
+        ('log_predictions = "pred"', "'pipelines.log_predictions' must be a list of pipeline names"),
+        ("log_predictions = [1]", "'pipelines.log_predictions' must be a list of pipeline names"),
+    ],
+)
+def test_bad_reload_and_logging_settings_name_the_key(tmp_path, setting, message):
+    path = write(tmp_path / "chariots.toml", f"[pipelines]\n{setting}\n")
+    with pytest.raises(ConfigError, match=message):
+        ChariotsConfig(path)

@@ -9,7 +9,7 @@ import pytest
 from chariots_test_explain import iris_pipelines, pca_class, train
 
 from chariots_core import JobStatus
-from chariots_core.errors import ConfigError
+from chariots_core.errors import ConfigError, NotSavedError
 from chariots_core.op_store.explain import short
 from chariots_core.serving.status import page_status
 from chariots_core.serving.workers import InProcessWorkerPool
@@ -58,7 +58,12 @@ def test_status_follows_training_loading_and_a_stale_retrain(make_app):
     assert pca["newest_pipeline"] == "train_pca"
     [edge] = pred["stale"]
     expected = app.why_stale("pred_iris").edges[0]
-    assert (edge["upstream"], edge["downstream"], edge["why"], edge["fix"]) == ("irispca", "irisrf", expected.why, "train_iris")
+    assert (edge["upstream"], edge["downstream"], edge["why"], edge["fix"]) == (
+        "irispca",
+        "irisrf",
+        expected.why,
+        "train_iris",
+    )
     assert edge["change"]["retrained_by"] == "train_pca"
     assert by_name(status)["train_iris"]["stale"] == []  # it retrains both: nothing to refuse
     assert json.loads(json.dumps(status)) == status  # JSON-safe as it is
@@ -69,7 +74,9 @@ def test_a_code_change_shows_on_the_op_that_cannot_load(make_app):
     app = make_app(list(iris_pipelines(pca_class(n_components=4))))
     pca = by_name(app.status())["pred_iris"]["ops"][0]
     assert pca["newest"] is None and pca["fix"] == "train_iris"
-    assert pca["why"].startswith("irispca.model_parameters['n_components'] (MAJOR) changed 2 → 4 since its newest saved version")
+    assert pca["why"].startswith(
+        "irispca.model_parameters['n_components'] (MAJOR) changed 2 → 4 since its newest saved version"
+    )
 
 
 def test_jobs_are_listed_newest_first_up_to_the_limit_with_their_errors(make_app):
@@ -111,3 +118,26 @@ def test_the_page_draws_the_status_with_each_dag(make_app):
     html = render_status_page(status)
     assert "1 stale edge" in html and "Run and save <code>train_iris</code>" in html
     assert "was retrained by pipeline &#x27;train_pca&#x27;" in html
+
+
+def test_deployments_are_listed_newest_first_across_pipelines_up_to_the_limit(make_app):
+    app = make_app(list(iris_pipelines()))
+    with pytest.raises(NotSavedError):
+        app.load_pipeline("pred_iris")  # nothing saved yet: refused, and recorded
+    train(app, "train_iris")
+    app.load_pipeline("pred_iris")
+    first = app.deployments("pred_iris", limit=1)[0]
+    train(app, "train_iris")
+    app.load_pipeline("pred_iris", strategy="latest_compatible")
+    rollback = app.rollback("pred_iris")
+    rows = app.status()["deployments"]
+    assert [(row["kind"], row["outcome"]) for row in rows] == [
+        ("rollback", "deployed"), ("load", "deployed"), ("load", "deployed"), ("load", "refused"),
+    ]  # fmt: skip
+    assert rows[0]["deployment_id"] == rollback.deployment_id and rows[0]["note"] == f"restores {first.deployment_id}"
+    assert rows[0]["versions"] == {op: short(version) for op, version in first.versions.items()}
+    assert (rows[1]["note"], rows[2]["note"]) == ("latest_compatible", "latest")
+    assert rows[3]["note"].startswith("refused: NotSavedError")
+    assert [row["deployment_id"] for row in app.status(limit=1)["deployments"]] == [rollback.deployment_id]
+    html = render_status_page(page_status(app))
+    assert "Recent deployments" in html and "restores" in html

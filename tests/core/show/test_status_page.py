@@ -11,12 +11,12 @@ import json
 from html.parser import HTMLParser
 
 import pytest
+from chariots_test_ops import AddOneOp, ScaleOp
 from chariots_test_pictures import HOSTILE, node_groups, svg_tree
 
 from chariots_core import Node, Pipeline
 from chariots_core.errors import PictureError
 from chariots_core.show import Lineage, OpVersion, render_status_page
-from chariots_test_ops import AddOneOp, ScaleOp
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
 T = 1_717_000_000.0

@@ -1,0 +1,293 @@
+"""The object op store's objects in the bucket: sealed bytes, the log of entries, the head hint.
+
+**Sealed objects.** Every object the store writes is ``<magic> <format> <sha256 of the body>``,
+a newline, then the body as compact JSON (:func:`seal`). Reading checks the header and the
+checksum before parsing (:func:`unseal`): a damaged object, or one Chariots did not write,
+raises :class:`~chariots_core.errors.IntegrityError` naming it and the store.
+
+**The log.** Entry ``N`` (``log/<N, 20 digits>``) is the ``N``-th commit: its records and the
+nodes of the state after it (see :mod:`._object_trees`). Entries are written with
+create-if-absent (:meth:`ObjectLog.create`; S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``),
+so the bucket lets exactly one writer have each number, and a writer asks for ``N + 1`` only
+once it has read ``N``: the numbers are dense. An entry never changes once written, so it is
+cached in memory by number (:class:`ObjectLog` keeps the most recently used, up to a byte budget).
+
+**Finding the newest entry** (:meth:`ObjectLog.newest`) costs one request when the caller
+already knows the newest one (``GET`` of the next number answers 404), two when one commit
+landed since. A caller further behind jumps to the *head hint* (``head``, rewritten by every
+:data:`HINT_EVERY`-th commit; only ever a lower bound) and then gallops: it probes 1, 2, 4...
+entries further until one is missing, and bisects, using that the numbers are dense.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from chariots_core.errors import IntegrityError, StoreError
+
+from ._object_trees import split_ref
+
+__all__ = ["FORMAT", "HINT_EVERY", "Entry", "ObjectLog", "seal", "unseal"]
+
+FORMAT = 2
+HINT_EVERY = 16  # a commit whose number is a multiple of this rewrites the head hint
+_LINEAR_PROBES = 2  # entries probed one by one before a caller behind looks at the hint
+_HEADER = re.compile(rb"(chariots-[a-z]+) (\d+) ([0-9a-f]{64})\Z")
+_ENTRY_LISTS = ("ops", "links", "journal", "nodes")
+
+
+def seal(magic: str, body: Any) -> bytes:
+    """``body`` as the bytes of a sealed object of kind ``magic`` (``chariots-log``...)."""
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return f"{magic} {FORMAT} {hashlib.sha256(data).hexdigest()}\n".encode() + data
+
+
+def unseal(magic: str, data: bytes, where: str) -> Any:
+    """The body of a sealed object of kind ``magic``.
+
+    :param where: names the object and the store in the error.
+    :raises IntegrityError: if the bytes are not such an object, or are damaged.
+    """
+    header, newline, body = bytes(data).partition(b"\n")
+    match = _HEADER.match(header)
+    if not newline or match is None or match.group(1).decode() != magic:
+        msg = (
+            f"{where} is not a {magic} object of Chariots (its first line is {header[:60]!r}): it is "
+            "damaged or was not written by Chariots; restore it from a backup"
+        )
+        raise IntegrityError(msg)
+    if int(match.group(2)) != FORMAT:
+        msg = f"{where} is of format {int(match.group(2))}, this Chariots reads format {FORMAT}: use the Chariots that wrote it"
+        raise StoreError(msg)
+    if hashlib.sha256(body).hexdigest() != match.group(3).decode():
+        raise IntegrityError(f"{where} is damaged (its sha256 does not match its header); restore it from a backup")
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # a body that matches its checksum but is no JSON: not ours
+        raise IntegrityError(f"{where} holds no valid JSON ({exc}): it was not written by Chariots") from exc
+
+
+class Entry:
+    """One decoded log entry: the records of a commit and the nodes of the state after it."""
+
+    def __init__(self, seq: int, body: Any, where: str) -> None:
+        if not isinstance(body, dict) or body.get("seq") != seq or not all(
+            isinstance(body.get(name), list) for name in _ENTRY_LISTS
+        ):
+            raise IntegrityError(f"{where} does not hold log entry {seq} (it holds {str(body)[:80]!r}); restore it from a backup")
+        self.seq, self.where = seq, where
+        self.commit_id: str = body.get("commit", "")
+        self.root: int | None = body.get("root")
+        self.ops: list[Any] = body["ops"]
+        self.links: list[Any] = body["links"]
+        self.journal: list[Any] = body["journal"]
+        self.nodes: list[Any] = body["nodes"]
+
+
+class ObjectLog:
+    """The log and head hint of one store in one fsspec filesystem, with a cache of entries.
+
+    :param translating: a context manager factory turning the filesystem's errors into
+        :class:`StoreError` (``translating("read x")``).
+    :param exclusive: holds the lock that makes create-if-absent atomic where the filesystem
+        alone does not (fsspec's memory filesystem checks, then writes).
+    """
+
+    def __init__(self, fs: Any, directory: str, store: str, translating: Any, exclusive: Any, cache_bytes: int) -> None:
+        self.fs, self.directory, self.store = fs, directory, store
+        self._translating, self._exclusive = translating, exclusive
+        self._cache: collections.OrderedDict[int, tuple[Entry, int]] = collections.OrderedDict()
+        self._cached_bytes, self._cache_bytes = 0, cache_bytes
+        self._lock = threading.Lock()
+
+    # -- names -----------------------------------------------------------------------------
+    def path(self, seq: int) -> str:
+        return f"{self.directory}/log/{seq:020d}"
+
+    @property
+    def hint_path(self) -> str:
+        return f"{self.directory}/head"
+
+    def where(self, seq: int) -> str:
+        return f"log entry {seq} ({self.path(seq)!r}) of {self.store}"
+
+    def damaged_item(self, item: int, detail: str) -> IntegrityError:
+        """The error for item ``item`` (a ref) whose content is not what the state says."""
+        seq, index = split_ref(item)
+        return IntegrityError(f"{self.where(seq)}, item {index}: {detail}; the store is damaged, restore it from a backup")
+
+    # -- reading ---------------------------------------------------------------------------
+    def entry(self, seq: int) -> Entry:
+        """Entry ``seq``, which the state being read says exists.
+
+        :raises IntegrityError: if it is missing or damaged.
+        """
+        found = self.entries([seq])
+        return found[seq]
+
+    def entries(self, seqs: Iterable[int]) -> dict[int, Entry]:
+        """The entries ``seqs``, which the state being read says exist; those not cached are
+        read at once (concurrently where the filesystem can).
+
+        :raises IntegrityError: if one is missing or damaged.
+        """
+        found: dict[int, Entry] = {}
+        with self._lock:
+            for seq in set(seqs):
+                if seq in self._cache:
+                    self._cache.move_to_end(seq)
+                    found[seq] = self._cache[seq][0]
+        missing = {self.fs._strip_protocol(self.path(seq)): seq for seq in set(seqs) if seq not in found}
+        if missing:
+            with self._translating(f"read {', '.join(missing)}"):
+                datas = self.fs.cat(list(missing), on_error="return")
+            for path, data in datas.items():
+                seq = missing[path]
+                if isinstance(data, FileNotFoundError):
+                    msg = f"{self.where(seq)} is missing, though the state read refers to it: the store is damaged, restore it from a backup"
+                    raise IntegrityError(msg)
+                if isinstance(data, BaseException):
+                    with self._translating(f"read {path}"):
+                        raise data
+                found[seq] = self._remember(seq, data)
+        return found
+
+    def probe(self, seq: int) -> Entry | None:
+        """Entry ``seq`` if it exists (one ``GET``), else ``None``."""
+        with self._lock:
+            if seq in self._cache:
+                return self._cache[seq][0]
+        with self._translating(f"read {self.path(seq)}"):
+            data = self._get(self.path(seq))
+        return None if data is None else self._remember(seq, data)
+
+    def exists(self, seq: int) -> bool:
+        """Whether entry ``seq`` exists (a one-byte ranged ``GET``: no listing)."""
+        with self._lock:
+            if seq in self._cache:
+                return True
+        with self._translating(f"read {self.path(seq)}"):
+            try:
+                self.fs.cat_file(self.path(seq), start=0, end=1)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def newest(self, known: int | None) -> int:
+        """The number of the newest entry (0: none), given ``known``, one known to exist."""
+        hinted = None
+        if known is None:
+            known = hinted = self.hint()
+            if known == 0 and self.probe(1) is None and not self._listed():
+                return 0
+        seq = known
+        for _ in range(_LINEAR_PROBES):
+            if self.probe(seq + 1) is None:
+                return seq
+            seq += 1
+        # Far behind: jump to the hint, then gallop and bisect (the numbers are dense).
+        seq = max(seq, self.hint() if hinted is None else hinted)
+        step, missing = 1, None
+        while missing is None:
+            if self.exists(seq + step):
+                seq, step = seq + step, step * 2
+            else:
+                missing = seq + step
+        while missing - seq > 1:
+            middle = (seq + missing) // 2
+            seq, missing = (middle, missing) if self.exists(middle) else (seq, middle)
+        return seq
+
+    def hint(self) -> int:
+        """The entry number the head hint names (0 if there is no hint)."""
+        with self._translating(f"read {self.hint_path}"):
+            data = self._get(self.hint_path)
+        if data is None:
+            return 0
+        where = f"the head hint {self.hint_path!r} of {self.store}"
+        body = unseal("chariots-head", data, where)
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise IntegrityError(f"{where} holds {str(body)[:80]!r}, not an entry number: it was not written by Chariots")
+        return seq
+
+    def _listed(self) -> bool:
+        """Whether the log has entries, seen from a listing (a new store's first look).
+
+        :raises IntegrityError: if it has, but not the first one: entries were deleted.
+        """
+        with self._translating(f"list {self.directory}/log"):
+            try:
+                names = self.fs.ls(f"{self.directory}/log", detail=False)
+            except FileNotFoundError:
+                names = []
+        if names and self.probe(1) is None:  # (entry 1 may have been written since it was probed)
+            msg = (
+                f"{self.where(1)} is missing but the log holds {len(names)} other entries: log entries "
+                "were deleted; restore the store from a backup"
+            )
+            raise IntegrityError(msg)
+        return bool(names)
+
+    # -- writing ---------------------------------------------------------------------------
+    def create(self, seq: int, data: bytes, commit_id: str) -> bool:
+        """Write entry ``seq`` (``data``, sealed, of commit ``commit_id``) unless it exists;
+        whether the entry is this commit.
+
+        One request when it succeeds. "It exists", and a failure whose request may have landed
+        before its answer was lost, are settled by reading the entry back and comparing ids.
+        """
+        path = self.path(seq)
+        try:
+            with self._translating(f"write {path}"), self._exclusive():
+                try:
+                    self.fs.pipe_file(path, data, mode="create")
+                except FileExistsError:
+                    return self._is_commit(seq, commit_id, path)
+        except StoreError:
+            if self.probe(seq) is None or not self._is_commit(seq, commit_id, path):
+                raise
+            return True
+        self._remember(seq, data)
+        return True
+
+    def _is_commit(self, seq: int, commit_id: str, path: str) -> bool:
+        written = self.probe(seq)
+        if written is None:
+            raise StoreError(f"{self.store}: writing {path!r} failed as if it existed, but it cannot be read; check the filesystem's consistency")
+        return written.commit_id == commit_id
+
+    def write_hint(self, seq: int) -> None:
+        """Point the head hint at entry ``seq`` (a lower bound: racing writers may leave an older one)."""
+        with self._translating(f"write {self.hint_path}"):
+            self.fs.pipe_file(self.hint_path, seal("chariots-head", {"seq": seq}))
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _get(self, path: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    def _remember(self, seq: int, data: bytes) -> Entry:
+        entry = Entry(seq, unseal("chariots-log", data, self.where(seq)), self.where(seq))
+        with self._lock:
+            if seq not in self._cache:
+                self._cache[seq] = (entry, len(data))
+                self._cached_bytes += len(data)
+                while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
+                    _, (_, size) = self._cache.popitem(last=False)
+                    self._cached_bytes -= size
+            return self._cache[seq][0]
+
+    def forget(self) -> None:
+        """Empty the cache (the entries are read again when needed)."""
+        with self._lock:
+            self._cache.clear()
+            self._cached_bytes = 0

@@ -170,9 +170,18 @@ class ObjectOpStore(OpStore, JobStore):
         self._job_created: dict[str, str] = {}  # job id -> creation stamp, for the jobs seen here
 
     # -- OpStore ------------------------------------------------------------------------------
+    def _view(self) -> contextlib.AbstractContextManager[OpStoreView]:
+        return self._view_of(self._newest())
+
+    def _recent_view(self) -> contextlib.AbstractContextManager[OpStoreView]:
+        """The newest state this store has seen: no request (unless it has seen none yet)."""
+        with self._lock:
+            known = self._known
+        return self._view_of(self._newest() if known is None else known)
+
     @contextlib.contextmanager
-    def _view(self) -> Iterator[OpStoreView]:
-        view = _ObjectView(State(self._log, self._newest()))
+    def _view_of(self, seq: int) -> Iterator[OpStoreView]:
+        view = _ObjectView(State(self._log, seq))
         try:
             yield view
         finally:

@@ -293,6 +293,14 @@ def test_a_view_reads_one_committed_state_while_commits_land(op_store):
     assert versions(op_store, "pca") == ["v2", "v1"] and op_store.head() != head
 
 
+def test_a_view_that_need_not_be_the_latest_still_sees_the_stores_own_commits(op_store):
+    with op_store.reader(latest=False) as view:
+        assert view.op_versions("pca") == []
+    op_store.commit(save(record("pca", "v1")))
+    with op_store.reader(latest=False) as view:
+        assert versions(view, "pca") == ["v1"] and view.head() == op_store.head()
+
+
 def test_committing_inside_a_view_of_the_same_store_is_refused(op_store):
     with op_store.reader() as view:
         with pytest.raises(StoreError, match="holds a view"):

@@ -175,6 +175,19 @@ def test_paging_from_a_version_never_saved_or_a_foreign_position_is_refused(open
         store.journal(SnapshotRecord, "train", before=12345)
 
 
+def test_a_view_that_need_not_be_the_latest_reads_what_the_store_last_saw(open_store):
+    writer, reader = open_store(), open_store()
+    writer.commit(_save("model", "v1"))
+    with reader.reader(latest=False) as view:  # it has seen nothing yet: it looks
+        assert _versions(view, "model") == ["v1"]
+    writer.commit(_save("model", "v2"))
+    with reader.reader(latest=False) as view:
+        assert _versions(view, "model") == ["v1"] and view.head() == 1
+    assert _versions(reader, "model") == ["v2", "v1"]
+    with reader.reader(latest=False) as view:
+        assert view.head() == 2
+
+
 def test_a_view_cannot_be_used_after_its_block(open_store):
     store = open_store()
     with store.reader() as view:

@@ -27,7 +27,8 @@
    1.5x their cost at 10. The histories are written straight through the store
    (``OpStore.commit`` of 1,000 records at a time: saving 100,000 times through the app would
    take an hour of fsyncs); two real saves through the app frame them, so that what loads
-   has real bytes. Object-store rows (moto) go in ``HISTORY_BACKENDS``.
+   has real bytes. The same table for the object store on S3 (a local moto server):
+   ``BENCH_HISTORIES=10,1000,10000`` limits the sizes (100,000 takes minutes to build there).
 
 3. **Record reads** (``--only records``): 10,000 version records (100 ops x 100 versions,
    committed 100 records per transaction) written and read back through ``LMDBOpStore``,
@@ -41,15 +42,17 @@ Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import pathlib
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dill
@@ -308,14 +311,36 @@ class History:
             app.close()
 
 
-# Each backend: (name, build(directory, size)). The object store (moto) rows are added here.
-HISTORY_BACKENDS: dict[str, Callable[[str, int], History]] = {"lmdb": History}
+@contextlib.contextmanager
+def lmdb_histories() -> Iterator[Callable[[str, int], History]]:
+    yield History
+
+
+@contextlib.contextmanager
+def object_histories() -> Iterator[Callable[[str, int], History]]:
+    """Histories in the object store on S3: one moto server, one bucket, a prefix per size."""
+    import s3fs
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests" / "support"))
+    from chariots_test_s3 import moto_s3
+
+    with moto_s3() as endpoint:
+        bucket = f"history-{os.getpid()}"
+        s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
+        yield lambda directory, size: History(f"s3://{bucket}/{os.path.basename(directory)}", size)
+
+
+# Each backend: a context giving build(directory, size) while the backend is up.
+HISTORY_BACKENDS: dict[str, Callable[[], contextlib.AbstractContextManager[Callable[[str, int], History]]]] = {
+    "lmdb": lmdb_histories,
+    "the object store on S3 (moto)": object_histories,
+}
 
 
 def history_table(repeats: int) -> bool:
     ok = True
-    for backend, build in HISTORY_BACKENDS.items():
-        with tempfile.TemporaryDirectory(prefix="bench_history_") as root:
+    for backend, histories_on in HISTORY_BACKENDS.items():
+        with tempfile.TemporaryDirectory(prefix="bench_history_") as root, histories_on() as build:
             started = time.perf_counter()
             histories = {size: build(os.path.join(root, str(size)), size) for size in HISTORIES}
             print(f"history of one op on {backend}: built in {time.perf_counter() - started:.0f} s; "

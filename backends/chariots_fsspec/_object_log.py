@@ -10,7 +10,7 @@ nodes of the state after it (see :mod:`._object_trees`). Entries are written wit
 create-if-absent (:meth:`ObjectLog.create`; S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``),
 so the bucket lets exactly one writer have each number, and a writer asks for ``N + 1`` only
 once it has read ``N``: the numbers are dense. An entry never changes once written, so it is
-cached in memory by number (:class:`ObjectLog` keeps the most recently used, up to a byte budget).
+cached in memory by number (:class:`ObjectLog` keeps the most recently used, up to a memory budget).
 
 **Finding the newest entry** (:meth:`ObjectLog.newest`) costs one request when the caller
 already knows the newest one (``GET`` of the next number answers 404), two when one commit
@@ -38,6 +38,7 @@ __all__ = ["FORMAT", "HINT_EVERY", "Entry", "ObjectLog", "seal", "unseal"]
 FORMAT = 2
 HINT_EVERY = 16  # a commit whose number is a multiple of this rewrites the head hint
 _LINEAR_PROBES = 2  # entries probed one by one before a caller behind looks at the hint
+_DECODED_SIZE = 3  # about how many bytes of memory an entry takes once parsed, per byte stored
 _HEADER = re.compile(rb"(chariots-[a-z]+) (\d+) ([0-9a-f]{64})\Z")
 _ENTRY_LISTS = ("ops", "links", "journal", "nodes")
 
@@ -137,12 +138,7 @@ class ObjectLog:
 
         :raises IntegrityError: if one is missing or damaged.
         """
-        found: dict[int, Entry] = {}
-        with self._lock:
-            for seq in set(seqs):
-                if seq in self._cache:
-                    self._cache.move_to_end(seq)
-                    found[seq] = self._cache[seq][0]
+        found = {seq: entry for seq in set(seqs) if (entry := self._cached(seq)) is not None}
         missing = {self.fs._strip_protocol(self.path(seq)): seq for seq in set(seqs) if seq not in found}
         if missing:
             with self._translating(f"read {', '.join(missing)}"):
@@ -160,18 +156,17 @@ class ObjectLog:
 
     def probe(self, seq: int) -> Entry | None:
         """Entry ``seq`` if it exists (one ``GET``), else ``None``."""
-        with self._lock:
-            if seq in self._cache:
-                return self._cache[seq][0]
+        cached = self._cached(seq)
+        if cached is not None:
+            return cached
         with self._translating(f"read {self.path(seq)}"):
             data = self._get(self.path(seq))
         return None if data is None else self._remember(seq, data)
 
     def exists(self, seq: int) -> bool:
         """Whether entry ``seq`` exists (a one-byte ranged ``GET``: no listing)."""
-        with self._lock:
-            if seq in self._cache:
-                return True
+        if self._cached(seq) is not None:
+            return True
         with self._translating(f"read {self.path(seq)}"):
             try:
                 self.fs.cat_file(self.path(seq), start=0, end=1)
@@ -246,22 +241,17 @@ class ObjectLog:
         path = self.path(seq)
         try:
             with self._translating(f"write {path}"), self._exclusive():
-                try:
-                    self.fs.pipe_file(path, data, mode="create")
-                except FileExistsError:
-                    return self._is_commit(seq, commit_id, path)
-        except StoreError:
-            if self.probe(seq) is None or not self._is_commit(seq, commit_id, path):
-                raise
-            return True
+                self.fs.pipe_file(path, data, mode="create")
+        except StoreError as exc:
+            written = self.probe(seq)
+            if written is not None:
+                return written.commit_id == commit_id
+            if isinstance(exc.__cause__, FileExistsError):
+                msg = f"{self.store}: {path!r} exists, the filesystem says, but it cannot be read; check its consistency settings"
+                raise StoreError(msg) from exc
+            raise
         self._remember(seq, data)
         return True
-
-    def _is_commit(self, seq: int, commit_id: str, path: str) -> bool:
-        written = self.probe(seq)
-        if written is None:
-            raise StoreError(f"{self.store}: writing {path!r} failed as if it existed, but it cannot be read; check the filesystem's consistency")
-        return written.commit_id == commit_id
 
     def write_hint(self, seq: int) -> None:
         """Point the head hint at entry ``seq`` (a lower bound: racing writers may leave an older one)."""
@@ -275,12 +265,21 @@ class ObjectLog:
         except FileNotFoundError:
             return None
 
+    def _cached(self, seq: int) -> Entry | None:
+        with self._lock:
+            found = self._cache.get(seq)
+            if found is None:
+                return None
+            self._cache.move_to_end(seq)
+            return found[0]
+
     def _remember(self, seq: int, data: bytes) -> Entry:
         entry = Entry(seq, unseal("chariots-log", data, self.where(seq)), self.where(seq))
         with self._lock:
             if seq not in self._cache:
-                self._cache[seq] = (entry, len(data))
-                self._cached_bytes += len(data)
+                size = len(data) * _DECODED_SIZE
+                self._cache[seq] = (entry, size)
+                self._cached_bytes += size
                 while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
                     _, (_, size) = self._cache.popitem(last=False)
                     self._cached_bytes -= size

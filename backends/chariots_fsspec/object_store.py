@@ -124,7 +124,7 @@ class ObjectOpStore(OpStore, JobStore):
         ``memory://prefix`` (``memory-objects://prefix`` is the same in-memory filesystem).
         Records go under ``<url>/meta/``; keep the blobs beside them (``<url>/blobs``), as
         ``Chariots(path=url)`` does.
-    :param cache_bytes: how many bytes of log entries (immutable) to keep in memory.
+    :param cache_bytes: about how much memory the log entries read (immutable) may keep.
     :param storage_options: passed to the fsspec filesystem (``endpoint_url``, ``key``,
         ``secret``, ``token``, ``project``...).
     :raises BackendError: if the filesystem's package (``s3fs``, ``gcsfs``) is missing.

@@ -235,6 +235,48 @@ def test_a_flipped_byte_anywhere_in_an_entry_is_named_as_damage(open_store, memo
     assert _versions(open_store(), "model") == ["v2", "v1", "v0"]
 
 
+def _everything(store: ObjectOpStore) -> dict:
+    """Every answer the store gives about the ops, journals and jobs of the damage probe."""
+    found: dict = {"jobs": store.jobs()}
+    with store.reader() as view:
+        for op in ("model", "pca"):
+            found[op] = view.op_versions(op)
+            found[op, "code"] = view.op_versions(op, compatible_with="code", policy="exact", limit=3)
+            for record in found[op]:
+                found[op, record.version] = (view.op_version(op, record.version), view.links(op, record.version))
+        found["journal"] = view.journal(SnapshotRecord, "train")
+    return found
+
+
+def test_random_flipped_bytes_in_any_object_are_reported_never_answered_wrongly(open_store, memory_url):
+    store = open_store()
+    rng = random.Random(11)
+    for index in range(40):
+        version = f"v{rng.randrange(25)}"  # versions saved again now and then
+        store.commit(_save(rng.choice(["model", "pca"]), version, upstream="up" if index % 3 else None))
+        if index % 8 == 0:
+            store.put_job(JobRecord(f"job-{index}", "p", "done", 1.0, 2.0, result_path=f"jobs/{index}"))
+    intact = _everything(open_store())
+    fs, root = fsspec.core.url_to_fs(memory_url)
+    objects = [path for path in fs.find(f"{root}/meta") if fs.size(path)]  # job-order markers are empty
+    outcomes = {"reported": 0, "unaffected": 0}
+    for _ in range(200):
+        path = rng.choice(objects)
+        data = fs.cat_file(path)
+        offset = rng.randrange(len(data))
+        fs.pipe_file(path, data[:offset] + bytes([data[offset] ^ rng.randrange(1, 256)]) + data[offset + 1 :])
+        try:
+            answered = _everything(open_store())
+        except StoreError as exc:
+            assert "ObjectOpStore at" in str(exc) and "meta/" in str(exc), exc  # names the store and the object
+            outcomes["reported"] += 1
+        else:
+            assert answered == intact, f"a flipped byte at {offset} of {path} changed an answer"
+            outcomes["unaffected"] += 1
+        fs.pipe_file(path, data)
+    assert outcomes == {"reported": 200, "unaffected": 0}  # every object is read here, so every flip is seen
+
+
 def test_an_object_not_written_by_chariots_is_named_as_such(open_store, memory_url):
     store = open_store()
     store.commit(_save("model", "v1"))

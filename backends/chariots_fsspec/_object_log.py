@@ -1,9 +1,4 @@
-"""The object op store's objects in the bucket: sealed bytes, the log of entries, the head hint.
-
-**Sealed objects.** Every object the store writes is ``<magic> <format> <sha256 of the body>``,
-a newline, then the body as compact JSON (:func:`seal`). Reading checks the header and the
-checksum before parsing (:func:`unseal`): a damaged object, or one Chariots did not write,
-raises :class:`~chariots_core.errors.IntegrityError` naming it and the store.
+"""The object op store's log of entries, and its head hint.
 
 **The log.** Entry ``N`` (``log/<N, 20 digits>``) is the ``N``-th commit: its records and the
 nodes of the state after it (see :mod:`._object_trees`). Entries are written with
@@ -22,56 +17,21 @@ entries further until one is missing, and bisects, using that the numbers are de
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
-import re
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from chariots_core.errors import IntegrityError, StoreError
 
+from ._object_bucket import Bucket, seal, unseal
 from ._object_trees import split_ref
 
-__all__ = ["FORMAT", "HINT_EVERY", "Entry", "ObjectLog", "seal", "unseal"]
+__all__ = ["HINT_EVERY", "Entry", "ObjectLog"]
 
-FORMAT = 2
 HINT_EVERY = 16  # a commit whose number is a multiple of this rewrites the head hint
 _LINEAR_PROBES = 2  # entries probed one by one before a caller behind looks at the hint
 _DECODED_SIZE = 3  # about how many bytes of memory an entry takes once parsed, per byte stored
-_HEADER = re.compile(rb"(chariots-[a-z]+) (\d+) ([0-9a-f]{64})\Z")
 _ENTRY_LISTS = ("ops", "links", "journal", "nodes")
-
-
-def seal(magic: str, body: Any) -> bytes:
-    """``body`` as the bytes of a sealed object of kind ``magic`` (``chariots-log``...)."""
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return f"{magic} {FORMAT} {hashlib.sha256(data).hexdigest()}\n".encode() + data
-
-
-def unseal(magic: str, data: bytes, where: str) -> Any:
-    """The body of a sealed object of kind ``magic``.
-
-    :param where: names the object and the store in the error.
-    :raises IntegrityError: if the bytes are not such an object, or are damaged.
-    """
-    header, newline, body = bytes(data).partition(b"\n")
-    match = _HEADER.match(header)
-    if not newline or match is None or match.group(1).decode() != magic:
-        msg = (
-            f"{where} is not a {magic} object of Chariots (its first line is {header[:60]!r}): it is "
-            "damaged or was not written by Chariots; restore it from a backup"
-        )
-        raise IntegrityError(msg)
-    if int(match.group(2)) != FORMAT:
-        msg = f"{where} is of format {int(match.group(2))}, this Chariots reads format {FORMAT}: use the Chariots that wrote it"
-        raise StoreError(msg)
-    if hashlib.sha256(body).hexdigest() != match.group(3).decode():
-        raise IntegrityError(f"{where} is damaged (its sha256 does not match its header); restore it from a backup")
-    try:
-        return json.loads(body)
-    except ValueError as exc:  # a body that matches its checksum but is no JSON: not ours
-        raise IntegrityError(f"{where} holds no valid JSON ({exc}): it was not written by Chariots") from exc
 
 
 class Entry:
@@ -92,17 +52,11 @@ class Entry:
 
 
 class ObjectLog:
-    """The log and head hint of one store in one fsspec filesystem, with a cache of entries.
+    """The log and head hint of one store, below ``directory`` of its bucket, with a cache of
+    entries taking about ``cache_bytes`` of memory at most."""
 
-    :param translating: a context manager factory turning the filesystem's errors into
-        :class:`StoreError` (``translating("read x")``).
-    :param exclusive: holds the lock that makes create-if-absent atomic where the filesystem
-        alone does not (fsspec's memory filesystem checks, then writes).
-    """
-
-    def __init__(self, fs: Any, directory: str, store: str, translating: Any, exclusive: Any, cache_bytes: int) -> None:
-        self.fs, self.directory, self.store = fs, directory, store
-        self._translating, self._exclusive = translating, exclusive
+    def __init__(self, bucket: Bucket, directory: str, cache_bytes: int) -> None:
+        self.bucket, self.directory, self.store = bucket, directory, f"<ObjectOpStore at {bucket.url!r}>"
         self._cache: collections.OrderedDict[int, tuple[Entry, int]] = collections.OrderedDict()
         self._cached_bytes, self._cache_bytes = 0, cache_bytes
         self._lock = threading.Lock()
@@ -139,40 +93,26 @@ class ObjectLog:
         :raises IntegrityError: if one is missing or damaged.
         """
         found = {seq: entry for seq in set(seqs) if (entry := self._cached(seq)) is not None}
-        missing = {self.fs._strip_protocol(self.path(seq)): seq for seq in set(seqs) if seq not in found}
-        if missing:
-            with self._translating(f"read {', '.join(missing)}"):
-                datas = self.fs.cat(list(missing), on_error="return")
-            for path, data in datas.items():
-                seq = missing[path]
-                if isinstance(data, FileNotFoundError):
-                    msg = f"{self.where(seq)} is missing, though the state read refers to it: the store is damaged, restore it from a backup"
-                    raise IntegrityError(msg)
-                if isinstance(data, BaseException):
-                    with self._translating(f"read {path}"):
-                        raise data
-                found[seq] = self._remember(seq, data)
+        missing = {self.path(seq): seq for seq in set(seqs) if seq not in found}
+        for path, data in self.bucket.get_many(list(missing)).items():
+            seq = missing[path]
+            if data is None:
+                msg = f"{self.where(seq)} is missing, though the state read refers to it: the store is damaged, restore it from a backup"
+                raise IntegrityError(msg)
+            found[seq] = self._remember(seq, data)
         return found
 
     def probe(self, seq: int) -> Entry | None:
-        """Entry ``seq`` if it exists (one ``GET``), else ``None``."""
+        """Entry ``seq`` if it exists (one ``GET`` unless cached), else ``None``."""
         cached = self._cached(seq)
         if cached is not None:
             return cached
-        with self._translating(f"read {self.path(seq)}"):
-            data = self._get(self.path(seq))
+        data = self.bucket.get(self.path(seq))
         return None if data is None else self._remember(seq, data)
 
     def exists(self, seq: int) -> bool:
-        """Whether entry ``seq`` exists (a one-byte ranged ``GET``: no listing)."""
-        if self._cached(seq) is not None:
-            return True
-        with self._translating(f"read {self.path(seq)}"):
-            try:
-                self.fs.cat_file(self.path(seq), start=0, end=1)
-            except FileNotFoundError:
-                return False
-        return True
+        """Whether entry ``seq`` exists."""
+        return self._cached(seq) is not None or self.bucket.exists(self.path(seq))
 
     def newest(self, known: int | None) -> int:
         """The number of the newest entry (0: none), given ``known``, one known to exist."""
@@ -201,8 +141,7 @@ class ObjectLog:
 
     def hint(self) -> int:
         """The entry number the head hint names (0 if there is no hint)."""
-        with self._translating(f"read {self.hint_path}"):
-            data = self._get(self.hint_path)
+        data = self.bucket.get(self.hint_path)
         if data is None:
             return 0
         where = f"the head hint {self.hint_path!r} of {self.store}"
@@ -217,11 +156,7 @@ class ObjectLog:
 
         :raises IntegrityError: if it has, but not the first one: entries were deleted.
         """
-        with self._translating(f"list {self.directory}/log"):
-            try:
-                names = self.fs.ls(f"{self.directory}/log", detail=False)
-            except FileNotFoundError:
-                names = []
+        names = self.bucket.list(f"{self.directory}/log")
         if names and self.probe(1) is None:  # (entry 1 may have been written since it was probed)
             msg = (
                 f"{self.where(1)} is missing but the log holds {len(names)} other entries: log entries "
@@ -240,8 +175,7 @@ class ObjectLog:
         """
         path = self.path(seq)
         try:
-            with self._translating(f"write {path}"), self._exclusive():
-                self.fs.pipe_file(path, data, mode="create")
+            self.bucket.create(path, data)
         except StoreError as exc:
             written = self.probe(seq)
             if written is not None:
@@ -255,16 +189,9 @@ class ObjectLog:
 
     def write_hint(self, seq: int) -> None:
         """Point the head hint at entry ``seq`` (a lower bound: racing writers may leave an older one)."""
-        with self._translating(f"write {self.hint_path}"):
-            self.fs.pipe_file(self.hint_path, seal("chariots-head", {"seq": seq}))
+        self.bucket.put(self.hint_path, seal("chariots-head", {"seq": seq}))
 
     # -- helpers ---------------------------------------------------------------------------
-    def _get(self, path: str) -> bytes | None:
-        try:
-            return self.fs.cat_file(path)
-        except FileNotFoundError:
-            return None
-
     def _cached(self, seq: int) -> Entry | None:
         with self._lock:
             found = self._cache.get(seq)

@@ -41,7 +41,8 @@ from chariots_core.op_store.records import (
     version_key,
 )
 
-from ._object_log import FORMAT, ObjectLog, seal
+from ._object_bucket import FORMAT, seal
+from ._object_log import ObjectLog
 from ._object_trees import INDEX_BITS, Draft, assign, chain_push, chain_remove, key, lookup, ref, split_ref
 
 __all__ = ["Building", "State", "chain_key", "code_chain_key", "journal_key", "version_map_key"]

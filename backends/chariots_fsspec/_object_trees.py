@@ -214,11 +214,12 @@ def _append(draft: Draft, at: int, height: int, leaf: int, low: int) -> list[tup
     return [(bounds[0], older), (bounds[FAN], draft.add({"b": bounds[FAN:], "c": children[FAN:]}))]
 
 
-def chain_remove(draft: Draft, chain: dict[str, Any], position: int, owner: int) -> dict[str, Any]:
+def chain_remove(draft: Draft, chain: dict[str, Any] | None, position: int, owner: int) -> dict[str, Any]:
     """``chain`` without ``position``.
 
     :param owner: the ref reported as damaged if ``position`` is not in the chain.
     """
+    chain = chain or EMPTY_CHAIN
     if position in chain["t"]:
         return {**chain, "t": [item for item in chain["t"] if item != position]}
     root, height = chain["r"], chain["h"]

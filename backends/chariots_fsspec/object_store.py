@@ -6,14 +6,14 @@ whole object, that a read sees every write that returned before it, and *create-
 exactly one succeeds. This store is built on those three alone, with no coordinating server.
 
 **Layout** (format 2) under ``<url>/meta/``, every object sealed with its sha256
-(:mod:`._object_log`)::
+(:mod:`._object_bucket`)::
 
     log/<N, 20 digits>          commit N: its records and the nodes of the state after it
     head                        a hint: a recent N (rewritten by every 16th commit)
     jobs/_<job id>              a job's record and when it was created (replaced on each change)
     job-order/<stamp>_<job id>  empty: lists the jobs in the order they were created
 
-(names are URL-quoted behind a ``_``, so ``""``, ``"."`` or ``"a/b"`` stay one segment).
+(job ids are URL-quoted behind a ``_``: see :mod:`._object_jobs`).
 
 **Committing.** A commit reads the newest entry ``N`` it knows, builds entry ``N + 1`` — its
 records, and the state after it as a persistent map and chains (:mod:`._object_state`), sharing
@@ -28,16 +28,24 @@ found when it opens: everything it answers is reached from that entry's root thr
 records of entries up to it, which never change, so a view reads "commits up to ``N``, never a
 mix", and commits landing meanwhile cannot touch it. A view opened after a commit returned
 finds that commit or a later one (the bucket's reads see finished writes), so apps in several
-processes see each other's saves. A killed writer leaves either no entry or a whole one.
+processes see each other's saves. A killed writer leaves either no entry or a whole one. (Jobs
+are listed in the order of their creation stamps, which do follow the clocks.)
 
 **Cost.** Saving and loading touch O(1) objects per op, whatever the history: a view finds the
 newest entry with one request when nothing landed since this store last looked (``GET`` of the
 next number: 404), two when one commit landed; the map and chains are about log16 and log32 of
 the history deep, and their nodes are read from entries already held in memory (entries are
 immutable: :class:`._object_log.ObjectLog` keeps recent ones). A commit is one ``PUT``. So one
-``save_pipeline`` costs two requests to the store (the view that checks which versions are
-stored, the commit) and one ``load_pipeline`` one (its view), besides the saver's blob requests.
-Listings page newest first; a page costs O(page + depth) node reads.
+``load_pipeline`` costs the store one request (its view) and one ``save_pipeline`` one (its
+commit: what it checks before is read from the state the store last saw,
+``reader(latest=False)``; if another writer committed since, the commit finds its entry taken and
+builds again on the newest), besides the saver's blob requests. A store that has seen nothing
+yet starts from the head hint. Listings page newest first; a page costs O(page + depth) node reads.
+
+**Where create-if-absent comes from.** s3fs's ``pipe_file(mode="create")`` sends
+``If-None-Match: *`` (S3 refuses with 412 when the name is taken: ``FileExistsError``); gcsfs
+sends ``ifGenerationMatch=0`` (marked experimental by gcsfs); fsspec's memory filesystem checks
+and then writes, atomically under a lock here. Other filesystems are refused.
 
 **Damage.** Every object carries its sha256 and every record is checked against where the state
 files it: a damaged or foreign object, or one referred to and missing, raises
@@ -56,32 +64,20 @@ import contextlib
 import itertools
 import json
 import logging
-import posixpath
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote
 
 import fsspec
 
-from chariots_core.errors import BackendError, ChariotsError, IntegrityError, NotSavedError, StoreError
-from chariots_core.op_store.records import (
-    Commit,
-    JobRecord,
-    JournalEntry,
-    LinkRecord,
-    OpVersionRecord,
-    Position,
-    check_limit,
-    code_key,
-    from_plain,
-    to_plain,
-)
+from chariots_core.errors import BackendError, IntegrityError, NotSavedError, StoreError
+from chariots_core.op_store.records import Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord, Position, code_key
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
-from ._object_log import HINT_EVERY, ObjectLog, seal, unseal
+from ._object_bucket import Bucket
+from ._object_jobs import JobFiles
+from ._object_log import HINT_EVERY, ObjectLog
 from ._object_state import Building, State, chain_key, code_chain_key, journal_key
 from ._object_trees import chain_contains, chain_walk, items
 
@@ -92,29 +88,6 @@ _Record = TypeVar("_Record")
 _logger = logging.getLogger(__name__)
 # Schemes that name an fsspec filesystem differently from the op-store registry.
 _SCHEME_ALIASES = {"memory-objects": "memory"}
-# Filesystems whose create-if-absent is atomic. fsspec's memory filesystem checks, then writes:
-# it lives in one process, so a lock held around the two makes it atomic.
-_ATOMIC_CREATE = frozenset({"s3", "s3a", "gs", "gcs"})
-_memory_create_lock = threading.Lock()
-_STAMP_WIDTH = 53  # _unique_name(): 20 digits, "-", 32 hex digits
-
-
-_last_stamp = 0
-_stamp_lock = threading.Lock()
-
-
-def _unique_name() -> str:
-    """A name that sorts by creation time (in this process: strictly) and no other writer makes."""
-    global _last_stamp
-    with _stamp_lock:
-        _last_stamp = max(time.time_ns(), _last_stamp + 1)
-        stamp = _last_stamp
-    return f"{stamp:020d}-{uuid.uuid4().hex}"
-
-
-def _segment(name: str) -> str:
-    """A job id as one safe, non-empty object-name segment."""
-    return "_" + quote(str(name), safe="")
 
 
 class ObjectOpStore(OpStore, JobStore):
@@ -152,22 +125,12 @@ class ObjectOpStore(OpStore, JobStore):
         except ValueError as exc:
             msg = f"{self.url!r} is not a URL fsspec knows ({exc}); use s3://bucket/prefix, gs://bucket/prefix or memory://prefix"
             raise StoreError(msg) from exc
-        protocols = set(self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,))
-        in_memory = "memory" in protocols
-        if not in_memory and not protocols & _ATOMIC_CREATE:
-            msg = (
-                f"the object op store at {self.url!r} needs a filesystem that creates an object only if "
-                f"it is absent, atomically ({', '.join(sorted(_ATOMIC_CREATE))}: S3 and Google Cloud "
-                "Storage), so that concurrent commits cannot overwrite each other; for a local "
-                "directory use the LMDB store (Chariots(path='/a/directory'))"
-            )
-            raise StoreError(msg)
-        self._meta = f"{root.rstrip('/')}/meta"
-        exclusive: Callable[[], Any] = (lambda: _memory_create_lock) if in_memory else contextlib.nullcontext
-        self._log = ObjectLog(self._fs, self._meta, repr(self), self._translating, exclusive, cache_bytes)
+        meta = f"{root.rstrip('/')}/meta"
+        bucket = Bucket(self._fs, self.url)
+        self._log = ObjectLog(bucket, meta, cache_bytes)
+        self._jobs = JobFiles(bucket, meta)
         self._lock = threading.Lock()
         self._known: int | None = None  # the newest entry this store has seen (None: not looked yet)
-        self._job_created: dict[str, str] = {}  # job id -> creation stamp, for the jobs seen here
 
     # -- OpStore ------------------------------------------------------------------------------
     def _view(self) -> contextlib.AbstractContextManager[OpStoreView]:
@@ -222,77 +185,36 @@ class ObjectOpStore(OpStore, JobStore):
     def put_job(self, job: JobRecord) -> None:
         """Create or replace the record of ``job.job_id`` (one request for a job this store
         wrote or read before, else up to three)."""
-        with self._lock:
-            created = self._job_created.get(job.job_id)
-        if created is None:
-            found = self._read_job(job.job_id)
-            if found is not None:
-                created = found[0]
-            else:
-                created = _unique_name()
-                # The marker first: a job whose record exists is always listed.
-                self._put(f"{self._meta}/job-order/{created}{_segment(job.job_id)}", b"")
-        self._put(self._job_path(job.job_id), seal("chariots-job", {"created": created, "job": to_plain(job)}))
-        with self._lock:
-            self._job_created[job.job_id] = created
+        self._jobs.put(job)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """The record of ``job_id``, or ``None``."""
-        found = self._read_job(job_id)
-        return None if found is None else found[1]
+        return self._jobs.get(job_id)
 
     def jobs(self, *, limit: int | None = None, before: str | None = None) -> list[JobRecord]:
-        """Job records, newest created first (see :class:`~chariots_core.op_store.store.JobStore`).
+        """Job records, newest created first (see :class:`~chariots_core.op_store.store.JobStore`):
+        one request per 1,000 jobs to list them, then the page's records."""
+        return self._jobs.page(limit, before)
 
-        Lists the creation markers (one request per 1,000 jobs), then reads the page's records.
-        """
-        check_limit(limit)
-        order = self._job_order()
-        if before is not None:
-            if before not in order:
-                raise NotSavedError(f"{self!r} has no job {before!r} to list jobs before")
-            order = order[order.index(before) + 1 :]
-        found: list[JobRecord] = []
-        chunk = max(limit or 0, 64)
-        for start in range(0, len(order), chunk):
-            wanted = order[start : start + chunk]
-            records = self._read_jobs(wanted)
-            # A marker without a record: a job being created right now, or debris of one.
-            found += [records[job_id] for job_id in wanted if job_id in records]
-            if limit is not None and len(found) >= limit:
-                return found[:limit]
-        return found
-
-    # -- garbage collection ---------------------------------------------------------------------
+    # -- garbage collection (the hooks of chariots_core.op_store.garbage) ----------------------
     def referenced_blobs(self) -> Iterator[str]:
-        """The saver paths the store refers to: the blob of every op version it lists, and the
-        result of every job."""
-        with self.reader() as view:
-            state = view.state
-            for map_key, value in items(state, state.root):
-                kind, op_name, *_ = json.loads(map_key)
-                if kind == "v" and value["p"] is not None:
-                    yield state.op_record(value["p"], op_name).blob_path
-        for job in self._read_jobs(self._job_order()).values():
-            if job.result_path is not None:
-                yield job.result_path
+        """The blob path of every op version the store lists, read from one committed state.
 
-    def collect_debris(self, older_than: float) -> list[str]:
-        """Remove the creation markers of jobs whose record was never written, made more than
-        ``older_than`` seconds ago; return their paths below the store's URL.
+        (A version saved again names its new blob only; job results are the job store's.)
+        """
+        state = State(self._log, self._newest())
+        for map_key, value in items(state, state.root):
+            kind, op_name, *_ = json.loads(map_key)
+            if kind == "v" and value["p"] is not None:
+                yield state.op_record(value["p"], op_name).blob_path
+
+    def collect_debris(self, older_than: float, *, dry_run: bool = False) -> list[str]:
+        """Remove (unless ``dry_run``) the creation markers of jobs whose record was never
+        written, made more than ``older_than`` seconds ago; return their paths below the URL.
 
         Commits leave no debris: a commit is one object, written whole or not at all.
         """
-        cutoff = time.time_ns() - int(older_than * 1e9)
-        records = self._read_jobs(self._job_order())
-        removed = []
-        for marker in self._list(f"{self._meta}/job-order"):
-            name = posixpath.basename(marker)
-            if unquote(name[_STAMP_WIDTH + 1 :]) not in records and int(name[:20]) < cutoff:
-                with self._translating(f"delete {marker}"):
-                    self._fs.rm_file(marker)
-                removed.append(f"meta/job-order/{name}")
-        return removed
+        return self._jobs.collect_debris(older_than, dry_run)
 
     def close(self) -> None:
         """Forget the cached entries (the store reads them again if used). Idempotent."""
@@ -307,83 +229,6 @@ class ObjectOpStore(OpStore, JobStore):
 
     def __repr__(self) -> str:
         return f"<ObjectOpStore at {self.url!r}>"
-
-    # -- helpers -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _translating(self, action: str) -> Iterator[None]:
-        """Turn the filesystem's errors (s3fs, gcsfs, botocore...) into a StoreError."""
-        try:
-            yield
-        except ChariotsError:
-            raise
-        except Exception as exc:
-            msg = (
-                f"the object op store at {self.url!r} cannot {action}: {type(exc).__name__}: {exc}. "
-                "Check that the bucket exists, that the credentials may read and write it, "
-                "and the endpoint/storage options"
-            )
-            raise StoreError(msg) from exc
-
-    def _put(self, path: str, data: bytes) -> None:
-        with self._translating(f"write {path}"):
-            self._fs.pipe_file(path, data)
-
-    def _list(self, directory: str) -> list[str]:
-        with self._translating(f"list {directory}"):
-            try:
-                return sorted(self._fs.ls(directory, detail=False))
-            except FileNotFoundError:
-                return []
-
-    def _job_path(self, job_id: str) -> str:
-        return f"{self._meta}/jobs/{_segment(job_id)}"
-
-    def _job_order(self) -> list[str]:
-        """Job ids, newest created first (a job listed twice counts where it was first)."""
-        first: dict[str, None] = {}
-        for marker in self._list(f"{self._meta}/job-order"):
-            first.setdefault(unquote(posixpath.basename(marker)[_STAMP_WIDTH + 1 :]), None)
-        return list(reversed(first))
-
-    def _read_job(self, job_id: str) -> tuple[str, JobRecord] | None:
-        """``(creation stamp, record)`` of ``job_id``, or ``None``."""
-        path = self._job_path(job_id)
-        with self._translating(f"read {path}"):
-            try:
-                data = self._fs.cat_file(path)
-            except FileNotFoundError:
-                return None
-        return self._decode_job(path, data, job_id)
-
-    def _read_jobs(self, job_ids: list[str]) -> dict[str, JobRecord]:
-        """The records of those of ``job_ids`` that have one."""
-        paths = {self._fs._strip_protocol(self._job_path(job_id)): job_id for job_id in job_ids}
-        if not paths:
-            return {}
-        with self._translating(f"read the records of {len(paths)} jobs"):
-            datas = self._fs.cat(list(paths), on_error="return")
-        found = {}
-        for path, data in datas.items():
-            if isinstance(data, FileNotFoundError):
-                continue
-            if isinstance(data, BaseException):
-                with self._translating(f"read {path}"):
-                    raise data
-            found[paths[path]] = self._decode_job(path, data, paths[path])[1]
-        return found
-
-    def _decode_job(self, path: str, data: bytes, job_id: str) -> tuple[str, JobRecord]:
-        where = f"the job record {path!r} of {self!r}"
-        body = unseal("chariots-job", data, where)
-        try:
-            created, job = body["created"], from_plain(body["job"], JobRecord)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise IntegrityError(f"{where} is not a job record ({exc}): it was not written by Chariots") from exc
-        if job.job_id != job_id:
-            raise IntegrityError(f"{where} holds job {job.job_id!r}: the store is damaged, restore it from a backup")
-        with self._lock:
-            self._job_created.setdefault(job_id, created)
-        return created, job
 
 
 class _ObjectView(OpStoreView):

@@ -324,15 +324,17 @@ def test_a_damaged_head_hint_or_job_record_is_named(open_store, memory_url):
 
 
 # -- garbage collection --------------------------------------------------------------------
-def test_referenced_blobs_are_the_listed_versions_and_the_job_results(open_store):
+def test_referenced_blobs_are_those_of_the_listed_versions(open_store):
     store = open_store()
     store.commit(Commit((_record("model", "v1", blob="ops/model/a"),)))
     store.commit(Commit((_record("model", "v1", blob="ops/model/b"),)))  # saved again: "a" is no longer used
-    store.commit(Commit((_record("pca", "p1", blob="ops/pca/c"),)))
-    store.put_job(JobRecord("j1", "p", "done", 1.0, 1.0, result_path="jobs/j1"))
-    store.put_job(JobRecord("j2", "p", "queued", 1.0, 1.0))
+    store.commit(Commit((_record("pca", "p1", blob="ops/pca/c"),), (LinkRecord("x", "1", "other", "o1"),)))
+    for index in range(40):  # enough keys to split the map's buckets
+        store.commit(Commit((_record("many", f"m{index}", blob=f"ops/many/{index}"),)))
 
-    assert sorted(store.referenced_blobs()) == ["jobs/j1", "ops/model/b", "ops/pca/c"]
+    expected = ["ops/model/b", "ops/pca/c", *(f"ops/many/{index}" for index in range(40))]
+    assert sorted(store.referenced_blobs()) == sorted(expected)
+    assert list(ObjectOpStore(f"{store.url}-empty").referenced_blobs()) == []
 
 
 def test_collect_debris_removes_old_markers_of_jobs_never_written(open_store, memory_url):
@@ -343,6 +345,8 @@ def test_collect_debris_removes_old_markers_of_jobs_never_written(open_store, me
     fs.pipe_file(f"{root}/meta/job-order/{old}_lost", b"")  # a creation killed before its record
     fs.pipe_file(f"{root}/meta/job-order/{young}_racing", b"")  # one being created right now
 
+    assert store.collect_debris(older_than=3600, dry_run=True) == [f"meta/job-order/{old}_lost"]
+    assert len(_objects(memory_url, "job-order")) == 3
     assert store.collect_debris(older_than=3600) == [f"meta/job-order/{old}_lost"]
     assert [job.job_id for job in store.jobs()] == ["kept"]
     assert len(_objects(memory_url, "job-order")) == 2

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from chariots_core.errors import ChariotsError, IntegrityError, StoreError
@@ -67,11 +68,15 @@ def unseal(magic: str, data: bytes, where: str) -> Any:
 class Bucket:
     """The requests of the store at ``url`` to its fsspec filesystem ``fs``.
 
+    An asynchronous filesystem (s3fs, gcsfs) cannot be used across ``fork()``: a process that
+    inherits the bucket opens another with ``reopen()``.
+
     :raises StoreError: if the filesystem cannot create objects atomically.
     """
 
-    def __init__(self, fs: Any, url: str) -> None:
-        self.fs, self.url = fs, url
+    def __init__(self, fs: Any, url: str, reopen: Callable[[], Any]) -> None:
+        self.url, self._reopen = url, reopen
+        self._opened = (os.getpid(), fs)
         protocols = set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         if "memory" not in protocols and not protocols & ATOMIC_CREATE:
             msg = (
@@ -82,6 +87,14 @@ class Bucket:
             )
             raise StoreError(msg)
         self._exclusive = _memory_create_lock if "memory" in protocols else contextlib.nullcontext()
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem, opened in this process."""
+        pid, fs = self._opened
+        if pid != os.getpid():
+            self._opened = (os.getpid(), fs := self._reopen())
+        return fs
 
     @contextlib.contextmanager
     def translating(self, action: str) -> Iterator[None]:

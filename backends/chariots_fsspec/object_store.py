@@ -117,7 +117,7 @@ class ObjectOpStore(OpStore, JobStore):
             # Entries are small: read each with one GET, not a HEAD (for its size) and then GETs.
             storage_options.setdefault("max_concurrency", 1)
         try:
-            self._fs, root = fsspec.core.url_to_fs(fs_url, **storage_options)
+            fs, root = fsspec.core.url_to_fs(fs_url, **storage_options)
         except ImportError as exc:
             extra = {"s3": "dask", "gs": "gcs", "gcs": "gcs"}.get(scheme, "fsspec")
             msg = f"the object op store at {self.url!r} needs {exc.name or 'a filesystem package'}; pip install 'chariots[{extra}]'"
@@ -126,7 +126,7 @@ class ObjectOpStore(OpStore, JobStore):
             msg = f"{self.url!r} is not a URL fsspec knows ({exc}); use s3://bucket/prefix, gs://bucket/prefix or memory://prefix"
             raise StoreError(msg) from exc
         meta = f"{root.rstrip('/')}/meta"
-        bucket = Bucket(self._fs, self.url)
+        self._bucket = bucket = Bucket(fs, self.url, reopen=lambda: fsspec.core.url_to_fs(fs_url, **storage_options)[0])
         self._log = ObjectLog(bucket, meta, cache_bytes)
         self._jobs = JobFiles(bucket, meta)
         self._lock = threading.Lock()

@@ -40,8 +40,8 @@ def _count_requests(store: ObjectOpStore) -> Counter:
         key = request.url.split("?")[0].split("/meta/", 1)[-1]
         sent[request.method, key.split("/")[0]] += 1
 
-    store._fs.connect()
-    store._fs.s3.meta.events.register("before-send.s3", record)
+    store._bucket.fs.connect()
+    store._bucket.fs.s3.meta.events.register("before-send.s3", record)
     return sent
 
 
@@ -164,6 +164,29 @@ def test_a_missing_bucket_is_a_store_error_that_says_what_to_check(s3_endpoint):
         store.put_job(JobRecord("j", "p", "queued", 1.0, 1.0))
     with pytest.raises(StoreError, match="no-such-bucket-here.*Check that the bucket exists"):
         store.commit(Commit())
+
+
+def _commit_in_child(store: ObjectOpStore, queue) -> None:
+    try:
+        versions = [record.version for record in store.op_versions("model")]
+        store.commit(Commit((OpVersionRecord("model", "v2", "code", "train", 2.0, "ops/model/v2", "0" * 64, 1),)))
+        queue.put(versions)
+    except BaseException as exc:  # reported to the parent, which asserts on it
+        queue.put(repr(exc))
+
+
+def test_a_store_inherited_through_fork_opens_its_own_connection(bucket, s3_endpoint):
+    import multiprocessing
+
+    store = ObjectOpStore(f"s3://{bucket}/forked", endpoint_url=s3_endpoint)
+    store.commit(Commit((OpVersionRecord("model", "v1", "code", "train", 1.0, "ops/model/v1", "0" * 64, 1),)))
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_commit_in_child, args=(store, queue))
+    child.start()
+    assert queue.get(timeout=60) == ["v1"]
+    child.join(timeout=60)
+    assert [record.version for record in store.op_versions("model")] == ["v2", "v1"]
 
 
 def test_a_pickled_store_reopens_the_bucket_in_another_process(bucket, s3_endpoint, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -17,7 +18,7 @@ pytest.importorskip("moto.server")
 
 from chariots_core import Chariots, VersionError  # noqa: E402
 from chariots_core.errors import StoreError  # noqa: E402
-from chariots_core.op_store.records import Commit, JobRecord, OpVersionRecord, version_key  # noqa: E402
+from chariots_core.op_store.records import Commit, JobRecord, OpVersionRecord  # noqa: E402
 from chariots_fsspec.object_store import ObjectOpStore  # noqa: E402
 
 HERE = pathlib.Path(__file__).parent
@@ -113,38 +114,18 @@ def test_two_processes_follow_the_lineage_rules(bucket):
 
 @pytest.mark.slow
 def test_processes_saving_and_loading_at_once_read_one_snapshot_and_lose_nothing(bucket, s3_endpoint):
-    url, processes, rounds = f"s3://{bucket}/snapshots", 4, 12
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "objectstore_snapshot_app.py"), url, str(rounds)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
-    results = []
-    for worker in workers:
-        out, err = worker.communicate(timeout=240)
-        assert worker.returncode == 0, err
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    """``benchmarks/probe_object_snapshots.py``, short: 4 processes x 12 saves and loads."""
+    spec = importlib.util.spec_from_file_location("probe_object_snapshots", HERE.parents[2] / "benchmarks" / "probe_object_snapshots.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
 
-    def keys(pair: list[str]) -> tuple[str, str]:
-        return version_key(pair[0]), version_key(pair[1])
+    counts = probe.run(f"s3://{bucket}/snapshots", processes=4, rounds=12, endpoint_url=s3_endpoint)
 
-    saved = {keys(pair) for result in results for pair in result["saved"]}
-    assert [result["failed"] for result in results] == [[]] * processes
-    # Every load served a pair that one save committed together: never a mix of two saves.
-    assert all(keys(pair) in saved for result in results for pair in result["loaded"])
-    assert sum(len(result["loaded"]) for result in results) == processes * rounds
-
-    store = ObjectOpStore(url, endpoint_url=s3_endpoint)
-    # Nothing lost, nothing that was never saved.
-    assert {version_key(r.version) for r in store.op_versions("scale")} == {scale for scale, _ in saved}
-    assert {version_key(r.version) for r in store.op_versions("offset")} == {offset for _, offset in saved}
-    for scale, offset in saved:
-        assert [version_key(link.upstream_version) for link in store.links("offset", offset)] == [scale]
-    assert len(saved) == processes * rounds == store.head()
+    assert counts["first_failures"] == []
+    assert {name: counts[name] for name in ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links")} == dict.fromkeys(
+        ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links"), 0
+    )
+    assert counts["saves"] == counts["commits"] == counts["loads"] == 48
 
 
 def test_stores_on_one_bucket_see_each_others_jobs(bucket, s3_endpoint):

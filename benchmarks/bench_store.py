@@ -27,8 +27,9 @@
    1.5x their cost at 10. The histories are written straight through the store
    (``OpStore.commit`` of 1,000 records at a time: saving 100,000 times through the app would
    take an hour of fsyncs); two real saves through the app frame them, so that what loads
-   has real bytes. The same table for the object store on S3 (a local moto server):
-   ``BENCH_HISTORIES=10,1000,10000`` limits the sizes (100,000 takes minutes to build there).
+   has real bytes. The same table for the object store on S3 (``objects``: a local moto
+   server); ``--history-on lmdb`` or ``objects`` picks one, ``BENCH_HISTORIES=10,1000,10000``
+   limits the sizes.
 
 3. **Record reads** (``--only records``): 10,000 version records (100 ops x 100 versions,
    committed 100 records per transaction) written and read back through ``LMDBOpStore``,
@@ -36,7 +37,7 @@
    ``json.loads``, as the store decodes too); stores are opened before the clock starts.
    Target: reading through the store at most 2x raw reads plus ``json.loads``.
 
-Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records]``
+Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records] [--history-on objects]``
 """
 
 from __future__ import annotations
@@ -330,16 +331,18 @@ def object_histories() -> Iterator[Callable[[str, int], History]]:
         yield lambda directory, size: History(f"s3://{bucket}/{os.path.basename(directory)}", size)
 
 
-# Each backend: a context giving build(directory, size) while the backend is up.
+# Each backend: a context giving build(directory, size) while the backend is up ("objects":
+# the object store on S3, a local moto server).
 HISTORY_BACKENDS: dict[str, Callable[[], contextlib.AbstractContextManager[Callable[[str, int], History]]]] = {
     "lmdb": lmdb_histories,
-    "the object store on S3 (moto)": object_histories,
+    "objects": object_histories,
 }
 
 
-def history_table(repeats: int) -> bool:
+def history_table(repeats: int, backends: list[str]) -> bool:
     ok = True
-    for backend, histories_on in HISTORY_BACKENDS.items():
+    for backend in backends:
+        histories_on = HISTORY_BACKENDS[backend]
         with tempfile.TemporaryDirectory(prefix="bench_history_") as root, histories_on() as build:
             started = time.perf_counter()
             histories = {size: build(os.path.join(root, str(size)), size) for size in HISTORIES}
@@ -524,8 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--history-on", default=",".join(HISTORY_BACKENDS), help="comma-separated stores of the history table")
     args = parser.parse_args(argv)
-    sections = {"roundtrip": round_trip_section, "history": history_table, "records": records_section}
+    sections = {
+        "roundtrip": round_trip_section,
+        "history": lambda repeats: history_table(repeats, args.history_on.split(",")),
+        "records": records_section,
+    }
     ok = True
     for name in args.only.split(","):
         ok = sections[name](args.repeats) and ok

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import cattrs
@@ -42,13 +42,14 @@ from chariots_core.op_store.records import (
 )
 
 from ._object_bucket import FORMAT, seal
-from ._object_log import ObjectLog
+from ._object_log import Entry, ObjectLog
 from ._object_trees import INDEX_BITS, Draft, assign, chain_push, chain_remove, key, lookup, ref, split_ref
 
 __all__ = ["Building", "State", "chain_key", "code_chain_key", "journal_key", "version_map_key"]
 
 _Record = TypeVar("_Record")
 _DECODING_ERRORS = (TypeError, ValueError, KeyError, cattrs.BaseValidationError)
+_BATCH = 256  # records decoded per batch of entries read at once
 
 
 def version_map_key(op_name: str, version: str) -> str:
@@ -81,18 +82,29 @@ class State:
     def damaged(self, ref_: int, detail: str) -> IntegrityError:
         return self.log.damaged_item(ref_, detail)
 
-    def _item(self, ref_: int, kind: str) -> Any:
+    def _item(self, ref_: int, kind: str, held: Mapping[int, Entry] | None = None) -> Any:
+        """Item ``ref_`` of the ``kind`` list of its entry (taken from ``held`` if there)."""
         seq, index = split_ref(ref_)
         if not 1 <= seq <= self.seq:
             raise IntegrityError(f"{self.log.where(self.seq)} refers to log entry {seq}, which it cannot: the store is damaged")
-        items = getattr(self.log.entry(seq), kind)
+        entry = held.get(seq) if held else None
+        items = getattr(entry or self.log.entry(seq), kind)
         if index >= len(items):
             raise self.damaged(ref_, f"the entry has only {len(items)} {kind}")
         return items[index]
 
-    def prefetch(self, refs: Iterable[int]) -> None:
-        """Read the entries holding ``refs`` at once, rather than one by one as they are used."""
-        self.log.entries({seq for seq, _ in map(split_ref, refs) if 1 <= seq <= self.seq})
+    def prefetch(self, refs: Iterable[int]) -> dict[int, Entry]:
+        """The entries holding ``refs``, read at once rather than one by one as they are used."""
+        return self.log.entries({seq for seq, _ in map(split_ref, refs) if 1 <= seq <= self.seq})
+
+    def batches(self, refs: list[int]) -> Iterator[tuple[int, Mapping[int, Entry]]]:
+        """Each of ``refs`` with the entries of its batch, read at once and held while it is used
+        (however small the cache of entries: a long listing never reads one twice)."""
+        for start in range(0, len(refs), _BATCH):
+            batch = refs[start : start + _BATCH]
+            held = self.prefetch(batch)
+            for ref_ in batch:
+                yield ref_, held
 
     # -- map values ------------------------------------------------------------------------------
     def version_entry(self, op_name: str, version: str) -> dict[str, Any] | None:
@@ -108,10 +120,12 @@ class State:
         return found
 
     # -- records ---------------------------------------------------------------------------------
-    def op_record(self, position: int, op_name: str, version: str | None = None) -> OpVersionRecord:
+    def op_record(
+        self, position: int, op_name: str, version: str | None = None, held: Mapping[int, Entry] | None = None
+    ) -> OpVersionRecord:
         """The version record at ``position``, checked to be one of ``op_name`` (and ``version``)."""
         try:
-            record = from_plain(self._item(position, "ops"), OpVersionRecord)
+            record = from_plain(self._item(position, "ops", held), OpVersionRecord)
         except _DECODING_ERRORS as exc:
             raise self.damaged(position, f"not a valid OpVersionRecord ({exc})") from exc
         if record.op_name != op_name or (version is not None and version_key(record.version) != version_key(version)):
@@ -120,12 +134,11 @@ class State:
         return record
 
     def op_records(self, positions: list[int], op_name: str) -> list[OpVersionRecord]:
-        self.prefetch(positions)
-        return [self.op_record(position, op_name) for position in positions]
+        return [self.op_record(position, op_name, held=held) for position, held in self.batches(positions)]
 
-    def link(self, ref_: int, op_name: str, version: str) -> LinkRecord:
+    def link(self, ref_: int, op_name: str, version: str, held: Mapping[int, Entry] | None = None) -> LinkRecord:
         """The link at ``ref_``, checked to lead into ``version`` of ``op_name``."""
-        item = self._item(ref_, "links")
+        item = self._item(ref_, "links", held)
         if not (isinstance(item, list) and len(item) == 4 and all(isinstance(part, str) for part in item)):
             raise self.damaged(ref_, f"not a link ({str(item)[:80]!r})")
         link = LinkRecord(*item)
@@ -136,18 +149,20 @@ class State:
     def links(self, op_name: str, version: str) -> list[LinkRecord]:
         entry = self.version_entry(op_name, version)
         refs = [] if entry is None else entry["l"]
-        self.prefetch(refs)
-        return [self.link(ref_, op_name, version) for ref_ in refs]
+        return [self.link(ref_, op_name, version, held) for ref_, held in self.batches(refs)]
 
-    def journal_record(self, position: int, kind: str, name: str, record_type: type[_Record]) -> _Record:
-        """The journal record at ``position``, checked to be one of journal ``kind`` of ``name``."""
-        item = self._item(position, "journal")
-        if not (isinstance(item, list) and len(item) == 3) or item[:2] != [kind, name]:
-            raise self.damaged(position, f"the record filed in the {kind} journal of {name!r} is not one of it")
-        try:
-            return from_plain(item[2], record_type)
-        except _DECODING_ERRORS as exc:
-            raise self.damaged(position, f"not a valid {record_type.__name__} ({exc})") from exc
+    def journal_records(self, positions: list[int], kind: str, name: str, record_type: type[_Record]) -> list[_Record]:
+        """The journal records at ``positions``, checked to be ones of journal ``kind`` of ``name``."""
+        records = []
+        for position, held in self.batches(positions):
+            item = self._item(position, "journal", held)
+            if not (isinstance(item, list) and len(item) == 3) or item[:2] != [kind, name]:
+                raise self.damaged(position, f"the record filed in the {kind} journal of {name!r} is not one of it")
+            try:
+                records.append(from_plain(item[2], record_type))
+            except _DECODING_ERRORS as exc:
+                raise self.damaged(position, f"not a valid {record_type.__name__} ({exc})") from exc
+        return records
 
 
 class Building(State):
@@ -159,12 +174,12 @@ class Building(State):
         self.draft = Draft(self.seq, base)
         self.pending: dict[str, list[Any]] = {"ops": [], "links": [], "journal": [], "nodes": self.draft.nodes}
 
-    def _item(self, ref_: int, kind: str) -> Any:
+    def _item(self, ref_: int, kind: str, held: Mapping[int, Entry] | None = None) -> Any:
         seq, index = split_ref(ref_)
-        return self.pending[kind][index] if seq == self.seq else self.base._item(ref_, kind)
+        return self.pending[kind][index] if seq == self.seq else self.base._item(ref_, kind, held)
 
-    def prefetch(self, refs: Iterable[int]) -> None:
-        self.base.prefetch(ref_ for ref_ in refs if split_ref(ref_)[0] != self.seq)
+    def prefetch(self, refs: Iterable[int]) -> dict[int, Entry]:
+        return self.base.prefetch(ref_ for ref_ in refs if split_ref(ref_)[0] != self.seq)
 
     def _append(self, kind: str, item: Any) -> int:
         items = self.pending[kind]

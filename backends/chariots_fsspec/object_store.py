@@ -203,10 +203,13 @@ class ObjectOpStore(OpStore, JobStore):
         (A version saved again names its new blob only; job results are the job store's.)
         """
         state = State(self._log, self._newest())
+        versions = {}  # position -> op name, read in position order: entry after entry
         for map_key, value in items(state, state.root):
             kind, op_name, *_ = json.loads(map_key)
             if kind == "v" and value["p"] is not None:
-                yield state.op_record(value["p"], op_name).blob_path
+                versions[value["p"]] = op_name
+        for position, held in state.batches(sorted(versions)):
+            yield state.op_record(position, versions[position], held=held).blob_path
 
     def collect_debris(self, older_than: float, *, dry_run: bool = False) -> list[str]:
         """Remove (unless ``dry_run``) the creation markers of jobs whose record was never
@@ -284,6 +287,5 @@ class _ObjectView(OpStoreView):
             msg = f"{before!r} is not a position of the {kind} journal of {name!r}: pass as 'before' what an earlier page of it listed"
             raise NotSavedError(msg)
         positions = list(itertools.islice(chain_walk(state, chain, before), limit))
-        state.prefetch(positions)
-        return [JournalEntry(position, state.journal_record(position, kind, name, record_type)) for position in positions]
+        return list(map(JournalEntry, positions, state.journal_records(positions, kind, name, record_type)))
 

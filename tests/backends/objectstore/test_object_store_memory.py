@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 
 import attrs
 import pytest
@@ -24,6 +25,7 @@ from chariots_core.op_store.records import (  # noqa: E402
     SnapshotRecord,
 )
 from chariots_core.registry import get_backend  # noqa: E402
+from chariots_fsspec._object_trees import TAIL  # noqa: E402
 from chariots_fsspec.object_store import ObjectOpStore  # noqa: E402
 
 
@@ -119,10 +121,11 @@ def test_threads_with_their_own_stores_lose_nothing(open_store):
     assert len(reader.jobs()) == 40
 
 
-def test_a_long_history_with_resaves_matches_the_reference_through_every_listing(open_store):
+@pytest.mark.parametrize("cache_bytes", [64 * 1024 * 1024, 1], ids=["cached", "no cache"])
+def test_a_long_history_with_resaves_matches_the_reference_through_every_listing(open_store, cache_bytes):
     """Hundreds of versions: chains spill into B-trees several levels deep, the map splits
     its buckets, and old versions saved again leave the middle of the trees."""
-    store, reference = open_store(), MemoryOpStore()
+    store, reference = open_store(cache_bytes=cache_bytes), MemoryOpStore()
     rng = random.Random(7)
     codes = ["A_a_a", "A_b_a", "B_a_a"]
     saved: list[str] = []
@@ -164,6 +167,23 @@ def test_a_long_history_with_resaves_matches_the_reference_through_every_listing
     rng.seed(1)
     assert ours == answers(reference)
     assert len(ours["all"]) == len(saved)
+
+
+def test_a_long_listing_reads_an_entry_at_most_twice_however_small_the_cache(open_store, monkeypatch):
+    """Once for the records, once more for the listing's nodes it may also hold (every TAIL-th
+    entry here): never once per record, which a cache too small for the listing would cost."""
+    writer = open_store()
+    for index in range(300):
+        writer.commit(_save("model", f"v{index}"))
+    reader = open_store(cache_bytes=1)
+    reader.head()
+    read: list[int] = []
+    get_many = reader._bucket.get_many
+    monkeypatch.setattr(reader._bucket, "get_many", lambda paths: read.extend(paths) or get_many(paths))
+
+    assert _versions(reader, "model") == [f"v{index}" for index in reversed(range(300))]
+    assert len(set(read)) == 300 and max(Counter(read).values()) == 2
+    assert len(read) <= 300 + 300 // TAIL
 
 
 def test_paging_from_a_version_never_saved_or_a_foreign_position_is_refused(open_store):

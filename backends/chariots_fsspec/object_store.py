@@ -71,7 +71,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
-from chariots_core.errors import BackendError, IntegrityError, NotSavedError, StoreError
+from chariots_core.errors import BackendError, NotSavedError, StoreError
 from chariots_core.op_store.records import Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord, Position, code_key
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
@@ -251,10 +251,14 @@ class _ObjectView(OpStoreView):
         return self.state.seq
 
     def op_version(self, op_name: str, version: str) -> OpVersionRecord | None:
+        return self._indexed(op_name, version)[1]
+
+    def _indexed(self, op_name: str, version: str) -> tuple[int | None, OpVersionRecord | None]:
+        """The position and record of ``version`` of ``op_name`` (``None``s if it was never saved)."""
         indexed = self.state.version_entry(op_name, version)
         if indexed is None or indexed["p"] is None:
-            return None
-        return self.state.op_record(indexed["p"], op_name, version)
+            return None, None
+        return indexed["p"], self.state.op_record(indexed["p"], op_name, version)
 
     def _op_versions(
         self, op_name: str, code: str | None, policy: str, limit: int | None, before: str | None
@@ -262,15 +266,14 @@ class _ObjectView(OpStoreView):
         state = self.state
         start = None
         if before is not None:
-            record = self.op_version(op_name, before)
+            start, record = self._indexed(op_name, before)
             check_listed(record, op_name, before, code, policy)
-            start = state.version_entry(op_name, before)["p"]  # type: ignore[index]
         chain = state.chain(chain_key(op_name) if code is None else code_chain_key(op_name, policy, code))
-        records = state.op_records(list(itertools.islice(chain_walk(state, chain, start), limit)), op_name)
-        for record in records if code is not None else ():
+        positions = list(itertools.islice(chain_walk(state, chain, start), limit))
+        records = state.op_records(positions, op_name)
+        for position, record in zip(positions, records, strict=True) if code is not None else ():
             if code_key(record.code_version, policy) != code:
-                msg = f"the {policy} listing of op {op_name!r} for code {code!r} holds version {record.version!r} of other code"
-                raise IntegrityError(f"{state.log.where(state.seq)}: {msg}; the store is damaged, restore it from a backup")
+                raise state.damaged(position, f"the {policy} listing of op {op_name!r} for code {code!r} holds a version of other code")
         return records
 
     def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:

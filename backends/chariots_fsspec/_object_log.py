@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = ["HINT_EVERY", "Entry", "ObjectLog"]
 
 HINT_EVERY = 16  # a commit whose number is a multiple of this rewrites the head hint
 _LINEAR_PROBES = 2  # entries probed one by one before a caller behind looks at the hint
+_CREATE_ATTEMPTS = 3  # tries of a create whose failure left no entry
 _DECODED_SIZE = 3  # about how many bytes of memory an entry takes once parsed, per byte stored
 _ENTRY_LISTS = ("ops", "links", "journal", "nodes")
 
@@ -171,21 +173,29 @@ class ObjectLog:
         whether the entry is this commit.
 
         One request when it succeeds. "It exists", and a failure whose request may have landed
-        before its answer was lost, are settled by reading the entry back and comparing ids.
+        before its answer was lost, are settled by reading the entry back and comparing ids. A
+        failure that left no entry is tried again a few times: S3 answers 409 to a create that
+        raced another, asking for a retry.
         """
         path = self.path(seq)
-        try:
-            self.bucket.create(path, data)
-        except StoreError as exc:
-            written = self.probe(seq)
-            if written is not None:
-                return written.commit_id == commit_id
-            if isinstance(exc.__cause__, FileExistsError):
-                msg = f"{self.store}: {path!r} exists, the filesystem says, but it cannot be read; check its consistency settings"
-                raise StoreError(msg) from exc
-            raise
-        self._remember(seq, data)
-        return True
+        attempt = 1
+        while True:
+            try:
+                self.bucket.create(path, data)
+            except StoreError as exc:
+                written = self.probe(seq)
+                if written is not None:
+                    return written.commit_id == commit_id
+                if isinstance(exc.__cause__, FileExistsError):
+                    msg = f"{self.store}: {path!r} exists, the filesystem says, but it cannot be read; check its consistency settings"
+                    raise StoreError(msg) from exc
+                if attempt == _CREATE_ATTEMPTS:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+                attempt += 1
+            else:
+                self._remember(seq, data)
+                return True
 
     def write_hint(self, seq: int) -> None:
         """Point the head hint at entry ``seq`` (a lower bound: racing writers may leave an older one)."""

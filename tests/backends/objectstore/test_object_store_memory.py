@@ -216,6 +216,42 @@ def test_a_view_cannot_be_used_after_its_block(open_store):
         view.op_versions("model")
 
 
+# -- failed requests -----------------------------------------------------------------------
+def _failing_creates(store: ObjectOpStore, monkeypatch, failures: int, land: bool) -> list[str]:
+    """Make the store's next ``failures`` creates fail after (``land``) or before writing."""
+    create, attempts = store._bucket.create, []
+
+    def flaky(path: str, data: bytes) -> None:
+        attempts.append(path)
+        if len(attempts) > failures:
+            return create(path, data)
+        if land:
+            create(path, data)
+        raise StoreError("the connection was reset") from ConnectionResetError()
+
+    monkeypatch.setattr(store._bucket, "create", flaky)
+    return attempts
+
+
+@pytest.mark.parametrize("land", [True, False], ids=["landed", "lost"])
+def test_a_commit_whose_request_failed_is_settled_by_what_the_bucket_holds(open_store, monkeypatch, land):
+    store = open_store()
+    store.commit(_save("model", "v1"))
+    attempts = _failing_creates(store, monkeypatch, failures=2, land=land)
+
+    assert store.commit(_save("model", "v2")) == 2
+    assert len(attempts) == (1 if land else 3)  # a landed write is found; a lost one is tried again
+    assert _versions(open_store(), "model") == ["v2", "v1"] and open_store().head() == 2
+
+
+def test_a_commit_that_keeps_failing_raises_and_leaves_nothing(open_store, monkeypatch):
+    store = open_store()
+    _failing_creates(store, monkeypatch, failures=3, land=False)
+    with pytest.raises(StoreError, match="connection was reset"):
+        store.commit(_save("model", "v1"))
+    assert open_store().head() == 0
+
+
 # -- jobs ----------------------------------------------------------------------------------
 def test_jobs_are_replaced_in_place_and_listed_in_creation_order(open_store, memory_url):
     writer, reader = open_store(), open_store()

@@ -72,7 +72,7 @@ class Version:
     :meth:`parse` for strings).
     """
 
-    __slots__ = ("_hashes", "_digests", "_creation_time")
+    __slots__ = ("_hashes", "_digests", "_creation_time", "_text")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class Version:
             for live, part, name in zip(self._hashes, given, _SUBVERSIONS)
         )
         self._creation_time = time.time() if creation_time is None else float(creation_time)
+        self._text: str | None = None
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -167,11 +168,17 @@ class Version:
         new = Version.__new__(Version)
         new._hashes, new._digests = self._hashes, self._digests
         new._creation_time = self._creation_time
+        new._text = None  # the copy's digests are about to change
         return new
 
     # -- text ----------------------------------------------------------------------------
     def __str__(self) -> str:
-        return "_".join((*self._digests, repr(self._creation_time)))
+        # Made once: a version never changes, and its text goes out with every response
+        # (the float's repr alone costs more than the rest of building a response's versions).
+        text = self._text
+        if text is None:
+            text = self._text = "_".join((*self._digests, repr(self._creation_time)))
+        return text
 
     def __repr__(self) -> str:
         major, minor, patch = (digest[:5] for digest in self._digests)

@@ -10,13 +10,14 @@ Install with ``pip install 'chariots[serve]'``.
 
 from .client import PipelinesClient
 from .errors import RequestError, ServeError, ServerUnavailableError
-from .server import ServerThread, serve
+from .server import DEFAULT_PORT, ServerThread, serve
 from .wsgi import make_wsgi_app
 
 __all__ = [
     "make_wsgi_app",
     "serve",
     "ServerThread",
+    "DEFAULT_PORT",
     "PipelinesClient",
     "RequestError",
     "ServeError",

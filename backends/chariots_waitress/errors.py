@@ -37,11 +37,15 @@ class ServeError(ChariotsError, OSError):
 
 
 class RequestError(ChariotsError, ValueError):
-    """The server rejected the HTTP request itself; ``status`` is the HTTP status code."""
+    """The server rejected the HTTP request itself; ``status`` is the HTTP status code.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    ``headers`` are extra response headers the refusal needs (``Allow`` for a 405).
+    """
+
+    def __init__(self, message: str, status: int = 400, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 # The most specific class listed along an exception's MRO decides its status.

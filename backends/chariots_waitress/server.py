@@ -24,15 +24,18 @@ from chariots_core import Chariots
 from chariots_core.errors import ConfigError
 
 from .errors import ServeError
-from .wsgi import DEFAULT_MAX_BODY_BYTES, make_wsgi_app
+from .wsgi import DEFAULT_MAX_BODY_BYTES, ChariotsWSGIApp, make_wsgi_app
 
-__all__ = ["serve", "ServerThread"]
+__all__ = ["serve", "ServerThread", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 8080
+"""The port :func:`serve` listens on and :class:`~chariots_waitress.PipelinesClient` calls by default."""
 
 
 def serve(
     app: Chariots,
     host: str = "127.0.0.1",
-    port: int = 8080,
+    port: int = DEFAULT_PORT,
     threads: int = 4,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     **waitress_options: Any,
@@ -42,7 +45,10 @@ def serve(
     :param host: the interface to listen on; the default only accepts local connections,
         pass ``"0.0.0.0"`` to accept remote ones.
     :param threads: how many requests waitress handles at once.
-    :param max_body_bytes: request bodies larger than this are refused with 413.
+    :param max_body_bytes: request bodies larger than this are refused with 413. waitress
+        is given the same limit, so it refuses a larger ``Content-Length`` from the headers,
+        before reading the body (its own default would buffer up to 1 GiB first), and stops
+        a chunked body there (counting its chunk framing too).
     :param waitress_options: any other waitress setting (``channel_timeout``, ``url_prefix``...).
     :raises ServeError: if the address cannot be listened on (e.g. the port is in use).
     :raises ConfigError: if a waitress option is unknown or invalid.
@@ -55,7 +61,20 @@ def serve(
 
 
 def _create_server(wsgi_app: Any, **options: Any) -> Any:
-    """``waitress.create_server``, with its failures turned into Chariots errors."""
+    """``waitress.create_server``, with the app's body limit and Chariots errors.
+
+    waitress buffers a whole request body before the app runs, so only waitress can refuse
+    an oversized body before reading it: a Chariots app hands its limit down.
+    """
+    if isinstance(wsgi_app, ChariotsWSGIApp):
+        if "max_request_body_size" in options:
+            msg = (
+                "pass the body limit as max_body_bytes (to serve() or make_wsgi_app), not as the "
+                "waitress option max_request_body_size: the app and waitress must share one limit"
+            )
+            raise ConfigError(msg)
+        # waitress refuses bodies of max_request_body_size bytes *or more*.
+        options["max_request_body_size"] = wsgi_app.max_body_bytes + 1
     try:
         return create_server(wsgi_app, **options)
     except OSError as exc:
@@ -69,8 +88,9 @@ def _create_server(wsgi_app: Any, **options: Any) -> Any:
 class ServerThread:
     """A waitress server running ``wsgi_app`` on a daemon thread until :meth:`stop`.
 
-    ``port=0`` (the default) picks a free port; :attr:`url` says which one. Raises like
-    :func:`serve` when the server cannot start.
+    ``port=0`` (the default) picks a free port; :attr:`url` says which one. A Chariots app's
+    ``max_body_bytes`` is handed to waitress as :func:`serve` does. Raises like :func:`serve`
+    when the server cannot start.
     """
 
     def __init__(

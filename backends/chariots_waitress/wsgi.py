@@ -1,6 +1,6 @@
 """The HTTP face of a :class:`~chariots_core.Chariots` app: a plain WSGI callable.
 
-No web framework: the routes are few and fixed, so a dictionary lookup on the path does the
+No web framework: the routes are few and fixed, so a table of path templates does the
 routing, and each request costs little more than the app call itself. Serve it with
 :func:`chariots_waitress.serve` or any WSGI server.
 
@@ -19,13 +19,27 @@ Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)
     GET  /jobs/fetch/<job_id>            -> PipelineResponse JSON
     GET  /                               -> the status page (HTML, see chariots_waitress.status_page)
 
+To add a route, add its template to :data:`ROUTES` with a handler
+``handler(app, body, *path_values) -> (status, payload)``; ``<...>`` segments match one
+path segment each and are passed in order.
+
 Request bodies are optional (every key has a default), must be JSON objects sent as
-``application/json``, and are never unpickled. Names travel percent-encoded in the path; a
-name containing ``/`` cannot be addressed over HTTP. Every error answers
-``{"error": {"type", "message", "node"?}}`` with the status chosen by
+``application/json``, and are never unpickled; :mod:`chariots_waitress.body` checks their
+size, nesting (a pipeline input nests at most
+:data:`~chariots_core.serving.jsonsafe.MAX_DEPTH` levels) and numbers (``NaN``,
+``Infinity`` and overflowing literals such as ``1e999`` are refused). Responses never hold
+a non-finite number either: such an output is an error (see
+:mod:`chariots_core.serving.jsonsafe`). Names travel percent-encoded in the path; a name
+containing ``/`` cannot be addressed over HTTP.
+
+Every error answers ``{"error": {"type", "message", "node"?}}`` with the status chosen by
 :func:`chariots_waitress.errors.status_for`: 400 malformed request, 404 unknown route,
 pipeline or job, 405 wrong method (with an ``Allow`` header), 409 version conflict or
 missing saved state, 413 body over ``max_body_bytes``, 500 a failed op (naming the node).
+Only 5xx answers are logged (with the traceback): a client's mistake is not the server's.
+Under :func:`~chariots_waitress.serve`, a body declared over ``max_body_bytes`` is refused by
+waitress itself before it is read, with a plain-text 413 (the client raises
+:class:`~chariots_waitress.RequestError` for it all the same).
 """
 
 from __future__ import annotations
@@ -40,10 +54,11 @@ from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
 from chariots_core.serving.jsonsafe import to_jsonable
 
+from .body import read_json_body
 from .errors import RequestError, error_body, status_for
 from .status_page import serve_status_page
 
-__all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["make_wsgi_app", "ChariotsWSGIApp", "DEFAULT_MAX_BODY_BYTES", "ROUTES"]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -51,16 +66,39 @@ logger = logging.getLogger("chariots_waitress")
 
 StartResponse = Callable[..., Any]
 Payload = tuple[int, Any]
+Handler = Callable[..., Payload]
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+_JSON_TYPE = ("Content-Type", "application/json")
+_RECENT_PATHS = 4096
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+_C_MAKE_ENCODER: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)  # None without _json
 
 
-# Built once: json.loads/json.dumps with options build a new decoder/encoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+def json_encoder(make_c_encoder: Callable[..., Any] | None = _C_MAKE_ENCODER) -> Callable[[Any], str]:
+    """A compact JSON encoder that refuses NaN and infinities, built once.
+
+    ``json.JSONEncoder.encode`` builds json's C encoder anew on every call, which is a
+    quarter of the cost of encoding a small response; here it is built once, when the
+    interpreter has it (``make_c_encoder``), else the plain encoder is used. Payloads are
+    acyclic by construction (handlers build them from ``to_jsonable`` output), so no
+    cycle check. ``allow_nan=False`` is a last guard: ``to_jsonable`` already refuses
+    non-finite numbers, naming where they are.
+    """
+    encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
+    if make_c_encoder is None:
+        return encoder.encode
+    c_encode = make_c_encoder(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def encode(payload: Any) -> str:
+        return "".join(c_encode(payload, 0))
+
+    return encode
+
+
+_encode = json_encoder()
 
 
 def make_wsgi_app(app: Chariots, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> ChariotsWSGIApp:
@@ -87,77 +125,38 @@ class ChariotsWSGIApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") in ("", "/"):  # the status page, HTML for people
             return serve_status_page(self.app, environ, start_response)
-        headers = [("Content-Type", "application/json")]
         try:
-            status, payload = self._dispatch(environ, headers)
-            body = _ENCODER.encode(payload).encode()
+            status, payload = self._dispatch(environ)
+            body = _encode(payload).encode()
+            headers = [_JSON_TYPE, ("Content-Length", str(len(body)))]
         except Exception as exc:  # every failure must still answer JSON
             status = status_for(exc)
             if status >= 500:
                 logger.error("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc_info=exc)
-            body = _ENCODER.encode(error_body(exc)).encode()
-        headers.append(("Content-Length", str(len(body))))
+            body = _encode(error_body(exc)).encode()
+            headers = [_JSON_TYPE, ("Content-Length", str(len(body))), *getattr(exc, "headers", ())]
         start_response(_STATUS_LINES[status], headers)
         return [body]
 
-    def _dispatch(self, environ: dict[str, Any], headers: list[tuple[str, str]]) -> Payload:
-        parts = _path_parts(environ.get("PATH_INFO") or "/")
-        handlers, arg = _route(parts)
+    def _dispatch(self, environ: dict[str, Any]) -> Payload:
+        methods, path_values = _ROUTER.match(environ.get("PATH_INFO") or "/")
         method = environ.get("REQUEST_METHOD", "GET")
-        handler = handlers.get(method)
+        handler = methods.get(method)
         if handler is None:
-            allowed = ", ".join(handlers)
-            headers.append(("Allow", allowed))
-            raise RequestError(f"{method} is not allowed on {'/'.join(parts)!r}; use {allowed}", 405)
-        body = self._read_body(environ) if method == "POST" else {}
-        return handler(self.app, arg, body)
-
-    def _read_body(self, environ: dict[str, Any]) -> dict[str, Any]:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise RequestError(f"Content-Length must be a number (got {environ['CONTENT_LENGTH']!r})") from None
-        if length > self.max_body_bytes:
-            msg = f"the request body has {length} bytes; this server accepts at most {self.max_body_bytes}"
-            raise RequestError(msg, 413)
-        if length <= 0:
-            return {}
-        media_type = (environ.get("CONTENT_TYPE") or "").partition(";")[0].strip().lower()
-        if media_type != "application/json" and not media_type.endswith("+json"):
-            msg = f"the request body must be JSON sent as Content-Type: application/json (got {media_type or 'none'!r})"
-            raise RequestError(msg)
-        raw = environ["wsgi.input"].read(length)
-        try:
-            body = _DECODER.decode(raw.decode("utf-8"))  # RFC 8259: JSON exchanged between systems is UTF-8
-        except (ValueError, RecursionError) as exc:
-            raise RequestError(f"the request body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise RequestError(f"the request body must be a JSON object (got a JSON {type(body).__name__})")
-        return body
+            allowed = ", ".join(methods)
+            msg = f"{method} is not allowed on {environ.get('PATH_INFO')!r}; use {allowed}"
+            raise RequestError(msg, 405, (("Allow", allowed),))
+        body = read_json_body(environ, self.max_body_bytes) if method == "POST" else {}
+        return handler(self.app, body, *path_values)
 
 
-def _path_parts(path_info: str) -> list[str]:
-    """The path's segments, decoded: WSGI hands the path over as latin-1 of the raw bytes."""
-    try:
-        path = path_info.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        raise RequestError("the request path is not UTF-8") from None
-    return path.strip("/").split("/")
-
-
-def _name(value: str, what: str) -> str:
-    if value in (".", "..") or not value.isprintable():
-        raise RequestError(f"{value!r} is not a valid {what}")
-    return value
-
-
-# -- the handlers: (app, name or id from the path, request body) -> (status, payload) -----
+# -- the handlers: (app, request body, *values from the path) -> (status, payload) ---------
 def _expect(body: dict[str, Any], allowed: frozenset[str], route: str) -> None:
-    unknown = body.keys() - allowed
-    if unknown:
-        expected = ", ".join(sorted(allowed)) or "no keys"
-        msg = f"unknown key(s) {', '.join(map(repr, sorted(unknown)))} in the body of {route}; expected {expected}"
-        raise RequestError(msg)
+    if allowed.issuperset(body):  # the usual answer, without building a set
+        return
+    unknown = ", ".join(map(repr, sorted(body.keys() - allowed)))
+    expected = ", ".join(sorted(allowed)) or "no keys"
+    raise RequestError(f"unknown key(s) {unknown} in the body of {route}; expected {expected}")
 
 
 def _response_payload(response: Any) -> Payload:
@@ -167,7 +166,7 @@ def _response_payload(response: Any) -> Payload:
 _MAIN_KEYS = frozenset({"pipeline_input", "use_worker"})
 
 
-def _call(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
+def _call(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     _expect(body, _MAIN_KEYS, "/main")
     use_worker = body.get("use_worker")
     if use_worker is not None and not isinstance(use_worker, bool):
@@ -175,14 +174,14 @@ def _call(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
     return _response_payload(app.call_pipeline(name, body.get("pipeline_input"), use_worker))
 
 
-def _versions(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
+def _versions(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     return 200, {"versions": {node: str(version) for node, version in app.pipeline_versions(name).items()}}
 
 
 _LOAD_KEYS = frozenset({"strategy"})
 
 
-def _load(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
+def _load(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     _expect(body, _LOAD_KEYS, "/load")
     strategy = body.get("strategy", "latest")
     if not isinstance(strategy, str):
@@ -191,68 +190,127 @@ def _load(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
     return 200, {"versions": {node: str(version) for node, version in versions.items()}}
 
 
-def _save(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
+def _save(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     _expect(body, frozenset(), "/save")
     app.save_pipeline(name)
     return 200, {"pipeline": name, "saved": True}
 
 
-def _pipeline_health(app: Chariots, name: str, body: dict[str, Any]) -> Payload:
+def _pipeline_health(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     return 200, {"pipeline": name, "is_loaded": app.is_pipeline_loaded(name)}
 
 
-def _health(app: Chariots, _: str, body: dict[str, Any]) -> Payload:
+def _health(app: Chariots, body: dict[str, Any]) -> Payload:
     return 200, to_jsonable(app.health_check())
 
 
-def _available(app: Chariots, _: str, body: dict[str, Any]) -> Payload:
+def _available(app: Chariots, body: dict[str, Any]) -> Payload:
     return 200, {"pipelines": app.available_pipelines()}
 
 
 _FETCH_KEYS = frozenset({"job_id", "pipeline"})
 
 
-def _fetch_from_body(app: Chariots, _: str, body: dict[str, Any]) -> Payload:
+def _fetch_from_body(app: Chariots, body: dict[str, Any]) -> Payload:
     _expect(body, _FETCH_KEYS, "/jobs/fetch/")
     job_id, pipeline = body.get("job_id"), body.get("pipeline")
     if not isinstance(job_id, str) or not job_id:
         raise RequestError(f"the body of /jobs/fetch/ must hold a 'job_id' string (got {job_id!r})")
     if pipeline is not None and not isinstance(pipeline, str):
         raise RequestError(f"'pipeline' must be a pipeline name (got {pipeline!r})")
-    return _fetch(app, _name(job_id, "job id"), body)
+    return _fetch(app, body, _check_segment(job_id, "job id"))
 
 
-def _fetch(app: Chariots, job_id: str, body: dict[str, Any]) -> Payload:
+def _fetch(app: Chariots, body: dict[str, Any], job_id: str) -> Payload:
     return _response_payload(app.fetch_job(job_id, body.get("pipeline")))
 
 
-Handler = Callable[[Chariots, str, dict[str, Any]], Payload]
-
-_PIPELINE_ROUTES: dict[str, dict[str, Handler]] = {
-    "main": {"POST": _call},
-    "versions": {"GET": _versions},
-    "load": {"POST": _load},
-    "save": {"POST": _save},
-    "health_check": {"GET": _pipeline_health},
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/pipelines/<pipeline_name>/main": {"POST": _call},
+    "/pipelines/<pipeline_name>/versions": {"GET": _versions},
+    "/pipelines/<pipeline_name>/load": {"POST": _load},
+    "/pipelines/<pipeline_name>/save": {"POST": _save},
+    "/pipelines/<pipeline_name>/health_check": {"GET": _pipeline_health},
+    "/health_check": {"GET": _health},
+    "/available_pipelines": {"GET": _available},
+    "/jobs/fetch/": {"POST": _fetch_from_body},
+    "/jobs/fetch/<job_id>": {"GET": _fetch},
 }
-_APP_ROUTES: dict[str, dict[str, Handler]] = {
-    "health_check": {"GET": _health},
-    "available_pipelines": {"GET": _available},
-}
-_FETCH_BODY_ROUTE: dict[str, Handler] = {"POST": _fetch_from_body}
-_FETCH_ID_ROUTE: dict[str, Handler] = {"GET": _fetch}
+"""Every route: path template -> {HTTP method: handler}. The one place to add a route."""
 
 
-def _route(parts: list[str]) -> tuple[dict[str, Handler], str]:
-    """The handlers of the path's route, and the pipeline name or job id it carries."""
-    count = len(parts)
-    if count == 1 and parts[0] in _APP_ROUTES:
-        return _APP_ROUTES[parts[0]], ""
-    if count == 3 and parts[0] == "pipelines" and parts[2] in _PIPELINE_ROUTES:
-        return _PIPELINE_ROUTES[parts[2]], _name(parts[1], "pipeline name")
-    if count >= 2 and parts[0] == "jobs" and parts[1] == "fetch":
-        if count == 2:
-            return _FETCH_BODY_ROUTE, ""
-        if count == 3:
-            return _FETCH_ID_ROUTE, _name(parts[2], "job id")
-    raise RequestError(f"no route /{'/'.join(parts)}; see the routes in chariots_waitress.wsgi", 404)
+# -- routing -----------------------------------------------------------------------------
+class _Router:
+    """Matches a path against :data:`ROUTES` with one dict lookup per template shape.
+
+    A template's *shape* is the positions of its ``<...>`` segments; paths are looked up
+    with those positions blanked, literal templates first. The last few thousand matched
+    paths are remembered, so the hot routes of a server cost one lookup.
+    """
+
+    def __init__(self, routes: dict[str, dict[str, Handler]]) -> None:
+        self._recent: dict[str, tuple[dict[str, Handler], tuple[str, ...]]] = {}
+        # {segment count: [(variable positions, their descriptions, {blanked segments: methods})]}
+        self._tables: dict[int, list[tuple[tuple[int, ...], tuple[str, ...], dict[tuple[str, ...], Any]]]] = {}
+        for template, methods in routes.items():
+            segments = template.strip("/").split("/")
+            variables = tuple(i for i, segment in enumerate(segments) if segment.startswith("<"))
+            what = tuple(segments[i].strip("<>").replace("_", " ") for i in variables)
+            blanked = tuple("" if i in variables else segment for i, segment in enumerate(segments))
+            shapes = self._tables.setdefault(len(segments), [])
+            table = next((table for shape, _, table in shapes if shape == variables), None)
+            if table is None:
+                table = {}
+                shapes.append((variables, what, table))
+                shapes.sort(key=lambda entry: len(entry[0]))
+            table[blanked] = methods
+
+    def match(self, path_info: str) -> tuple[dict[str, Handler], tuple[str, ...]]:
+        """The methods of the route matching ``path_info``, and the values of its variables.
+
+        :raises RequestError: 404 if no route matches, 400 if a variable is not a valid name.
+        """
+        found = self._recent.get(path_info)
+        if found is None:
+            found = self._match(path_info)
+            if len(self._recent) >= _RECENT_PATHS:  # job ids are endless: start over
+                self._recent.clear()
+            self._recent[path_info] = found
+        return found
+
+    def _match(self, path_info: str) -> tuple[dict[str, Handler], tuple[str, ...]]:
+        parts = _path_parts(path_info)
+        for variables, what, table in self._tables.get(len(parts), ()):
+            if variables:
+                key = list(parts)
+                for position in variables:
+                    key[position] = ""
+                methods = table.get(tuple(key))
+                if methods is not None:
+                    return methods, tuple(_check_segment(parts[i], w) for i, w in zip(variables, what))
+            else:
+                methods = table.get(tuple(parts))
+                if methods is not None:
+                    return methods, ()
+        raise RequestError(f"no route /{'/'.join(parts)}; see the routes in chariots_waitress.wsgi", 404)
+
+
+def _path_parts(path_info: str) -> list[str]:
+    """The path's segments, decoded: WSGI hands the path over as latin-1 of the raw bytes."""
+    if path_info.isascii():
+        path = path_info
+    else:
+        try:
+            path = path_info.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise RequestError("the request path is not UTF-8") from None
+    return path.strip("/").split("/")
+
+
+def _check_segment(value: str, what: str) -> str:
+    if not value or value in (".", "..") or not value.isprintable():
+        raise RequestError(f"{value!r} is not a valid {what}")
+    return value
+
+
+_ROUTER = _Router(ROUTES)

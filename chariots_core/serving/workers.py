@@ -35,9 +35,8 @@ __all__ = ["BaseWorkerPool", "InProcessWorkerPool", "JobStatus", "PipelineRespon
 
 def wants_worker(*flags: bool | None) -> bool:
     """Apply the precedence rule: any explicit ``False`` wins, else any ``True``, else no."""
-    if any(flag is False for flag in flags):
-        return False
-    return any(flag is True for flag in flags)
+    # Membership tests, not any() over generators: this runs on every call of every pipeline.
+    return False not in flags and True in flags
 
 
 class BaseWorkerPool(abc.ABC):

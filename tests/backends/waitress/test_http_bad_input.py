@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import random
-import errno
 import socket
 from urllib.parse import quote
 
 import pytest
 
+from chariots_core import BaseOp, Node, Pipeline
 from chariots_core.errors import ChariotsError
+from chariots_core.serving.jsonsafe import MAX_DEPTH
+from chariots_waitress import PipelinesClient, RequestError, make_wsgi_app
+
+
+class Echo(BaseOp):
+    """Returns its input."""
+
+    def execute(self, value):
+        return value
+
+
+def echo_pipeline() -> Pipeline:
+    return Pipeline([Node(Echo(), input_nodes=["__pipeline_input__"], output_nodes="__pipeline_output__")], "echo")
+
 
 ROUTES = {
     "/pipelines/add/main": "POST",
@@ -43,6 +58,62 @@ def test_malformed_json_answers_400(raw, body: bytes) -> None:
     answer = raw("POST", "/pipelines/add/main", body, {"Content-Type": "application/json"})
     assert_error(answer, 400)
     assert "JSON" in answer.json["error"]["message"]
+
+
+def nested_body(depth: int, opener: bytes = b"[") -> bytes:
+    """A request whose pipeline input nests ``depth`` arrays (or objects, with ``{``)."""
+    inner = b"[" * depth + b"]" * depth if opener == b"[" else b'{"k":' * depth + b"1" + b"}" * depth
+    return b'{"pipeline_input": ' + inner + b"}"
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 600, 5_000, 1_000_000])
+@pytest.mark.parametrize("opener", [b"[", b"{"])
+def test_nesting_beyond_the_limit_answers_400_naming_it_without_a_traceback(raw, caplog, depth, opener) -> None:
+    answer = raw("POST", "/pipelines/add/main", nested_body(depth, opener), {"Content-Type": "application/json"})
+    assert_error(answer, 400)
+    assert f"at most {MAX_DEPTH}" in answer.json["error"]["message"]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert_still_healthy(raw)
+
+
+def test_nesting_at_the_limit_is_served_and_brackets_in_strings_do_not_count(kit, start_server, send) -> None:
+    with kit.make_app([echo_pipeline()]) as app:
+        url = start_server(app).url
+        at_limit = send(
+            url, "POST", "/pipelines/echo/main", nested_body(MAX_DEPTH), {"Content-Type": "application/json"}
+        )
+        assert at_limit.status == 200
+        assert json.dumps(at_limit.json["value"]).count("[") == MAX_DEPTH
+        # Brackets inside strings (escaped quotes and backslashes included) are text, not nesting.
+        texts = ["[" * 5000, '\\"[[[', "]" * 300 + '"{' * 300, "\\" * 10 + "[" * 200]
+        answer = send(url, "POST", "/pipelines/echo/main", {"pipeline_input": [[texts]]})
+        assert (answer.status, answer.json["value"]) == (200, [[texts]])
+        # ... but a string cannot hide real nesting.
+        hidden = b'{"pipeline_input": ["]]]]", ' + b"[" * 200 + b"]" * 200 + b"]}"
+        assert_error(send(url, "POST", "/pipelines/echo/main", hidden, {"Content-Type": "application/json"}), 400)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"1e999", b"-1e999", b"1E400", b"1e+309", b"NaN", b"Infinity", b"-Infinity", b"[1.5, NaN]",
+     b'{"a": 2e308}', b"1" + b"0" * 400 + b".0", b"1" + b"0" * 250 + b"e99", b"0.5e0000000400"],
+)  # fmt: skip
+def test_non_finite_numbers_answer_400(raw, caplog, number: bytes) -> None:
+    answer = raw("POST", "/pipelines/add/main", b'{"pipeline_input": ' + number + b"}",
+                 {"Content-Type": "application/json"})  # fmt: skip
+    assert_error(answer, 400)
+    assert "finite" in answer.json["error"]["message"] or "NaN" in answer.json["error"]["message"]
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_large_finite_numbers_and_lookalike_strings_are_accepted(kit, start_server, send) -> None:
+    with kit.make_app([echo_pipeline()]) as app:
+        url = start_server(app).url
+        body = (b'{"pipeline_input": [1e308, -1.7976931348623157e308, 1e-400, 12e99, "1e999", "NaN", '
+                b"1" + b"0" * 300 + b", 0." + b"0" * 300 + b"1e305]}")  # fmt: skip
+        answer = send(url, "POST", "/pipelines/echo/main", body, {"Content-Type": "application/json"})
+        assert answer.status == 200, answer.json
+        assert answer.json["value"] == [1e308, -1.7976931348623157e308, 0.0, 12e99, "1e999", "NaN", 10**300, 1e4]
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
@@ -85,14 +156,78 @@ def test_an_unknown_strategy_answers_400_with_the_apps_error(raw, app) -> None:
     assert_error(raw("POST", "/pipelines/pred/load", {"strategy": "newest"}), 400, type(in_process.value).__name__)
 
 
-def test_body_over_the_limit_answers_413(kit, start_server, send) -> None:
+def read_reply(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply
+
+
+def test_a_body_declared_over_the_limit_is_refused_from_its_headers_before_it_is_sent(kit, start_server, send) -> None:
     with kit.make_app() as small_app:
-        url = start_server(small_app, max_body_bytes=1000).url
-        big = json.dumps({"pipeline_input": "x" * 2000}).encode()
-        answer = send(url, "POST", "/pipelines/add/main", big)
+        server = start_server(small_app, max_body_bytes=1000)
+        for length in (1001, 10**12):
+            with socket.create_connection((server.host, server.port), timeout=10) as sock:
+                # Only the headers: an answer now proves the body was never waited for.
+                sock.sendall(b"POST /pipelines/add/main HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % length)  # fmt: skip
+                reply = read_reply(sock)
+            assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
+        # At the limit exactly, the body is read and run.
+        body = json.dumps({"pipeline_input": "x" * (1000 - 22)}).encode()
+        assert len(body) == 1000
+        answer = send(server.url, "POST", "/pipelines/add/main", body, {"Content-Type": "application/json"})
+        assert answer.status == 500 and answer.json["error"]["node"] == "addone"  # "x..." + 1 fails in the op
+        assert send(server.url, "POST", "/pipelines/add/main", {"pipeline_input": 1}).json["value"] == 2
+
+
+def test_the_client_gets_a_request_error_for_a_body_over_the_limit(kit, start_server) -> None:
+    with kit.make_app() as small_app:
+        client = PipelinesClient(start_server(small_app, max_body_bytes=1000).url)
+        for size in (2_000, 5_000_000):  # the larger one is refused while it is being sent
+            sent = len(json.dumps({"pipeline_input": "x" * size, "use_worker": None}))
+            with pytest.raises(
+                RequestError, match=f"refused before it was read: the request body has {sent} bytes"
+            ) as caught:
+                client.call_pipeline("add", "x" * size)
+            assert caught.value.status == 413
+        assert client.call_pipeline("add", 1).value == 2
+
+
+class CountingInput:
+    """A wsgi.input that records how many bytes the app read from it."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.read_bytes = stream, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_on_servers_that_do_not_know_the_limit_the_app_stops_reading_at_it(kit, start_server, send, declared) -> None:
+    """A server without waitress's limit (the app wrapped), with the length declared, or not
+    (a chunked body streamed as it comes): the app reads nothing, or one byte past the limit."""
+    inputs: list[CountingInput] = []
+    with kit.make_app() as small_app:
+        wsgi = make_wsgi_app(small_app, max_body_bytes=1000)
+
+        def server_without_the_limit(environ, start_response):
+            environ["wsgi.input"] = counting = CountingInput(environ["wsgi.input"])
+            inputs.append(counting)
+            if not declared:
+                del environ["CONTENT_LENGTH"]
+            return wsgi(environ, start_response)
+
+        url = start_server(server_without_the_limit).url
+        answer = send(url, "POST", "/pipelines/add/main", {"pipeline_input": "x" * 50_000})
         assert_error(answer, 413)
-        assert "1000" in answer.json["error"]["message"]
-        assert send(url, "POST", "/pipelines/add/main", {"pipeline_input": 1}).json["value"] == 2
+        assert "at most 1000 bytes" in answer.json["error"]["message"]
+        assert inputs[-1].read_bytes == (0 if declared else 1001)
+        assert send(url, "POST", "/pipelines/add/main", {"pipeline_input": 41}).json["value"] == 42
 
 
 def test_unknown_pipeline_answers_404_for_every_pipeline_route(raw) -> None:
@@ -145,8 +280,24 @@ def test_path_traversal_and_odd_names_are_refused_without_touching_files(raw, ap
 
 def random_request(rng: random.Random) -> tuple[str, str, bytes | None, dict[str, str]]:
     """A well-formed HTTP request that the app must refuse (each branch is invalid by design)."""
-    kind = rng.randrange(6)
+    kind = rng.randrange(9)
     junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+    json_type = {"Content-Type": "application/json"}
+    if kind == 6:  # nested deeper than the limit, arrays and objects mixed
+        depth = rng.choice([MAX_DEPTH + 1, MAX_DEPTH + 2, rng.randrange(MAX_DEPTH + 1, 100_000)])
+        openers = [rng.choice([b"[", b'{"k":']) for _ in range(depth)]
+        closers = [b"]" if opener == b"[" else b"}" for opener in reversed(openers)]
+        inner = b"".join(openers) + b"0" + b"".join(closers)
+        return "POST", "/pipelines/add/main", b'{"pipeline_input": ' + inner + b"}", json_type
+    if kind == 7:  # a number JSON cannot hold, somewhere in a valid structure
+        number = rng.choice([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-2.5E400", b"9" * 400 + b".5",
+                             b"1" + b"0" * rng.randrange(210, 400) + b"e99"])  # fmt: skip
+        items = [b"1", b'"a"', b"[2.5]", number]
+        rng.shuffle(items)
+        return "POST", "/pipelines/add/main", b'{"pipeline_input": [' + b", ".join(items) + b"]}", json_type
+    if kind == 8:  # a body over the limit
+        body = json.dumps({"pipeline_input": "x" * rng.randrange(FUZZ_LIMIT, 4 * FUZZ_LIMIT)}).encode()
+        return "POST", rng.choice([route for route, method in ROUTES.items() if method == "POST"]), body, json_type
     if kind == 0:  # a path no route matches
         segments = [quote(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8))), safe="")
                     for _ in range(rng.randrange(1, 6))]  # fmt: skip
@@ -170,17 +321,28 @@ def random_request(rng: random.Random) -> tuple[str, str, bytes | None, dict[str
     return "POST", f"/pipelines/zz{quote(name, safe='')}/main", None, {}
 
 
-def test_a_thousand_random_malformed_requests_all_answer_4xx_json(raw) -> None:
+FUZZ_LIMIT = 4096
+
+
+def test_a_thousand_random_malformed_requests_all_answer_4xx_without_a_traceback(
+    app, start_server, send, caplog
+) -> None:
+    url = start_server(app, max_body_bytes=FUZZ_LIMIT).url
     rng = random.Random(20240607)
     statuses: dict[int, int] = {}
     for _ in range(1000):
         method, path, body, headers = random_request(rng)
-        answer = raw(method, path, body, headers)
-        assert 400 <= answer.status < 500, (method, path, body, answer.json)
-        assert set(answer.json["error"]) >= {"type", "message"}
+        answer = send(url, method, path, body, headers, plain_ok=True)
+        assert 400 <= answer.status < 500, (method, path, body[:200] if body else body, answer.text[:300])
+        if answer.json is None:  # waitress refused the body from its headers, before the app
+            assert answer.status == 413, answer.text
+        else:
+            assert set(answer.json["error"]) >= {"type", "message"}
         statuses[answer.status] = statuses.get(answer.status, 0) + 1
-    assert set(statuses) == {400, 404, 405}
-    assert_still_healthy(raw)
+    assert set(statuses) == {400, 404, 405, 413}
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")]
+    assert send(url, "GET", "/health_check").status == 200
+    assert send(url, "POST", "/pipelines/add/main", {"pipeline_input": 1}).json["value"] == 2
 
 
 @pytest.mark.parametrize(
@@ -218,13 +380,13 @@ def test_chunked_bodies_are_read_and_held_to_the_same_limit(kit, start_server, p
         headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
         connection.request("POST", "/pipelines/add/main", iter(pieces), headers, encode_chunked=True)
         response = connection.getresponse()
-        answer = json.loads(response.read())
+        raw = response.read()
         connection.close()
     assert response.status == status
     if status == 200:
-        assert answer["value"] == 6
+        assert json.loads(raw)["value"] == 6
     else:
-        assert answer["error"]["type"] == "RequestError"
+        assert b"exceeds max_body" in raw  # waitress stopped reading at the limit
 
 
 def test_traversal_names_never_reach_the_files_of_a_disk_backed_app(kit, start_server, send, tmp_path) -> None:

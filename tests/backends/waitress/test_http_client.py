@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import subprocess
@@ -207,7 +208,7 @@ def test_serve_runs_the_app_on_waitress_until_stopped(tmp_path) -> None:
 
         pipeline = Pipeline([Node(Double(), input_nodes=["__pipeline_input__"],
                                   output_nodes="__pipeline_output__")], "double")
-        serve(Chariots([pipeline], op_store="memory", saver="memory"), port={port}, threads=2)
+        serve(Chariots([pipeline], op_store="memory", saver="memory"), port={port}, threads=2, max_body_bytes=1000)
     """))
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -222,6 +223,11 @@ def test_serve_runs_the_app_on_waitress_until_stopped(tmp_path) -> None:
                 assert time.monotonic() < deadline, "serve() never answered"
                 time.sleep(0.05)
         assert client.call_pipeline("double", 21).value == 42
+        # serve() handed its body limit to waitress, which refuses from the headers.
+        with pytest.raises(RequestError, match="refused before it was read") as caught:
+            client.call_pipeline("double", "x" * 1000)
+        assert caught.value.status == 413
+        assert client.call_pipeline("double", "x" * 900).value == "x" * 1800
         client.close()
     finally:
         process.terminate()
@@ -277,3 +283,16 @@ def test_a_request_on_a_connection_closed_under_it_is_sent_again_once() -> None:
         client.close()
         listener.close()
     assert requests_seen[:3] == [1, 2, 1]
+
+
+def test_the_client_calls_where_serve_listens_by_default() -> None:
+    from chariots_waitress import DEFAULT_PORT, serve
+
+    assert DEFAULT_PORT == 8080
+    assert inspect.signature(serve).parameters["port"].default == DEFAULT_PORT
+    assert PipelinesClient().backend_url == f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def test_a_waitress_option_for_the_body_limit_is_refused_in_favour_of_max_body_bytes(app) -> None:
+    with pytest.raises(ConfigError, match="max_body_bytes"):
+        ServerThread(make_wsgi_app(app), max_request_body_size=10)

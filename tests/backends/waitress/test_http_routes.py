@@ -114,3 +114,30 @@ def test_async_call_on_an_app_without_a_worker_pool_answers_503(kit, start_serve
     assert answer.status == 503
     assert answer.json["error"]["type"] == "WorkerError"
     assert "worker_pool" in answer.json["error"]["message"]
+
+
+def test_every_route_of_the_table_is_documented_and_answers(raw) -> None:
+    from chariots_waitress import wsgi
+
+    for template, methods in wsgi.ROUTES.items():
+        for method in methods:
+            shown = template.replace("<pipeline_name>", "<name>")
+            assert f"{method:<4} {shown}" in wsgi.__doc__, (method, template)
+            path = template.replace("<pipeline_name>", "add").replace("<job_id>", "nope")
+            answer = raw(method, path)
+            assert answer.status != 405 and (answer.status != 404 or answer.json["error"]["type"] != "RequestError")
+
+
+@pytest.mark.parametrize("with_c_encoder", [True, False])
+def test_the_response_encoder_is_compact_strict_json_with_or_without_the_c_encoder(with_c_encoder: bool) -> None:
+    import json
+    import math
+
+    from chariots_waitress.wsgi import json_encoder
+
+    encode = json_encoder() if with_c_encoder else json_encoder(None)
+    payload = {"value": [1, 2.5, 'é\n"', None, True, {"k": []}], "versions": {"a": "v_1"}, "job_id": None}
+    assert encode(payload) == json.dumps(payload, separators=(",", ":"))
+    for value in (math.nan, math.inf):
+        with pytest.raises(ValueError):
+            encode({"value": value})

@@ -67,6 +67,7 @@ from chariots_core import (
     LoadableOp,
     Node,
     Pipeline,
+    OpStore,
     Version,
     VersionedField,
     VersionedFieldDict,
@@ -250,11 +251,14 @@ def history_pipelines(weights: type[Weights] = Weights) -> dict[str, Pipeline]:
 
 
 class History:
-    """A store whose "head" op has ``size`` saved versions, and the apps that time it."""
+    """A store whose "head" op has ``size`` saved versions, and the apps that time it.
 
-    def __init__(self, directory: str, size: int) -> None:
+    :param op_store: opens the op store of each app (``None``: the default for ``directory``).
+    """
+
+    def __init__(self, directory: str, size: int, op_store: Callable[[], OpStore | None] = lambda: None) -> None:
         self.size, self.seed = size, 0
-        self.app = Chariots(history_pipelines().values(), path=directory)
+        self.app = Chariots(history_pipelines().values(), path=directory, op_store=op_store())
         self.retrain(Weights(0))  # the weights every head is built on
         weights = self.app.op_store.op_versions("weights")[0].version
         code = str(Head.__version__)
@@ -271,11 +275,11 @@ class History:
         assert len(self.app.op_store.op_versions("head")) == size
         # For "latest_compatible": new weights no head was trained on, which only the "exact"
         # policy refuses (the main app's "major" loads them)...
-        self.stepping = Chariots(history_pipelines().values(), path=directory, compatibility="exact")
+        self.stepping = Chariots(history_pipelines().values(), path=directory, compatibility="exact", op_store=op_store())
         self.stepping.install_ops("train_weights", {"weights": Weights(-1)})
         self.stepping.save_pipeline("train_weights")
         # ...and weights of changed code, which no head fits (saved last: the newest weights).
-        self.hopeless = Chariots(history_pipelines(OtherWeights).values(), path=directory)
+        self.hopeless = Chariots(history_pipelines(OtherWeights).values(), path=directory, op_store=op_store())
         self.hopeless.install_ops("train_weights", {"weights": OtherWeights(-2)})
         self.hopeless.save_pipeline("train_weights")
 
@@ -325,10 +329,20 @@ def object_histories() -> Iterator[Callable[[str, int], History]]:
     sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests" / "support"))
     from chariots_test_s3 import moto_s3
 
+    from chariots_fsspec import ObjectOpStore
+
+    def build(directory: str, size: int) -> History:
+        url = f"s3://{bucket}/{os.path.basename(directory)}"
+        # The setup commits 1,000 versions at a time: log entries of ~1.5 MB, whose nodes the
+        # next bulk commit reads at random. A cache that holds them all (~0.6 GB parsed at
+        # 100,000) keeps it from reading them again and again; saves and loads read only the
+        # newest entries, whatever the cache.
+        return History(url, size, op_store=lambda: ObjectOpStore(url, cache_bytes=2 << 30))
+
     with moto_s3() as endpoint:
         bucket = f"history-{os.getpid()}"
         s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
-        yield lambda directory, size: History(f"s3://{bucket}/{os.path.basename(directory)}", size)
+        yield build
 
 
 # Each backend: a context giving build(directory, size) while the backend is up ("objects":

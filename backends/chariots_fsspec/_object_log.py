@@ -85,8 +85,7 @@ class ObjectLog:
 
         :raises IntegrityError: if it is missing or damaged.
         """
-        found = self.entries([seq])
-        return found[seq]
+        return self._cached(seq) or self.entries([seq])[seq]
 
     def entries(self, seqs: Iterable[int]) -> dict[int, Entry]:
         """The entries ``seqs``, which the state being read says exist; those not cached are

@@ -32,6 +32,7 @@ A :class:`Draft` is the entry a commit is building: the nodes it adds may be cha
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -76,6 +77,7 @@ def split_ref(value: int) -> tuple[int, int]:
     return value >> INDEX_BITS, value & ((1 << INDEX_BITS) - 1)
 
 
+@functools.lru_cache(maxsize=65536)  # the same keys come back on every save and load
 def key(*parts: str) -> str:
     """A map key: JSON, so that no two different tuples of names give the same key."""
     return json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
@@ -129,6 +131,7 @@ def _shape(nodes: Nodes, ref_: int, *fields: str) -> Any:
 
 
 # -- the map ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
 def _hash(map_key: str) -> str:
     return hashlib.blake2b(map_key.encode(), digest_size=16).hexdigest()
 

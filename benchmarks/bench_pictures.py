@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chariots_core import BaseOp, LoadableOp, Node, Pipeline
@@ -49,12 +50,13 @@ class Model(LoadableOp):
         pass
 
 
-def bench_pipeline(name: str, n_ops: int) -> Pipeline:
-    """A chain of ``n_ops`` ops where every third op also takes the value from two steps back."""
+def bench_pipeline(name: str, n_ops: int, model: Callable[[], BaseOp] = Model) -> Pipeline:
+    """A chain of ``n_ops`` ops where every third op also takes the value from two steps back
+    (every fourth op is made by ``model``)."""
     nodes = [Node(Step(), input_nodes=["__pipeline_input__"], output_nodes="v0", name=f"{name}_op0")]
     for index in range(1, n_ops):
         inputs = [f"v{index - 1}"] + ([f"v{index - 2}"] if index % 3 == 0 and index >= 2 else [])
-        op = Model() if index % 4 == 0 else Step()
+        op = model() if index % 4 == 0 else Step()
         output = "__pipeline_output__" if index == n_ops - 1 else f"v{index}"
         nodes.append(Node(op, input_nodes=inputs, output_nodes=output, name=f"{name}_op{index}"))
     return Pipeline(nodes, name)

@@ -1,7 +1,10 @@
 """The status page for 50 pipelines of 20 ops: server render time and browser load time.
 
 An app (memory storage) serves 50 pipelines of 20 ops each (a chain with branches, one op in
-four loadable, the pipelines loaded). Measured, as medians over the repeats:
+four a model), loaded with the models a training app saved, except every fifth pipeline, where
+the op feeding the first model has new code (a field added): those cannot load, and the page
+explains their stale edge. 20 jobs (one in four failed) are recorded. Measured, as medians over
+the repeats:
 
 - **server render**: ``render_status_page(page_status(app))``, cold (every DAG laid out) and
   warm (the same DAGs again: their SVG is cached by value);
@@ -26,13 +29,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from chariots_core import Chariots
+from chariots_core import Chariots, JobStatus, MemoryOpStore, MemorySaver, VersionedField, VersionType
+from chariots_core.ml import BaseMLOp, MLMode
 from chariots_core.serving.status import page_status
 from chariots_core.show import render_status_page
 from chariots_core.show import status_page as status_page_module
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_pictures import bench_pipeline  # noqa: E402
+from bench_pictures import Step, bench_pipeline  # noqa: E402
 
 TARGET_SECONDS = 1.0
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -40,11 +44,42 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 FLOOR_PAGE = ("<!DOCTYPE html><html><head><title>floor</title></head><body>" + "<p>floor</p>" * 70 + "</body></html>").encode()
 
 
+class BenchModel(BaseMLOp):
+    """A model that learns nothing: each fit is a training run (a new MAJOR version)."""
+
+    training_update_version = VersionType.MAJOR
+
+    def fit(self, *values: Any) -> None:
+        self._model = len(values)
+
+    def predict(self, *values: Any) -> Any:
+        return values
+
+
+class EditedStep(Step):
+    """A plain op edited since the models behind it were trained."""
+
+    scale = VersionedField(2, VersionType.MAJOR)
+
+
 def big_app(n_pipelines: int, n_ops: int) -> Chariots:
-    app = Chariots([bench_pipeline(f"pipeline{index}", n_ops) for index in range(n_pipelines)], op_store="memory", saver="memory")
-    for name in app.available_pipelines():  # loaded pipelines report what they serve
-        app.save_pipeline(name)
-        app.load_pipeline(name)
+    """The served app of the module docstring (its pipelines loaded, some stale, jobs recorded)."""
+    names = [f"pipeline{index}" for index in range(n_pipelines)]
+    store, saver = MemoryOpStore(), MemorySaver()
+    with Chariots([bench_pipeline(name, n_ops, lambda: BenchModel(MLMode.FIT_PREDICT)) for name in names], op_store=store, saver=saver) as trainer:
+        for name in names:
+            trainer.call_pipeline(name, 1)
+            trainer.save_pipeline(name)
+    served = [bench_pipeline(name, n_ops, lambda: BenchModel(MLMode.PREDICT)) for name in names]
+    changed = {name for name in names[::5]}
+    served = [pipeline.replace_ops({f"{pipeline.name}_op3": EditedStep()}) if pipeline.name in changed else pipeline for pipeline in served]
+    app = Chariots(served, op_store=store, saver=saver)
+    for name in names:  # loaded pipelines report what they serve
+        if name not in changed:
+            app.load_pipeline(name)
+    for index in range(20):
+        job = app.jobs.new(names[index % n_pipelines])
+        app.jobs.mark(job, JobStatus.failed, error={"type": "ValueError", "message": "bad input"}) if index % 4 == 0 else app.jobs.mark(job, JobStatus.done)
     return app
 
 
@@ -105,10 +140,11 @@ def main() -> None:
     args = parser.parse_args()
     app = big_app(args.pipelines, args.ops)
     html = render_status_page(page_status(app))
+    stale = sum(len(pipeline["stale"]) for pipeline in app.status()["pipelines"])
     cold = median_seconds(lambda: render_status_page(page_status(app)), args.repeats, status_page_module._svg.cache_clear)
     warm = median_seconds(lambda: render_status_page(page_status(app)), args.repeats)
     status_only = median_seconds(lambda: page_status(app), args.repeats)
-    print(f"page of {args.pipelines} pipelines x {args.ops} ops: {len(html.encode()) / 1024:.0f} KiB, {html.count('<svg')} SVGs")
+    print(f"page of {args.pipelines} pipelines x {args.ops} ops: {len(html.encode()) / 1024:.0f} KiB, {html.count('<svg')} SVGs, {stale} stale edges")
     print(f"server: page_status {status_only * 1000:.1f} ms; render cold {cold * 1000:.1f} ms, warm {warm * 1000:.1f} ms")
     try:
         from chariots_waitress import ServerThread, make_wsgi_app

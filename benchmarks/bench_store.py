@@ -1,13 +1,17 @@
-"""Cost of the op store: model round trip against a floor and MLflow, cost against history, record reads.
+"""Cost of the op store: model round trip against a floor and MLflow, cost against history, record reads, big models.
 
 1. **Model round trip** (``--only roundtrip``): a fitted 10-tree ``RandomForestClassifier`` is
    saved and loaded back (medians over several repeats, each in a fresh directory):
 
-   - ``floor``: ``dill.dumps`` + write + fsync + read + ``dill.loads`` of the same model, the
-     least any durable save-and-load can do;
-   - ``chariots``: ``Chariots(path=...)`` (LMDB metadata + file blobs) ``save_pipeline`` of the
-     training pipeline then ``load_pipeline`` of the prediction pipeline: bytes fsynced and
-     renamed into place, one LMDB transaction, sha256 checked on load, every edge checked;
+   - ``floor``: what any save that survives power loss must do, and the load: ``dill.dumps``,
+     write to a temporary file + fsync, rename into a new directory + fsync of that directory
+     and of the two it was made in (each repeat starts from an empty directory, as a first save
+     does), one durable LMDB commit of a small record (``sync`` + ``metasync``: its pages, then
+     its meta page), then read + ``dill.loads``;
+   - ``chariots``: ``Chariots(path=...)`` (LMDB metadata + file blobs, durable by default)
+     ``save_pipeline`` of the training pipeline then ``load_pipeline`` of the prediction
+     pipeline: the same syncs, sha256 computed while streaming and checked before loading,
+     every edge checked;
    - ``mlflow``: ``mlflow.sklearn.log_model`` in a run then ``mlflow.sklearn.load_model``, with a
      local file tracking store and cloudpickle; once as used by default (MLflow infers the pip
      requirements) and once with the requirements given (only when MLflow is installed:
@@ -37,7 +41,11 @@
    ``json.loads``, as the store decodes too); stores are opened before the clock starts.
    Target: reading through the store at most 2x raw reads plus ``json.loads``.
 
-Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records] [--history-on objects]``
+4. **Big models** (``--only big``): an ML op holding a 40 MB and a 400 MB array, saved and
+   loaded in child processes against ``pickle.dump`` + fsync / ``pickle.load``: peak RSS and
+   time, as ratios (see ``big_models.py``). Targets: peak RSS at most 1.2x, time at most 1.3x.
+
+Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records,big] [--history-on objects]``
 """
 
 from __future__ import annotations
@@ -80,7 +88,7 @@ from chariots_core.op_store.records import Commit, LinkRecord, OpVersionRecord, 
 from chariots_lmdb import LMDBOpStore
 from chariots_sklearn import SKSupervisedOp
 
-SECTIONS = ("roundtrip", "history", "records")
+SECTIONS = ("roundtrip", "history", "records", "big")
 TARGET_VS_FLOOR = 1.5
 TARGET_HISTORY = 1.5  # save and load at 10,000 versions vs 10
 TARGET_READS = 2.0  # reading records vs raw LMDB bytes + json.loads
@@ -140,15 +148,34 @@ def interleaved_ms(contenders: dict[str, Contender], repeats: int) -> dict[str, 
 
 
 # -- model round trip ----------------------------------------------------------------------------
-def floor_round_trip(model: Any) -> Callable[[str], Any]:
-    def run(directory: str) -> Any:
-        path = os.path.join(directory, "model.dill")
-        with open(path, "wb") as file:
+def floor_prepare(directory: str) -> tuple[str, lmdb.Environment]:
+    """The floor's metadata store, opened before the clock starts (as the app's is)."""
+    return directory, lmdb.open(os.path.join(directory, "meta"), map_size=64 * 1024 * 1024, sync=True, metasync=True)
+
+
+def floor_round_trip(model: Any) -> Callable[[tuple[str, lmdb.Environment]], Any]:
+    def run(prepared: tuple[str, lmdb.Environment]) -> Any:
+        directory, env = prepared
+        # The blob's directory is new, as a first save's is: its entry in its parent is synced too.
+        blobs = os.path.join(directory, "blobs")
+        folder = os.path.join(blobs, "ops", "model")
+        os.makedirs(folder)
+        temporary, path = os.path.join(blobs, "model.tmp"), os.path.join(folder, "model.dill")
+        with open(temporary, "wb") as file:
             file.write(dill.dumps(model))
             file.flush()
             os.fsync(file.fileno())
+        os.rename(temporary, path)
+        for synced in (folder, blobs, os.path.dirname(folder)):
+            descriptor = os.open(synced, os.O_RDONLY | os.O_DIRECTORY)
+            os.fsync(descriptor)
+            os.close(descriptor)
+        with env.begin(write=True) as txn:
+            txn.put(b"model", json.dumps({"path": path, "size": os.path.getsize(path)}).encode())
         with open(path, "rb") as file:
-            return dill.loads(file.read())
+            loaded = dill.loads(file.read())
+        env.close()
+        return loaded
 
     return run
 
@@ -419,7 +446,7 @@ class RawContender:
 
     def __init__(self, directory: str, decode: bool) -> None:
         # The settings LMDBOpStore uses, so both pay the same fsyncs per commit.
-        self.env = lmdb.open(os.path.join(directory, "raw"), map_size=64 * 1024 * 1024, max_dbs=2, metasync=False)
+        self.env = lmdb.open(os.path.join(directory, "raw"), map_size=64 * 1024 * 1024, max_dbs=2, metasync=True)
         self.db = self.env.open_db(b"versions")
         self.decode = decode
 
@@ -491,7 +518,7 @@ def round_trip_section(repeats: int) -> bool:
     print(f"10-tree random forest, {size:.0f} KiB as dill; medians of {repeats} interleaved repeats")
 
     contenders: dict[str, Contender] = {
-        "floor (dill+write+fsync)": (lambda directory: directory, floor_round_trip(model)),
+        "floor (durable, same syncs)": (floor_prepare, floor_round_trip(model)),
         "chariots save+load_pipeline": (chariots_prepare((X, y)), chariots_round_trip),
     }
     try:
@@ -502,7 +529,7 @@ def round_trip_section(repeats: int) -> bool:
         mlflow_installed = True
         contenders["mlflow, requirements given"] = mlflow_round_trip(model, infer_requirements=False)
     times = interleaved_ms(contenders, repeats)
-    floor, chariots = times["floor (dill+write+fsync)"], times["chariots save+load_pipeline"]
+    floor, chariots = times["floor (durable, same syncs)"], times["chariots save+load_pipeline"]
     print("save + load of the model")
     for name, milliseconds in times.items():
         print(ratio_line(name, milliseconds, floor, "floor"))
@@ -537,6 +564,12 @@ def records_section(repeats: int) -> bool:
     return ratio <= TARGET_READS
 
 
+def big_section(repeats: int) -> bool:
+    import big_models  # beside this script: the child processes run it
+
+    return big_models.section(repeats)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -547,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         "roundtrip": round_trip_section,
         "history": lambda repeats: history_table(repeats, args.history_on.split(",")),
         "records": records_section,
+        "big": big_section,
     }
     ok = True
     for name in args.only.split(","):

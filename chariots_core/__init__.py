@@ -11,7 +11,8 @@ from .code_versions import SourceVersion
 from .errors import BackendError, ChariotsError, VersionError
 from .op_store.store import MemoryOpStore, OpStore
 from .pipelines.callbacks import OpCallBack, PipelineCallback
-from .pipelines.nodes import BaseNode, DataLoadingNode, DataSavingNode, Node, ReservedNodes
+from .pipelines.data_nodes import DataLoadingNode, DataSavingNode
+from .pipelines.nodes import BaseNode, Node, ReservedNodes
 from .pipelines.ops import BaseOp, LoadableOp
 from .pipelines.pipeline import Pipeline
 from .pipelines.runners import BaseRunner, SequentialRunner

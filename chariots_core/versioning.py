@@ -327,9 +327,13 @@ class VersionedFieldDict(MutableMapping):
         dict has this version)."""
         return _add_fields(Version(), self._fields_in_order())
 
+    def fields(self) -> dict[str, VersionedField]:
+        """The items as fields (plain values wrapped in the dict's default type), in the key
+        order in which they enter a version."""
+        return {key: self._fields[key] for key in sorted(self._fields)}
+
     def _fields_in_order(self) -> list[VersionedField]:
-        """The items as fields, in the key order in which they enter a version."""
-        return [self._fields[key] for key in sorted(self._fields)]
+        return list(self.fields().values())
 
     def __repr__(self) -> str:
         return f"VersionedFieldDict({self.default_version}, {dict(self)!r})"
@@ -363,10 +367,15 @@ def _class_fields(cls: type) -> dict[str, _Field]:
     return fields
 
 
+def versioned_attributes(cls: type) -> dict[str, _Field]:
+    """The versioned attributes of ``cls`` (its bases' included), by name, in the order they enter its version."""
+    return dict(sorted(_class_fields(cls).items()))
+
+
 def class_version(cls: type) -> Version:
     """Compute the version of ``cls`` from its versioned attributes, in attribute-name order."""
     total = Version()
-    for _, field in sorted(_class_fields(cls).items()):
+    for field in versioned_attributes(cls).values():
         if isinstance(field, VersionedFieldDict):
             total = _add_fields(total, field._fields_in_order())
         elif isinstance(field, ClassVersionedField):

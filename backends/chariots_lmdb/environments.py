@@ -16,9 +16,16 @@ LMDB's own errors become :class:`~chariots_core.errors.StoreError`: those that m
 files (a corrupt page, a bad header) say so and that the store must be restored from a backup.
 
 A store has two environments, each a :class:`Layout`: :data:`OPS` (op versions, links,
-journals) fsyncs every commit, :data:`JOBS` (job records, in the store's ``jobs``
-subdirectory) never does. LMDB fixes syncing per open environment and refuses to open one
-path twice in a process, hence two paths.
+journals) and :data:`JOBS` (job records, in the store's ``jobs`` subdirectory). LMDB fixes
+syncing per open environment and refuses to open one path twice in a process, hence two paths.
+
+**Durability.** An :data:`OPS` commit is durable when it returns: LMDB writes the commit's
+pages and syncs them (``fdatasync``), then writes the meta page that makes them the current state
+through a descriptor opened with ``O_DSYNC`` (``metasync``), so an OS crash or power cut after
+the commit returns cannot undo it, and one during it leaves the previous state.
+:data:`OPS_UNDURABLE` (``LMDBOpStore(path, durable=False)``) skips the meta page's sync: one
+disk flush per commit instead of two, and a power cut may undo the last commits, never part of
+one (LMDB's ``metasync=False``). :data:`JOBS` syncs nothing (see ``LMDBOpStore``).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from chariots_core.savers import ensure_directory
 
 from .tables import SUBDATABASES, Tables, check_format
 
-__all__ = ["JOBS", "OPS", "Layout", "SharedEnvironment", "acquire", "reading", "release", "transaction"]
+__all__ = ["JOBS", "OPS", "OPS_UNDURABLE", "Layout", "SharedEnvironment", "acquire", "reading", "release", "transaction"]
 
 _Result = TypeVar("_Result")
 # What LMDB raises for files it cannot make sense of: damage, not a wrong setting.
@@ -56,20 +63,29 @@ class Layout:
     """What one environment of a store holds and how its commits reach the disk.
 
     :param subdirectory: where it lives below the store's directory ("" for the directory).
-    :param durable: whether a commit fsyncs before returning. Either way a commit is written
-        to the kernel before it returns, so it survives the writing process being killed;
-        without the fsync an OS crash or power cut may lose the latest commits, and on a
-        filesystem that reorders writes may leave this environment unreadable.
+    :param sync: whether a commit fsyncs its pages before returning. Either way a commit is
+        written to the kernel before it returns, so it survives the writing process being
+        killed; without the fsync an OS crash or power cut may lose the latest commits, and
+        on a filesystem that reorders writes may leave this environment unreadable.
+    :param metasync: whether the meta page of a commit is synced too (only with ``sync``):
+        the commit is then durable, not merely atomic.
     """
 
     subdirectory: str
-    durable: bool
+    sync: bool
+    metasync: bool
+
+    @property
+    def durable(self) -> bool:
+        """Whether a commit survives an OS crash or power cut once it returns."""
+        return self.sync and self.metasync
 
 
-OPS = Layout("", durable=True)
+OPS = Layout("", sync=True, metasync=True)
+OPS_UNDURABLE = Layout("", sync=True, metasync=False)
 # Job states change several times per job: an fsync each would cost more than the job. They
 # are kept apart so that what an OS crash may do to them never touches saved op versions.
-JOBS = Layout("jobs", durable=False)
+JOBS = Layout("jobs", sync=False, metasync=False)
 
 
 class Gate:
@@ -130,6 +146,7 @@ class SharedEnvironment:
     path: str
     env: lmdb.Environment
     dbs: dict[str, Any]
+    layout: Layout
     gate: Gate = attrs.field(factory=Gate)
     # Ids of the stores using it: acquiring twice for one store (two threads racing to open
     # it) still needs one release.
@@ -195,10 +212,8 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
             max_dbs=len(SUBDATABASES),
             subdir=True,
             create=True,
-            sync=layout.durable,
-            # A durable commit fsyncs once instead of twice. LMDB keeps every commit atomic
-            # and the store consistent; only an OS crash or power cut may undo the last one.
-            metasync=False,
+            sync=layout.sync,
+            metasync=layout.metasync,
         )
     except lmdb.Error as exc:
         error = translated(exc, path, "open")
@@ -215,7 +230,7 @@ def _open(path: str, map_size: int, layout: Layout) -> SharedEnvironment:
     except BaseException:
         env.close()
         raise
-    return SharedEnvironment(path=path, env=env, dbs=dbs)
+    return SharedEnvironment(path=path, env=env, dbs=dbs, layout=layout)
 
 
 def _databases_in(txn: lmdb.Transaction) -> set[bytes]:
@@ -259,6 +274,13 @@ def acquire(store_path: str, layout: Layout, map_size: int, user: object) -> Sha
         if shared is None:
             _close_inherited(key)
             shared = _open_environments[key] = _open(path, map_size, layout)
+        elif shared.layout != layout:
+            msg = (
+                f"the LMDB op store at {path!r} is already open in this process with "
+                f"durable={shared.layout.durable}; LMDB syncs one way per process and directory, so "
+                "open every LMDBOpStore of one directory with the same 'durable' in a process"
+            )
+            raise StoreError(msg)
         shared.users.add(id(user))
         return shared
 

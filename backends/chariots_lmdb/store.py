@@ -60,7 +60,7 @@ from chariots_core.op_store.records import (
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 from . import environments
-from .environments import JOBS, OPS, Layout, SharedEnvironment
+from .environments import JOBS, OPS, OPS_UNDURABLE, Layout, SharedEnvironment
 from .tables import MissingEntry, Tables, key
 
 __all__ = ["LMDBOpStore", "DEFAULT_MAP_SIZE"]
@@ -76,9 +76,10 @@ class LMDBOpStore(OpStore, JobStore):
     Several processes may open one directory and save and load at once: LMDB serialises
     writers with its lock file and a view is one read transaction, which sees one committed
     state. All records of one :meth:`commit` go in one write transaction, so a crash leaves all
-    of them or none. A killed process loses no committed save; an OS crash or power cut may
-    undo the last one (LMDB's ``metasync=False``, which halves the fsyncs of a commit), never
-    part of it. The memory map grows by itself when full.
+    of them or none. A commit is durable when it returns: neither a killed process nor an OS
+    crash or power cut undoes it (its pages and then its meta page are synced). With
+    ``durable=False`` a commit syncs once instead of twice, and a power cut may undo the last
+    commits, never part of one. The memory map grows by itself when full.
 
     Every record carries a checksum, and every listing and lookup is checked against the
     records around it (see :mod:`chariots_lmdb.tables`): a damaged store raises
@@ -100,21 +101,25 @@ class LMDBOpStore(OpStore, JobStore):
 
     :param path: the directory of the store (created if missing).
     :param map_size: initial size in bytes of LMDB's memory map.
+    :param durable: ``False`` to trade the durability of the last commits for throughput (see
+        above); every store of one directory in one process must use the same setting.
     :raises StoreError: if ``path`` is a file, cannot be created or written, is not an LMDB
         op store of this layout version, or is damaged.
     """
 
-    def __init__(self, path: str | os.PathLike, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: str | os.PathLike, map_size: int = DEFAULT_MAP_SIZE, *, durable: bool = True) -> None:
         if not isinstance(map_size, int) or isinstance(map_size, bool) or map_size <= 0:
             msg = f"'map_size' must be a positive number of bytes (got {map_size!r})"
             raise StoreError(msg)
         self.path = os.path.abspath(os.fspath(path))
         self.map_size = map_size
+        self.durable = bool(durable)
+        self._ops = OPS if self.durable else OPS_UNDURABLE
         # Per layout, the environment borrowed and the pid that borrowed it.
         self._handles: dict[Layout, tuple[int, SharedEnvironment]] = {}
         # Both opened now: a bad path fails here, and no environment is first opened inside a
         # view, where opening waits for a fork that waits for the view (see environments).
-        self._shared(OPS)
+        self._shared(self._ops)
         self._shared(JOBS)
 
     # -- OpStore ------------------------------------------------------------------------------
@@ -141,7 +146,7 @@ class LMDBOpStore(OpStore, JobStore):
                 tables.append(chain, tables.next_position(), plain)
             return tables.next_position()  # the commit's own: the head moves even if it wrote only links
 
-        return self._write(write, OPS, commit)
+        return self._write(write, self._ops, commit)
 
     # -- JobStore -----------------------------------------------------------------------------
     def put_job(self, job: JobRecord) -> None:
@@ -183,10 +188,27 @@ class LMDBOpStore(OpStore, JobStore):
 
         return self._read(read, JOBS)
 
+    # -- garbage collection ---------------------------------------------------------------------
+    def referenced_blobs(self) -> Iterator[str]:
+        """The blob path of every op version record, read in one transaction (see
+        :meth:`~chariots_core.op_store.store.OpStore.referenced_blobs`)."""
+
+        def read(tables: Tables) -> list[str]:
+            paths = []
+            for parts, _ in tables.scan("chain", "versions"):
+                if len(parts) == 3:  # ["chain", "versions", op]: every version of one op
+                    chain = tuple(parts[1:])
+                    plains = tables.parse([item for _, item in tables.walk(chain, None)])
+                    paths += [from_plain(plain, OpVersionRecord).blob_path for plain in plains]
+            return paths
+
+        return iter(self._read(read, self._ops))
+
     @property
     def fsyncs_saves(self) -> bool:
-        """Whether :meth:`commit` fsyncs before returning (always ``True``)."""
-        return self._syncs(OPS)
+        """Whether :meth:`commit` fsyncs before returning (always ``True``; with ``durable`` the
+        meta page too)."""
+        return self._syncs(self._ops)
 
     @property
     def fsyncs_jobs(self) -> bool:
@@ -203,16 +225,17 @@ class LMDBOpStore(OpStore, JobStore):
 
     # -- pickling: worker processes reopen the directory -------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "map_size": self.map_size}
+        return {"path": self.path, "map_size": self.map_size, "durable": self.durable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["map_size"])  # type: ignore[misc]
+        self.__init__(state["path"], state["map_size"], durable=state.get("durable", True))  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<LMDBOpStore at {self.path!r}>"
 
     # -- internals --------------------------------------------------------------------------
-    def _shared(self, layout: Layout = OPS) -> SharedEnvironment:
+    def _shared(self, layout: Layout | None = None) -> SharedEnvironment:
+        layout = self._ops if layout is None else layout
         handle = self._handles.get(layout)
         pid = os.getpid()
         if handle is None or handle[0] != pid:

@@ -174,6 +174,31 @@ class Tables:
             )
         return previous_key, previous, following
 
+    def scan(self, *parts: str) -> list[tuple[list[str], Any]]:
+        """Every ``(key parts, payload)`` of the index whose key starts with ``parts``, in key
+        order, checked against the index's links: an entry lost to damage is reported, never
+        skipped (garbage collection must not take a lost record for a missing one)."""
+        prefix = key(*parts)[:-1] + b","
+        cursor = self.txn.cursor(db=self._index)
+        # The entry before the range names its first key (the sentinel sorts before every key).
+        if not (cursor.prev() if cursor.set_range(prefix) else cursor.last()):
+            raise self.damaged("the index has lost its first entry")
+        expected = self._decode("index", cursor.key(), cursor.value())["n"]
+        found = []
+        positioned = cursor.set_range(prefix)
+        while positioned and cursor.key().startswith(prefix):
+            at = bytes(cursor.key())
+            if at.decode("latin-1") != expected:
+                raise self.damaged(f"the index lists {expected} before {at.decode('latin-1')}: entries were lost")
+            body = self._decode("index", at, cursor.value())
+            found.append((json.loads(at), body["v"]))
+            expected = body["n"]
+            positioned = cursor.next()
+        following = cursor.key().decode("latin-1") if positioned else None
+        if expected != following:
+            raise self.damaged(f"the index names {expected} as the next entry, but it is {following}: entries were lost")
+        return found
+
     # -- chains ---------------------------------------------------------------------------
     def _entry(self, chain: tuple[str, ...], position: int, required: bool = True) -> tuple[int, int, bytes] | None:
         """(previous, next, item JSON) of the entry at ``position``."""

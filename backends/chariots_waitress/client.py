@@ -37,6 +37,8 @@ from urllib.parse import quote, urlsplit
 
 from chariots_core import Pipeline, PipelineResponse, Version
 from chariots_core.errors import ChariotsError, UnknownPipelineError
+from chariots_core.op_store.explain import Staleness
+from chariots_core.op_store.records import check_limit
 from chariots_core.serving.jsonsafe import to_jsonable_input
 
 from .errors import RequestError, ServerUnavailableError, error_from_body
@@ -118,6 +120,15 @@ class PipelinesClient:
         """
         path = f"/jobs/fetch/{quote(str(job_id), safe='')}"
         return PipelineResponse.from_json(self._request("GET", path, None))
+
+    def why_stale(self, pipeline: PipelineRef) -> Staleness:
+        """Why the server's ``load_pipeline(pipeline)`` would refuse the newest saved versions."""
+        return Staleness.from_dict(self._request("GET", _pipeline_path(pipeline, "why_stale"), None))
+
+    def status(self, limit: int = 10) -> dict[str, Any]:
+        """The server app's status: what it serves, its newest versions, stale edges, jobs."""
+        check_limit(limit)
+        return self._request("GET", f"/status?limit={limit}", None)
 
     def available_pipelines(self) -> list[str]:
         """The names of the pipelines the server serves."""

@@ -15,13 +15,16 @@ Routes (reads are ``GET``; anything that runs or changes a pipeline is ``POST``)
     GET  /pipelines/<name>/health_check  -> {"pipeline": <name>, "is_loaded": <bool>}
     GET  /health_check                   -> the app's health_check()
     GET  /available_pipelines            -> {"pipelines": [<name>, ...]}
+    GET  /status[?limit=<n>]             -> the app's status() (see chariots_core.serving.status)
+    GET  /pipelines/<name>/why_stale     -> the app's why_stale(<name>), as Staleness.to_dict()
     POST /jobs/fetch/                    {"job_id": <id>, "pipeline": <name, optional>}
     GET  /jobs/fetch/<job_id>            -> PipelineResponse JSON
     GET  /                               -> the status page (HTML, see chariots_waitress.status_page)
 
 To add a route, add its template to :data:`ROUTES` with a handler
 ``handler(app, body, *path_values) -> (status, payload)``; ``<...>`` segments match one
-path segment each and are passed in order.
+path segment each and are passed in order. A ``GET`` handler's ``body`` holds the query
+string's parameters (strings).
 
 Request bodies are optional (every key has a default), must be JSON objects sent as
 ``application/json``, and are never unpickled; :mod:`chariots_waitress.body` checks their
@@ -49,6 +52,7 @@ import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl
 
 from chariots_core import Chariots
 from chariots_core.errors import ChariotsError
@@ -146,7 +150,7 @@ class ChariotsWSGIApp:
             allowed = ", ".join(methods)
             msg = f"{method} is not allowed on {environ.get('PATH_INFO')!r}; use {allowed}"
             raise RequestError(msg, 405, (("Allow", allowed),))
-        body = read_json_body(environ, self.max_body_bytes) if method == "POST" else {}
+        body = read_json_body(environ, self.max_body_bytes) if method == "POST" else _query(environ)
         return handler(self.app, body, *path_values)
 
 
@@ -200,6 +204,20 @@ def _pipeline_health(app: Chariots, body: dict[str, Any], name: str) -> Payload:
     return 200, {"pipeline": name, "is_loaded": app.is_pipeline_loaded(name)}
 
 
+def _why_stale(app: Chariots, query: dict[str, str], name: str) -> Payload:
+    return 200, app.why_stale(name).to_dict()
+
+
+def _status(app: Chariots, query: dict[str, str]) -> Payload:
+    if not {"limit"}.issuperset(query):
+        unknown = ", ".join(map(repr, sorted(query.keys() - {"limit"})))
+        raise RequestError(f"unknown parameter(s) {unknown} in the query of /status; expected limit")
+    limit = query.get("limit", "10")
+    if not (limit.isascii() and limit.isdigit()):
+        raise RequestError(f"'limit' must be a number >= 0 (got {limit!r})")
+    return 200, app.status(int(limit))
+
+
 def _health(app: Chariots, body: dict[str, Any]) -> Payload:
     return 200, to_jsonable(app.health_check())
 
@@ -231,8 +249,10 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/pipelines/<pipeline_name>/load": {"POST": _load},
     "/pipelines/<pipeline_name>/save": {"POST": _save},
     "/pipelines/<pipeline_name>/health_check": {"GET": _pipeline_health},
+    "/pipelines/<pipeline_name>/why_stale": {"GET": _why_stale},
     "/health_check": {"GET": _health},
     "/available_pipelines": {"GET": _available},
+    "/status": {"GET": _status},
     "/jobs/fetch/": {"POST": _fetch_from_body},
     "/jobs/fetch/<job_id>": {"GET": _fetch},
 }
@@ -293,6 +313,17 @@ class _Router:
                 if methods is not None:
                     return methods, ()
         raise RequestError(f"no route /{'/'.join(parts)}; see the routes in chariots_waitress.wsgi", 404)
+
+
+def _query(environ: dict[str, Any]) -> dict[str, str]:
+    """The query string's parameters (the last value of a repeated one); ``{}`` without one."""
+    query = environ.get("QUERY_STRING")
+    if not query:
+        return {}
+    try:
+        return dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+    except UnicodeError:
+        raise RequestError("the query string is not UTF-8") from None
 
 
 def _path_parts(path_info: str) -> list[str]:

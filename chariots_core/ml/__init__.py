@@ -3,7 +3,14 @@
 scikit-learn and Keras ops live in the ``chariots_sklearn`` and ``chariots_keras`` backends.
 """
 
-from ..pipelines.serializers import BaseSerializer, CSVSerializer, DillSerializer, JSONSerializer, WrongTypeError
+from ..pipelines.serializers import (
+    BaseSerializer,
+    CSVSerializer,
+    DillSerializer,
+    JSONSerializer,
+    StreamingSerializer,
+    WrongTypeError,
+)
 from .ops import BaseMLOp, MLMode, MLOpDefinitionError
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "BaseMLOp",
     "MLOpDefinitionError",
     "BaseSerializer",
+    "StreamingSerializer",
     "DillSerializer",
     "JSONSerializer",
     "CSVSerializer",

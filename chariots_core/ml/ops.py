@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import enum
 import inspect
+import io
 import json
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import MLOpDefinitionError, NotFittedError, SerializationError
 from ..pipelines.callbacks import OpCallBack, overrides
@@ -58,6 +59,7 @@ __all__ = ["MLMode", "BaseMLOp", "MLOpDefinitionError"]
 
 _FORMAT = "chariots-ml-op"
 _FORMAT_VERSION = 1
+_LONGEST_HEADER = 64 * 1024  # bytes: a header line is far shorter; garbage must not be read whole
 
 
 class _SerializedModel:
@@ -245,6 +247,40 @@ class BaseMLOp(LoadableOp):
 
         :raises NotFittedError: if there is no model to save.
         """
+        buffer = io.BytesIO()
+        self._write_model(buffer)
+        return buffer.getvalue()
+
+    def load(self, serialized_object: bytes) -> None:
+        """Restore the model and the training identity from :meth:`serialize`'s bytes.
+
+        :raises SerializationError: naming the op, if the bytes are not a saved op of this
+            kind or the model cannot be read back.
+        """
+        self._read_model(io.BytesIO(serialized_object))
+
+    def serialize_to(self, file: BinaryIO) -> None:
+        """Stream what :meth:`serialize` returns to ``file``, the model through its serializer's
+        ``serialize_to`` (so a big model is never copied whole into memory)."""
+        if overrides(self, BaseMLOp, "serialize"):  # a subclass that only knows bytes
+            super().serialize_to(file)
+        else:
+            self._write_model(file)
+
+    def load_from(self, file: BinaryIO) -> None:
+        """Restore what :meth:`serialize_to` wrote to ``file``, the model through its serializer's
+        ``deserialize_from``."""
+        if overrides(self, BaseMLOp, "load"):
+            super().load_from(file)
+        else:
+            self._read_model(file)
+
+    @property
+    def loads_in_place(self) -> bool:
+        """Whether the model's serializer keeps views of the bytes it reads (``DillSerializer`` does)."""
+        return self.serializer_cls.loads_in_place and not overrides(self, BaseMLOp, "load")
+
+    def _write_model(self, file: BinaryIO) -> None:
         self._require_model()
         header = {
             "format": _FORMAT,
@@ -253,19 +289,13 @@ class BaseMLOp(LoadableOp):
             "training_id": self._training_id,
             "trained_at": self._trained_at,
         }
-        body = self.serializer_cls().serialize_object(self._model)
-        return json.dumps(header, sort_keys=True).encode() + b"\n" + body
+        file.write(json.dumps(header, sort_keys=True).encode() + b"\n")
+        self.serializer_cls().serialize_to(self._model, file)
 
-    def load(self, serialized_object: bytes) -> None:
-        """Restore the model and the training identity from :meth:`serialize`'s bytes.
-
-        :raises SerializationError: naming the op, if the bytes are not a saved op of this
-            kind or the model cannot be read back.
-        """
-        head, _, body = bytes(serialized_object).partition(b"\n")
-        training_id, trained_at = self._read_header(head)
+    def _read_model(self, file: BinaryIO) -> None:
+        training_id, trained_at = self._read_header(file.readline(_LONGEST_HEADER))
         try:
-            model = self.serializer_cls().deserialize_object(body)
+            model = self.serializer_cls().deserialize_from(file)
         except SerializationError as exc:
             msg = f"op {self.name!r} cannot load its saved model: {exc}"
             raise SerializationError(msg) from exc

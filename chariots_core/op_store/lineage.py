@@ -1,9 +1,11 @@
 """Saving a pipeline's ops and choosing which saved versions a pipeline may load.
 
-**Saving** writes each loadable op's bytes through the saver first (content-addressed, so a
-crash before the metadata commit leaves at most an unreferenced blob), then commits in one
-op-store transaction the op versions that are new, the links of this save and a snapshot of
-the version every op node ran with.
+**Saving** streams each loadable op's state through the saver first (``serialize_to``, hashed
+on the way, under a new name per save, so a crash before the metadata commit leaves at most a
+blob no record names, for garbage collection; see :mod:`chariots_core.op_store.blobs`), then
+commits in one op-store transaction the op versions that are new, the links of this save and a
+snapshot of the version every op node ran with. **Loading** checks a blob against its recorded
+sha256 before the op reads it (``load_from``): nothing unchecked reaches a deserializer.
 
 **Links.** A link ``up@u -> down@d`` records that version ``d`` of ``down`` was built on the
 output of ``up`` at version ``u``. They are written by the save that first stores ``d`` (the
@@ -40,27 +42,23 @@ the bound. Saving looks each op's version up once (is it stored already?) and th
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from ..errors import (
-    ChariotsError,
-    ConfigError,
-    NotSavedError,
-    SerializationError,
-    VersionError,
-)
+from ..errors import ConfigError, NotSavedError, VersionError
 from ..pipelines.nodes import Node
 from ..pipelines.ops import fresh_copy
 from ..pipelines.pipeline import Pipeline
-from ..savers import BaseSaver, read_verified
+from ..savers import BaseSaver
 from ..versioning import Version
-from .records import POLICIES, Commit, JournalAppend, LinkRecord, OpVersionRecord, SnapshotRecord, version_key
+from .blobs import StoredState, loaded_from, read_state, write_state
+from .explain import Explainer, StaleEdge, StaleOp, Staleness, changed_parts, digests, short
+from .fields import fields_appends
+from .records import COMPARED_PARTS, POLICIES, Commit, JournalAppend, LinkRecord
+from .records import OpVersionRecord, SnapshotRecord, version_key
 from .store import OpStore, OpStoreView
 
 __all__ = [
@@ -71,14 +69,14 @@ __all__ = [
     "save_pipeline",
     "resolve_versions",
     "load_ops",
+    "why_stale",
+    "inspect_pipeline",
 ]
 
 STRATEGIES = ("latest", "latest_compatible")
 # How many of each op's newest compatible-code versions "latest_compatible" considers at most.
 LATEST_COMPATIBLE_BOUND = 1024
 _FIRST_WINDOW = 16
-_COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
-_PART_NAMES = ("major", "minor", "patch")
 
 Candidate = OpVersionRecord | None  # None: keep the op as it is (nothing usable was saved)
 
@@ -91,24 +89,8 @@ def check_choice(argument: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-@functools.lru_cache(maxsize=65536)
-def _parsed(text: str) -> tuple[str, str, str]:
-    version = Version.parse(text)
-    return version.major, version.minor, version.patch
-
-
-def _digests(version: Version | str) -> tuple[str, str, str]:
-    if isinstance(version, Version):
-        return version.major, version.minor, version.patch
-    return _parsed(version)
-
-
-def _show(version: Version | str) -> str:
-    return "/".join(digest[:7] for digest in _digests(version))
-
-
 def _changed_parts(old: Version | str, new: Version | str) -> str:
-    changed = [name for name, a, b in zip(_PART_NAMES, _digests(old), _digests(new)) if a != b]
+    changed = changed_parts(old, new)
     if len(changed) > 1:
         return f"{', '.join(changed[:-1])} and {changed[-1]}"
     return changed[0] if changed else "no"
@@ -118,8 +100,9 @@ def _changed_parts(old: Version | str, new: Version | str) -> str:
 def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> SnapshotRecord:
     """Persist every loadable op of ``pipeline`` and record its new versions, links and snapshot.
 
-    :raises SerializationError: if an op's ``serialize`` fails or does not return bytes.
+    :raises SerializationError: if an op's ``serialize_to`` (or ``serialize``) fails.
     :raises NotFittedError: if a model op was never fitted nor loaded.
+    :raises StoreError: if the saver or the op store cannot be written.
     """
     now = time.time()
     nodes = pipeline.loadable_nodes()
@@ -137,13 +120,10 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
         if stored is not None and node.op.holds_trained_state and saver.exists(stored.blob_path):
             saved_as[id(node)] = stored.version
             continue
-        data = _serialize(node)
-        digest = hashlib.sha256(data).hexdigest()
-        blob_path = f"ops/{node.name}/{digest}"
-        # Content-addressed: writing identical bytes again is harmless (and heals a lost blob),
-        # and on object stores cheaper than first asking whether they are there.
-        saver.save(blob_path, data)
-        if stored is not None and stored.sha256 == digest and stored.blob_path == blob_path:
+        blob = _loaded_state(node, saver) or write_state(node.op, node.name, saver)
+        if stored is not None and stored.sha256 == blob.sha256 and saver.exists(stored.blob_path):
+            if blob.blob_path != stored.blob_path:
+                saver.delete(blob.blob_path)  # the same bytes are stored already: keep one copy
             saved_as[id(node)] = stored.version
             continue
         # A version saved again with other bytes (a plain LoadableOp whose state changed)
@@ -156,43 +136,40 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
                 code_version=str(type(node.op).__version__),
                 pipeline_name=pipeline.name,
                 saved_at=now,
-                blob_path=blob_path,
-                sha256=digest,
-                size=len(data),
+                blob_path=blob.blob_path,
+                sha256=blob.sha256,
+                size=blob.size,
             )
         )
         saved_as[id(node)] = text
         new.add(id(node))
+    edges = pipeline.op_edges()
+    new_links = [(up, down) for up, down in edges if id(down) in new]
     links = tuple(
         LinkRecord(up.name, saved_as.get(id(up), str(up.node_version)), down.name, saved_as[id(down)])
-        for up, down in pipeline.op_edges()
-        if id(down) in new
+        for up, down in new_links
     )
     snapshot = SnapshotRecord(
         pipeline_name=pipeline.name,
         saved_at=now,
         versions={node.name: saved_as.get(id(node), str(node.node_version)) for node in pipeline.op_nodes()},
+        checked_edges=[[up.name, down.name] for up, down in edges if _pinned(down)],
     )
-    op_store.commit(Commit(records, links, (JournalAppend(pipeline.name, snapshot),)))
+    # The fields of each version this save records, and of the plain ops its new links name
+    # (a loadable upstream's fields were recorded with its own version).
+    described = [(node, saved_as[id(node)]) for node in nodes if id(node) in new]
+    described += [(up, str(up.node_version)) for up, _ in new_links if not up.is_loadable]
+    journal = (JournalAppend(pipeline.name, snapshot), *fields_appends(described))
+    op_store.commit(Commit(records, links, journal))
     return snapshot
 
 
-def _serialize(node: Node) -> bytes:
-    op = node.op
-    try:
-        data = op.serialize()  # type: ignore[union-attr]
-    except ChariotsError:
-        raise
-    except Exception as exc:
-        msg = f"op {node.name!r}: {type(op).__name__}.serialize() failed ({type(exc).__name__}: {exc})"
-        raise SerializationError(msg) from exc
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        msg = (
-            f"op {node.name!r}: {type(op).__name__}.serialize() returned a "
-            f"{type(data).__name__}; it must return bytes"
-        )
-        raise SerializationError(msg)
-    return bytes(data)
+def _loaded_state(node: Node, saver: BaseSaver) -> StoredState | None:
+    """The blob in ``saver`` that holds the op's state, if it was loaded from one and still serves it."""
+    record = loaded_from(node.op, saver)
+    if record is None or not _serves(node, record) or not saver.exists(record.blob_path):
+        return None
+    return StoredState(record.blob_path, record.sha256, record.size)
 
 
 # -- choosing versions -----------------------------------------------------------------------
@@ -208,7 +185,7 @@ class _Edge:
 
     def key(self, up_candidate: Candidate) -> tuple[str, ...]:
         """What the policy compares of the upstream version that would run."""
-        return _digests(_running_version(self.up, up_candidate))[: self.compared]
+        return digests(_running_version(self.up, up_candidate))[: self.compared]
 
     def wants(self, down_candidate: Candidate) -> frozenset[tuple[str, ...]] | None:
         """The upstream keys the downstream candidate accepts (``None``: any)."""
@@ -220,7 +197,7 @@ class _Edge:
         if version not in self._wanted:
             ups = self.built_on(version)
             # A version never built behind ``up`` puts no constraint on this edge.
-            self._wanted[version] = frozenset(_digests(up)[: self.compared] for up in ups) if ups else None
+            self._wanted[version] = frozenset(digests(up)[: self.compared] for up in ups) if ups else None
         return self._wanted[version]
 
     def allows(self, up_candidate: Candidate, down_candidate: Candidate) -> bool:
@@ -231,6 +208,11 @@ class _Edge:
     def accepts(self, chosen: Mapping[str, Candidate]) -> bool:
         """Whether the edge is compatible with the versions chosen so far."""
         return self.allows(chosen.get(self.up.name) if self.up.is_loadable else None, chosen[self.down.name])
+
+
+def _pinned(node: Node) -> bool:
+    """Whether a load checks the edges into ``node``: a loadable op that will not retrain itself."""
+    return node.is_loadable and not node.op.allow_version_change
 
 
 def _running_version(node: Node, candidate: Candidate) -> Version | str:
@@ -263,6 +245,7 @@ class _Resolution:
     def __init__(self, pipeline: Pipeline, view: OpStoreView, policy: str) -> None:
         self.pipeline, self.view, self.policy = pipeline, view, policy
         self.loadable = pipeline.loadable_nodes()
+        self.explainer = Explainer(view, COMPARED_PARTS[policy])
         self._links: dict[tuple[str, str], list[LinkRecord]] = {}
 
     def _newest(self, node: Node, limit: int, after: str | None = None) -> list[OpVersionRecord]:
@@ -270,12 +253,23 @@ class _Resolution:
         code = str(type(node.op).__version__)
         return self.view.op_versions(node.name, compatible_with=code, policy=self.policy, limit=limit, before=after)
 
-    def resolve(self, strategy: str) -> dict[str, Candidate]:
+    def _latest(self) -> dict[str, Candidate]:
+        """Each loadable op's newest version its code may load (``None``: none)."""
         latest: dict[str, Candidate] = {}
         for node in self.loadable:
             newest = self._newest(node, 1)
             latest[node.name] = newest[0] if newest else None
-        self._check_unusable([node for node in self.loadable if latest[node.name] is None])
+        return latest
+
+    def staleness(self, latest: dict[str, Candidate]) -> Staleness:
+        """What stops a ``"latest"`` load of the ``latest`` versions, explained (the load's errors, without raising)."""
+        ops, unsaved, _ = self._unusable(latest)
+        problems = [edge for edge in self._checked_edges() if not edge.accepts(latest)]
+        return Staleness(self.pipeline.name, [self._stale_edge(edge, latest) for edge in problems], ops, unsaved)
+
+    def resolve(self, strategy: str) -> dict[str, Candidate]:
+        latest = self._latest()
+        self._check_unusable(latest)
         edges = self._checked_edges()
         problems = [edge for edge in edges if not edge.accepts(latest)]
         if not problems:
@@ -292,35 +286,41 @@ class _Resolution:
             raise VersionError(self._report(head, problems, latest, hint))
         return self._newest_compatible(latest, edges, problems)
 
-    def _check_unusable(self, missing: list[Node]) -> None:
+    def _unusable(self, latest: Mapping[str, Candidate]) -> tuple[list[StaleOp], list[str], bool]:
+        """The ops none of whose saved versions their code may load (pinned ones: the others
+        retrain), the predict-only ops never saved, and whether any op of the pipeline was saved."""
+        ops, unsaved, saved_any = [], [], False
+        for node in self.loadable:
+            newest = [latest[node.name]] if latest[node.name] is not None else self.view.op_versions(node.name, limit=1)
+            saved_any = saved_any or bool(newest)
+            if latest[node.name] is None and newest and not node.op.allow_version_change:
+                ops.append(self.explainer.stale_op(newest[0], type(node.op)))
+            elif not newest and node.op.requires_saved_state:
+                unsaved.append(node.name)
+        return ops, unsaved, saved_any
+
+    def _check_unusable(self, latest: Mapping[str, Candidate]) -> None:
         """Raise for the ops that have no version their code may load, unless they can run without."""
-        newest_any = {node.name: self.view.op_versions(node.name, limit=1) for node in missing}
-        if self.loadable and len(missing) == len(self.loadable) and not any(newest_any.values()):
+        ops, unsaved, saved_any = self._unusable(latest)
+        if self.loadable and not saved_any:
             names = ", ".join(repr(node.name) for node in self.loadable)
             msg = (
                 f"pipeline {self.pipeline.name!r} cannot be loaded: none of its ops ({names}) was ever "
                 "saved. Run a pipeline that trains them and save it with save_pipeline first"
             )
             raise NotSavedError(msg)
-        for node in missing:
-            op = node.op
-            if newest_any[node.name] and not op.allow_version_change:
-                latest = newest_any[node.name][0]
-                current_code = type(op).__version__
-                msg = (
-                    f"op {node.name!r} cannot be loaded: every saved version was made by other code (the "
-                    f"latest, {_show(latest.version)}, by pipeline {latest.pipeline_name!r}; the "
-                    f"{_changed_parts(latest.code_version, current_code)} version of "
-                    f"{type(op).__name__}'s versioned fields changed since). Retrain it with the current "
-                    f"code: run and save pipeline {latest.pipeline_name!r}"
-                )
-                raise VersionError(msg)
-            if op.requires_saved_state:
-                msg = (
-                    f"op {node.name!r} needs a saved version to run (it only predicts) but none was "
-                    "saved; run and save a pipeline that fits it first"
-                )
-                raise NotSavedError(msg)
+        if ops:
+            msg = (
+                f"op {ops[0].op!r} cannot be loaded: every saved version was made by other code: "
+                f"{ops[0].why}. Retrain it with the current code: run and save pipeline {ops[0].fix!r}"
+            )
+            raise VersionError(msg)
+        if unsaved:
+            msg = (
+                f"op {unsaved[0]!r} needs a saved version to run (it only predicts) but none was "
+                "saved; run and save a pipeline that fits it first"
+            )
+            raise NotSavedError(msg)
 
     def _built_on(self, up: Node, down: Node) -> Callable[[str], list[str]]:
         def built_on(down_version: str) -> list[str]:
@@ -334,9 +334,9 @@ class _Resolution:
     def _checked_edges(self) -> list[_Edge]:
         """The edges to check: those into a pinned downstream op."""
         return [
-            _Edge(up, down, self._built_on(up, down), _COMPARED_PARTS[self.policy])
+            _Edge(up, down, self._built_on(up, down), COMPARED_PARTS[self.policy])
             for up, down in self.pipeline.op_edges()
-            if down.is_loadable and not down.op.allow_version_change
+            if _pinned(down)
         ]
 
     def _newest_compatible(
@@ -373,33 +373,26 @@ class _Resolution:
                 raise VersionError(self._report(head, problems, latest, hint))
             window = min(window * 2, LATEST_COMPATIBLE_BOUND)
 
+    def _stale_edge(self, edge: _Edge, chosen: Mapping[str, Candidate]) -> StaleEdge:
+        """The explanation of an edge that does not accept the chosen versions."""
+        down_record = chosen[edge.down.name]
+        assert down_record is not None  # an edge with no downstream record accepts anything
+        built_on = edge.built_on(down_record.version)[-1]
+        running = str(_running_version(edge.up, chosen.get(edge.up.name) if edge.up.is_loadable else None))
+        return self.explainer.stale_edge(edge.up.name, built_on, running, down_record, type(edge.up.op))
+
     def _report(self, head: str, problems: list[_Edge], chosen: Mapping[str, Candidate], hint: str) -> str:
         lines = [head]
         for edge in problems:
-            up, down = edge.up.name, edge.down.name
-            down_record = chosen[down]
-            assert down_record is not None  # an edge with no downstream record accepts anything
-            built_on = edge.built_on(down_record.version)[-1]
-            running = _running_version(edge.up, chosen.get(up) if edge.up.is_loadable else None)
-            cause = self._cause(edge.up, built_on, running)
+            stale = self._stale_edge(edge, chosen)
+            change, up, down = stale.change, stale.upstream, stale.downstream
             lines.append(
-                f"  - edge {up!r} -> {down!r}: {down!r} {_show(down_record.version)} was built on "
-                f"{up!r} {_show(built_on)}, but {up!r} is now {_show(running)} (its "
-                f"{_changed_parts(built_on, running)} version changed: {cause}). "
-                f"Retrain {down!r} on it: run and save pipeline {down_record.pipeline_name!r}"
+                f"  - edge {up!r} -> {down!r}: {down!r} {short(stale.downstream_version)} was built on {up!r} "
+                f"{short(change.old)}, but {up!r} is now {short(change.new)} (its {_changed_parts(change.old, change.new)} "
+                f"version changed): {stale.why}. Retrain {down!r} on it: run and save pipeline {stale.fix!r}"
             )
         lines.append(hint)
         return "\n".join(lines)
-
-    def _cause(self, up: Node, old: str, new: Version | str) -> str:
-        if not up.is_loadable:
-            return "its code changed"
-        before, now = self.view.op_version(up.name, old), self.view.op_version(up.name, str(new))
-        if before is None or now is None:
-            return "it changed"
-        if _digests(before.code_version) == _digests(now.code_version):
-            return "it was retrained"
-        return "its code changed"
 
 
 def _search(
@@ -471,10 +464,11 @@ def _arc_consistent(
 def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSaver) -> dict[str, Any]:
     """New op objects for the pipeline's loadable nodes, with the chosen versions loaded.
 
-    Each is a shallow twin of the node's op whose ``load`` then assigns the saved state, so
+    Each is a shallow twin of the node's op whose ``load_from`` then assigns the saved state, so
     the ops the pipeline serves now are never touched and a load that fails half-way changes
     nothing (``load`` must set its state by assignment, as every Chariots op does). An op that
-    already serves the chosen trained version is kept as it is, so reloading is cheap.
+    already serves the chosen trained version is kept as it is, so reloading is cheap. The
+    bytes are checked against their recorded sha256 before the op reads any of them.
 
     :raises IntegrityError: if stored bytes are missing or do not match their sha256.
     :raises SerializationError: if an op cannot load its bytes.
@@ -484,17 +478,10 @@ def load_ops(pipeline: Pipeline, chosen: Mapping[str, Candidate], saver: BaseSav
         record = chosen.get(node.name)
         if record is None or _serves(node, record):
             continue
-        where = f"op {record.op_name!r} version {_show(record.version)}"
+        where = f"op {record.op_name!r} version {short(record.version)}"
         fix = f"the saver was changed or cleaned: re-run and save pipeline {record.pipeline_name!r}"
-        data = read_verified(saver, record.blob_path, record.sha256, where, fix)
         op = fresh_copy(node.op)
-        try:
-            op.load(data)
-        except ChariotsError:
-            raise
-        except Exception as exc:
-            msg = f"{where}: {type(op).__name__}.load() failed ({type(exc).__name__}: {exc})"
-            raise SerializationError(msg) from exc
+        read_state(op, record, saver, where, fix)
         loaded[node.name] = op
     return loaded
 
@@ -505,4 +492,27 @@ def _serves(node: Node, record: OpVersionRecord) -> bool:
     Only a version that names its state (differs from the class version) says so: a plain
     LoadableOp keeps its class version whatever its state, so it is always loaded.
     """
-    return node.op.holds_trained_state and _digests(node.node_version) == _digests(record.version)
+    return node.op.holds_trained_state and digests(node.node_version) == digests(record.version)
+
+
+def why_stale(pipeline: Pipeline, op_store: OpStore, policy: str = "major") -> Staleness:
+    """What stops ``pipeline`` from loading its newest saved versions (``strategy="latest"``), explained.
+
+    The explanations a refused load gives in its ``VersionError``, without raising: every stale
+    edge (which field changed, or which save retrained the upstream op, and the pipeline to run
+    and save), every op none of whose saved versions its code may load, and every op that only
+    predicts and was never saved. Reads through one view of the store.
+
+    :raises ConfigError: if ``policy`` is not a known one.
+    """
+    check_choice("compatibility", policy, POLICIES)
+    with op_store.reader() as view:
+        return inspect_pipeline(pipeline, view, policy)[1]
+
+
+def inspect_pipeline(pipeline: Pipeline, view: OpStoreView, policy: str) -> tuple[dict[str, Candidate], Staleness]:
+    """Through ``view``: the newest version each loadable op of ``pipeline`` may load (``None``:
+    none), and what stops a ``"latest"`` load of them (see :func:`why_stale`)."""
+    resolution = _Resolution(pipeline, view, policy)
+    latest = resolution._latest()
+    return latest, resolution.staleness(latest)

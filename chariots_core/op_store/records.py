@@ -13,6 +13,12 @@ Two derived keys organise the store:
 - :func:`code_key`: the part of a ``code_version`` a compatibility policy compares (``"major"``
   the major subversion, ``"minor"`` major and minor, ``"exact"`` all three): a load under that
   policy may use versions whose code key equals the running code's.
+
+**Fields.** What made each saved version is kept apart from its :class:`OpVersionRecord`, in the
+``fields`` journal named by :func:`fields_name`: an :class:`OpFieldsRecord` per version, holding
+a :class:`FieldRecord` for each versioned field (its subversion hash and a short rendering of
+its value). Loads never read them (the version records stay small and plain, on the fast path);
+only explanations do (:mod:`chariots_core.op_store.explain`).
 """
 
 from __future__ import annotations
@@ -30,16 +36,20 @@ from ..errors import ConfigError, NotSavedError, StoreError
 
 __all__ = [
     "POLICIES",
+    "COMPARED_PARTS",
     "Position",
     "OpVersionRecord",
     "LinkRecord",
     "SnapshotRecord",
+    "FieldRecord",
+    "OpFieldsRecord",
     "JobRecord",
     "JournalAppend",
     "JournalEntry",
     "Commit",
     "version_key",
     "code_key",
+    "fields_name",
     "journal_kind",
     "to_plain",
     "from_plain",
@@ -50,7 +60,8 @@ __all__ = [
 ]
 
 POLICIES = ("major", "minor", "exact")
-_COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
+COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
+"""Policy -> how many subversions (major first) it compares."""
 
 # Where an entry sits in a listing and what a head token is: an int in the built-in stores, a
 # string allowed. Opaque to callers: compare for equality, pass back as ``before``.
@@ -67,10 +78,10 @@ def version_key(version: str) -> str:
 
 def code_key(code_version: str, policy: str) -> str:
     """The part of ``code_version`` that ``policy`` compares (see the module docstring)."""
-    if policy not in _COMPARED_PARTS:
+    if policy not in COMPARED_PARTS:
         msg = f"'policy' must be one of {', '.join(map(repr, POLICIES))} (got {policy!r})"
         raise ConfigError(msg)
-    return "_".join(str(code_version).split("_")[: _COMPARED_PARTS[policy]])
+    return "_".join(str(code_version).split("_")[: COMPARED_PARTS[policy]])
 
 
 @attrs.frozen
@@ -104,13 +115,58 @@ class LinkRecord:
 
 @attrs.frozen
 class SnapshotRecord:
-    """Which version each op node of a pipeline ran with when the pipeline was saved."""
+    """Which version each op node of a pipeline ran with when the pipeline was saved.
+
+    ``checked_edges`` lists the ``[upstream, downstream]`` op edges a load of the pipeline
+    checks (those into an op that does not retrain itself), so that its status can be told
+    from the store alone; empty in snapshots written before it was recorded.
+    """
 
     JOURNAL: ClassVar[str] = "snapshots"
 
     pipeline_name: str
     saved_at: float
     versions: dict[str, str]
+    checked_edges: list[list[str]] = attrs.field(factory=list)
+
+
+def fields_name(op_name: str, version: str) -> str:
+    """The name of the ``fields`` journal of ``version`` of ``op_name``."""
+    return f"{op_name}@{version_key(version)}"
+
+
+@attrs.frozen
+class FieldRecord:
+    """One versioned field of an op, as saved: enough to tell what changed, never the value itself.
+
+    :param name: the attribute, with the key for an item of a ``VersionedFieldDict``
+        (``model_parameters['n_components']``).
+    :param version_type: the subversion it enters (``"major"``, ``"minor"`` or ``"patch"``).
+    :param subversion: the hex sha1 it contributes to that subversion: equal hashes, equal values.
+    :param value: a short rendering of the value (cut to :data:`~chariots_core.op_store.fields.VALUE_LIMIT`
+        characters), or for code (``kind="code"``) which methods it covers, never the source.
+    :param kind: ``"value"`` for a ``VersionedField`` or an item, ``"code"`` for a ``SourceVersion``,
+        ``"computed"`` for any other attribute whose version its class computes.
+    """
+
+    name: str
+    version_type: str
+    subversion: str
+    value: str
+    kind: str = "value"
+
+
+@attrs.frozen
+class OpFieldsRecord:
+    """The versioned fields of the code that made one saved version of an op (journal ``fields``,
+    name :func:`fields_name`)."""
+
+    JOURNAL: ClassVar[str] = "fields"
+
+    op_name: str
+    version: str
+    op_class: str  # module.qualname of the op's class
+    fields: tuple[FieldRecord, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen
@@ -200,6 +256,8 @@ def _is_plain_type(annotation: Any) -> bool:
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is dict:
         return args[0] is str and all(_is_plain_type(arg) for arg in args[1:])
+    if origin is list:
+        return _is_plain_type(args[0])
     if origin in (Union, types.UnionType):
         return all(_is_plain_type(arg) for arg in args)
     return False

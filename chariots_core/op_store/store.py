@@ -42,6 +42,11 @@ raises): the view would not see the commit, and LMDB cannot grow its map under a
 Damage is reported as damage: a backend that detects a damaged record raises
 :class:`~chariots_core.errors.StoreError` (or ``IntegrityError``) naming it and the store,
 never answers with less or other than what was committed.
+
+**Garbage collection** (:mod:`chariots_core.op_store.garbage`) asks each store two things:
+:meth:`OpStore.referenced_blobs`, every saver path its committed records name (a backend must
+implement it, or garbage collection refuses to run), and :meth:`OpStore.collect_debris`, to
+remove what its own interrupted writes left (default: nothing).
 """
 
 from __future__ import annotations
@@ -202,6 +207,34 @@ class OpStore(abc.ABC):
             raise StoreError(msg)
         return self._commit(commit)
 
+    # -- garbage collection hooks (see chariots_core.op_store.garbage) ------------------------
+    def referenced_blobs(self) -> Iterator[str]:
+        """Every saver path that a committed record of this store names (each op version's
+        ``blob_path``; whatever else a backend records), read from one committed state.
+
+        Garbage collection keeps these blobs and removes unreferenced ones, so a backend must
+        list every one: a path left out is data lost. This default cannot list anything and
+        refuses, which makes garbage collection refuse too.
+
+        :raises StoreError: if the backend cannot list them.
+        """
+        msg = (
+            f"{self!r} cannot list the blobs its records reference, so garbage collection cannot "
+            "tell its blobs from debris and removes nothing; the backend must implement "
+            "OpStore.referenced_blobs()"
+        )
+        raise StoreError(msg)
+
+    def collect_debris(self, older_than: float, *, dry_run: bool = False) -> list[str]:
+        """Remove what this store's own interrupted writes left behind (records of a commit that
+        never completed...) older than ``older_than`` seconds; return what was (with
+        ``dry_run``: would be) removed, as names for a report.
+
+        This default has nothing to remove: stores whose commits are atomic (LMDB, memory)
+        leave no debris.
+        """
+        return []
+
     head = _read_once(OpStoreView.head)
     op_version = _read_once(OpStoreView.op_version)
     op_versions = _read_once(OpStoreView.op_versions)
@@ -305,6 +338,11 @@ class MemoryOpStore(OpStore, JobStore):
         with self._lock:
             newest_first = list(reversed(self._jobs.values()))
         return page(newest_first, lambda job: job.job_id, limit, before, "the jobs of this MemoryOpStore")
+
+    def referenced_blobs(self) -> Iterator[str]:
+        with self._lock:
+            paths = [record.blob_path for versions in self._versions.values() for _, record in versions.values()]
+        return iter(paths)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -5,7 +5,8 @@ to, and serializers turn values into bytes and back.
 """
 
 from .callbacks import OpCallBack, PipelineCallback
-from .nodes import BaseNode, DataLoadingNode, DataSavingNode, Node, ReservedNodes
+from .data_nodes import DataLoadingNode, DataSavingNode
+from .nodes import BaseNode, Node, ReservedNodes
 from .ops import BaseOp, LoadableOp
 from .pipeline import Pipeline
 from .runners import BaseRunner, SequentialRunner

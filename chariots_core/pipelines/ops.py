@@ -17,7 +17,7 @@ and loaded from an op store (trained models, fitted encoders...).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..versioning import Version, VersionableMeta
 from .callbacks import OpCallBack, overrides
@@ -100,6 +100,11 @@ class LoadableOp(BaseOp):
     Override :meth:`serialize` (state to bytes) and :meth:`load` (bytes to state) as well as
     ``execute``. Saving a pipeline stores ``serialize()`` under the op's name and version;
     loading a pipeline passes the bytes of the latest compatible version to ``load``.
+
+    An op with big state (a model of hundreds of megabytes) also overrides the streaming pair,
+    :meth:`serialize_to` and :meth:`load_from`: the store then writes and reads the state through
+    a file object, and memory never holds a second copy of it. Saving and loading always go
+    through the streaming pair, whose defaults call :meth:`serialize` and :meth:`load`.
     """
 
     def load(self, serialized_object: bytes) -> None:
@@ -111,6 +116,31 @@ class LoadableOp(BaseOp):
         """Return the op's state as bytes that :meth:`load` accepts."""
         msg = f"{type(self).__name__} must override serialize(self) -> bytes"
         raise NotImplementedError(msg)
+
+    def serialize_to(self, file: BinaryIO) -> None:
+        """Write the op's state to the binary ``file`` (default: the bytes of :meth:`serialize`).
+
+        :raises TypeError: if :meth:`serialize` does not return bytes.
+        """
+        data = self.serialize()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            msg = f"it returned a {type(data).__name__}; serialize() must return bytes"
+            raise TypeError(msg)
+        file.write(data)
+
+    def load_from(self, file: BinaryIO) -> None:
+        """Set the op's state from a binary ``file`` holding what :meth:`serialize_to` wrote
+        (default: :meth:`load` of its bytes). The file's bytes were checked against the sha256
+        recorded when they were saved before this is called."""
+        self.load(file.read())
+
+    @property
+    def loads_in_place(self) -> bool:
+        """Whether :meth:`load_from` keeps views of a file that holds its bytes in memory
+        (``file.getbuffer()``) rather than copying them (default no). The store then reads a big
+        state into memory once, checking it on the way, and the op's state lives in that memory;
+        otherwise it checks the stored bytes, then lets the op read them again."""
+        return False
 
     @property
     def requires_saved_state(self) -> bool:

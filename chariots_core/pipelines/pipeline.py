@@ -20,12 +20,13 @@ from ..errors import PipelineDefinitionError
 from ..savers import BaseSaver
 from ..versioning import Version
 from .callbacks import PipelineCallback
-from .nodes import BaseNode, Node, ReservedNodes, is_implicit_output
+from .nodes import BaseNode, Node, ReservedNodes, Writers, is_implicit_output
 from .ops import BaseOp
 from .plan import Wiring, compile_plan
 
 if TYPE_CHECKING:
     from ..show.picture import Picture
+    from .data_nodes import DatasetLedger
 
 __all__ = ["Pipeline"]
 
@@ -221,7 +222,7 @@ class Pipeline:
         return self.replace_nodes(swap)
 
     def bind_saver(
-        self, saver: BaseSaver, writers: Mapping[str, Sequence[str]] | None = None
+        self, saver: BaseSaver, writers: Writers | None = None, ledger: DatasetLedger | None = None
     ) -> Pipeline:
         """A pipeline wired the same, where the nodes that require a saver run with ``saver``.
 
@@ -229,9 +230,10 @@ class Pipeline:
         this pipeline itself if no node changed.
 
         :param writers: for each dataset path, who in the app writes it (for error messages).
+        :param ledger: where the datasets written through ``saver`` are recorded and checked.
         """
         return self.replace_nodes(
-            lambda node: node.bind_saver(saver, writers) if node.require_saver else node
+            lambda node: node.bind_saver(saver, writers, ledger) if node.require_saver else node
         )
 
     def replace_nodes(self, replace: Callable[[BaseNode], BaseNode]) -> Pipeline:

@@ -9,6 +9,9 @@
     chariots call pred_iris --input '[[5.1, 3.5, 1.4, 0.2]]'   # the value, as JSON
     chariots versions pred_iris                        # served and saved versions, as a table
     chariots jobs                                      # asynchronous jobs, as a table
+    chariots status                                    # served and newest versions, stale edges and why
+    chariots dag train_iris --format svg               # a picture of a pipeline (--lineage: of its versions)
+    chariots gc [--older-than 1h] [--dry-run]          # remove what interrupted saves left behind
     chariots serve                                     # the app over HTTP (waitress)
     chariots -v ...                                    # log what happens (-vv: debug)
 
@@ -24,8 +27,9 @@ store's own saves (see :mod:`chariots_core.project.held`). ``chariots serve`` st
 with what the store holds, like any new app: load its pipelines with
 ``chariots load PIPELINE --url URL``.
 
-``jobs`` and ``versions`` answer from the store alone: they never import the project's code
-(its ops may import heavy libraries), so they start fast.
+``jobs``, ``versions``, ``status PIPELINE...`` and ``dag --lineage`` answer from the store alone:
+they never import the project's code (its ops may import heavy libraries), so they start fast.
+``status`` and ``dag`` live in :mod:`chariots_core.project.cli_show`.
 
 Why argparse and not click: the core depends on attrs, cattrs and dill only, and an embeddable
 library should not add a dependency to every install for one console script. The command is a
@@ -39,6 +43,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -49,7 +54,10 @@ from ..log import get_logger, log_to_stderr
 from ..op_store.lineage import STRATEGIES
 from ..op_store.records import SnapshotRecord
 from ..pipelines.callbacks import PipelineCallback
+from ..registry import url_scheme
+from ..savers import DEBRIS_AGE
 from ..serving.jsonsafe import to_jsonable
+from ..serving.status import error_text
 from ..serving.workers import JobStatus
 from ..versioning import Version
 from .config import ChariotsConfig
@@ -329,6 +337,43 @@ def _current(app: Any, job: Any) -> Any:
     return app.job_store.get_job(job.job_id)
 
 
+def _cmd_gc(args: argparse.Namespace) -> None:
+    config = _config(args)
+    path, store = holding_location(config)
+    with config.get_app([]) as app, contextlib.ExitStack() as holding:
+        # The holding store names blobs of the same saver: they stay (if it was ever made).
+        held = [] if not _exists(path) else [holding.enter_context(config.get_store_app(path, store)).op_store]
+        report = app.collect_garbage(older_than=args.older_than, dry_run=args.dry_run, also_referenced_by=held)
+    for removed in report.removed:
+        print(removed)
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"chariots: {verb} {len(report.blobs)} unreferenced blob(s) ({report.freed_bytes} bytes) and "
+        f"{len(report.debris)} piece(s) of debris of interrupted writes",
+        file=sys.stderr,
+    )
+
+
+def _exists(path: str) -> bool:
+    """Whether a local path exists (a URL is assumed to: its store answers for itself)."""
+    return url_scheme(path) is not None or os.path.exists(path)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``24h`` or ``7d``."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration ({text!r}); give seconds or e.g. 30m, 24h, 7d") from None
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be >= 0 (got {text!r})")
+    return seconds
+
+
 def _cmd_pipelines(args: argparse.Namespace) -> None:
     with _open_target(args) as target:
         for name in target.api.available_pipelines():
@@ -376,10 +421,7 @@ def _time(timestamp: float) -> str:
 
 
 def _error_text(error: dict[str, str] | None) -> str:
-    if not error:
-        return "-"
-    node = f" in {error['node']}" if error.get("node") else ""
-    return f"{error.get('type', 'error')}{node}: {error.get('message', '')}"[:100]
+    return error_text(error)[:100] if error else "-"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -453,8 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("job_ids", metavar="JOB_ID", nargs="*", help="only these jobs (required with --url)")
     jobs.set_defaults(handler=_cmd_jobs)
 
+    gc = commands.add_parser(
+        "gc", parents=[configured], help="remove blobs no saved record names and debris of interrupted writes"
+    )
+    gc.add_argument(
+        "--older-than", type=_duration, default=DEBRIS_AGE, metavar="DURATION",
+        help="keep anything younger: a save in progress elsewhere writes blobs before recording them "
+        "(seconds, or 30m, 24h, 7d; default: 24h)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.set_defaults(handler=_cmd_gc)
+
     listing = commands.add_parser("pipelines", parents=[remote], help="list the app's pipelines")
     listing.set_defaults(handler=_cmd_pipelines)
+
+    from .cli_show import add_commands  # it imports this module's helpers: imported once this one is
+
+    add_commands(commands, configured, remote)
     return parser
 
 

@@ -8,8 +8,9 @@ changes what a pipeline serves, the pipeline is *saved* (``Chariots.save_pipelin
 second op store, the holding store (``<path>/cli``), through the app's own saver; the next
 command puts back the versions of that pipeline's last snapshot there, loaded and checked by
 the op store's own code (bytes verified against their recorded sha256). The real store is only
-written by ``chariots save``, as for any app. Blobs are content-addressed in the shared saver, so
-a held model that is later saved for real is stored once.
+written by ``chariots save``, as for any app. A held model that is later saved for real is stored
+once: the save names the blob the holding store wrote in the shared saver (``chariots gc`` keeps
+what either store names).
 
 A held op whose code has changed since is dropped, never served (as a load refuses it); a held
 state whose bytes are missing or damaged is ignored with a warning, and the next call or load

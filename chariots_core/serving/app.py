@@ -29,10 +29,14 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from ..errors import ConfigError, PipelineDefinitionError, StoreError, UnknownPipelineError, WorkerError
-from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline
+from ..op_store.datasets import StoreDatasetLedger
+from ..op_store.explain import Staleness
+from ..op_store.garbage import DEBRIS_AGE, GarbageReport, collect_garbage
+from ..op_store.lineage import POLICIES, STRATEGIES, check_choice, load_ops, resolve_versions, save_pipeline, why_stale
 from ..op_store.store import JobStore, OpStore
 from ..pipelines.callbacks import overrides
-from ..pipelines.nodes import DataSavingNode, Node
+from ..pipelines.data_nodes import DataSavingNode
+from ..pipelines.nodes import Node
 from ..pipelines.ops import BaseOp
 from ..pipelines.pipeline import Pipeline
 from ..pipelines.runners import BaseRunner, SequentialRunner
@@ -66,7 +70,7 @@ class Chariots:
         ``"lmdb"``) or an object-storage URL.
     :param saver: a saver, a backend name (``"memory"``), or a URL or local directory
         (``"file:///data"``, ``"gs://b/p"``, ``"/data/blobs"``). The app's data nodes
-        (:class:`~chariots_core.pipelines.nodes.DataLoadingNode`...) that have no saver of their own
+        (:class:`~chariots_core.pipelines.data_nodes.DataLoadingNode`...) that have no saver of their own
         read and write their datasets through it, under ``data/``.
     :param compatibility: which part of a version must match along an edge: ``"major"``
         (default), ``"minor"`` or ``"exact"``.
@@ -238,6 +242,33 @@ class Chariots:
 
         return map_pipeline(self, pipeline, inputs, worker_pool=worker_pool, progress=progress)
 
+    def why_stale(self, pipeline: PipelineRef) -> Staleness:
+        """Why ``load_pipeline(pipeline)`` would refuse the newest saved versions, without raising.
+
+        A :class:`~chariots_core.op_store.explain.Staleness`: every stale edge (which field of
+        the upstream op changed from what to what, or which save retrained it, since the model
+        downstream was trained, and the pipeline to run and save), every op none of whose saved
+        versions its code may load, and every predict-only op never saved; ``.stale`` says whether
+        there is any, ``.text`` says it in words (the texts a ``VersionError`` quotes).
+
+        :raises UnknownPipelineError: if the app has no such pipeline.
+        """
+        return why_stale(self.serving_pipeline(pipeline), self.op_store, self.compatibility)
+
+    def status(self, limit: int = 10) -> dict[str, Any]:
+        """What the app serves and what its store holds, as a JSON-safe dict.
+
+        Per pipeline: whether it is loaded, what each loadable op serves and the newest version
+        saved for it, every stale edge with its explanation and the pipeline to run and save to
+        fix it; then the newest jobs (at most ``limit``). The shape is documented in
+        :mod:`chariots_core.serving.status`.
+
+        :raises ConfigError: if ``limit`` is not a count.
+        """
+        from .status import app_status
+
+        return app_status(self, limit)
+
     def available_pipelines(self) -> list[str]:
         """The names of the pipelines the app serves."""
         return list(self._pipelines)
@@ -249,6 +280,26 @@ class Chariots:
             "pipelines": self.available_pipelines(),
             "loaded": sorted(self._loaded),
         }
+
+    def collect_garbage(
+        self, older_than: float = DEBRIS_AGE, dry_run: bool = False, also_referenced_by: Iterable[OpStore] = ()
+    ) -> GarbageReport:
+        """Remove from the saver what interrupted saves left behind: blobs that no record of the
+        app's op store or job store names, and the temporary files of killed writes, if older
+        than ``older_than`` seconds (rules: :mod:`chariots_core.op_store.garbage`).
+
+        :param older_than: keep anything younger, however unreferenced: a save running in
+            another process writes its blobs before it commits the records naming them. Keep it
+            above the longest save (default: a day).
+        :param dry_run: only report what would be removed.
+        :param also_referenced_by: other op stores whose records name blobs in this saver
+            (``chariots gc`` passes the CLI's holding store); their blobs are kept.
+        :raises StoreError: if a store cannot list what it references (nothing is removed).
+        """
+        stores: list[Any] = [self.op_store]
+        if self.job_store is not None and self.job_store is not self.op_store:
+            stores.append(self.job_store)
+        return collect_garbage(self.saver, [*stores, *also_referenced_by], older_than=older_than, dry_run=dry_run)
 
     # -- lifecycle -----------------------------------------------------------------------
     def take_ownership(self, resource: _C) -> _C:
@@ -304,7 +355,8 @@ class Chariots:
         return self._jobs
 
     def _bind_data_nodes(self) -> None:
-        """Give the app's saver to the data nodes of its pipelines (as new pipeline objects).
+        """Give the app's saver, and a ledger of the datasets in its op store, to the data nodes
+        of its pipelines (as new pipeline objects).
 
         Each node that loads a dataset also learns which pipelines of the app write it, so
         that a missing dataset's error says what to run.
@@ -315,7 +367,7 @@ class Chariots:
                 if isinstance(node, DataSavingNode):
                     writers.setdefault(node.path, []).append(f"pipeline {pipeline.name!r} (node {node.name!r})")
         for name, pipeline in self._pipelines.items():
-            self._pipelines[name] = pipeline.bind_saver(self.saver, writers)
+            self._pipelines[name] = pipeline.bind_saver(self.saver, writers, StoreDatasetLedger(self.op_store, name))
 
     def _versions_of(self, serving: Pipeline) -> dict[str, Version]:
         """The versions of ``serving``'s op nodes, computed once per pipeline object.

@@ -49,7 +49,8 @@ import dill
 from ..errors import JobNotFoundError, NodeExecutionError, SerializationError, describe_failure
 from ..op_store.store import JobRecord, JobStore
 from ..pipelines.ops import BaseOp, fresh_copy, trained_since
-from ..savers import BaseSaver, read_verified
+from ..savers import BaseSaver
+from ..verified import read_verified
 from ..versioning import Version
 from .owners import describe_owner, owner_is_gone, owner_of_this_process
 from .responses import TERMINAL_STATES, JobStatus, PipelineResponse

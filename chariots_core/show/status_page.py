@@ -19,6 +19,8 @@ sections are simply not shown::
               "newest": "bfe909d/36d3c1a/94e72a1",    # the newest saved version, or None
               "newest_saved_at": 1717000000.0,        # when that was saved
               "newest_pipeline": "train_pca",         # which pipeline's save wrote it
+              "why": None,                            # why no saved version can load, if so
+              "fix": None,                            # then, the pipeline to run and save
           }],
           "stale": [{                            # edges whose downstream model is stale
               "upstream": "irispca", "downstream": "irisrf",
@@ -69,6 +71,8 @@ class OpRow:
     newest: str | None = None
     newest_saved_at: float | None = None
     newest_pipeline: str | None = None
+    why: str | None = None
+    fix: str | None = None
 
 
 @attrs.frozen
@@ -172,6 +176,8 @@ def _pipeline_section(index: int, pipeline: PipelineStatus) -> str:
         for op in pipeline.ops:
             behind = op.serving is not None and op.newest is not None and op.serving != op.newest
             state = '<span class="warn">behind the newest</span>' if behind else ('<span class="ok">newest</span>' if op.serving and op.serving == op.newest else "")
+            if op.why:
+                state = f'<span class="bad">cannot load</span>: {html_text(op.why)}.{_fix(op.fix)}'
             newest_by = f"{html_text(op.newest_pipeline)}" if op.newest_pipeline else ""
             rows.append(
                 f"<tr><td class=mono>{html_text(op.op)}</td><td class=mono>{_or_dash(op.serving)}</td>"
@@ -185,10 +191,9 @@ def _pipeline_section(index: int, pipeline: PipelineStatus) -> str:
     if pipeline.stale:
         items = []
         for edge in pipeline.stale:
-            fix = f" Run and save <code>{html_text(edge.fix)}</code>." if edge.fix else ""
             items.append(
                 f'<li><span class="bad mono">{html_text(edge.upstream)} → {html_text(edge.downstream)}</span>: '
-                f"{html_text(edge.why)}{fix}</li>"
+                f"{html_text(edge.why)}.{_fix(edge.fix)}</li>"
             )
         parts.append(f'<h3 class="bad">Stale</h3><ul class="stale">{"".join(items)}</ul>')
     parts.append("</section>")
@@ -282,6 +287,10 @@ def _jobs(jobs: tuple[JobRow, ...]) -> str:
 def _svg(picture: Picture) -> str:
     """Pictures are immutable values: a page reloaded with the same DAGs lays none out again."""
     return to_svg(picture, style=False)
+
+
+def _fix(pipeline: str | None) -> str:
+    return f" Run and save <code>{html_text(pipeline)}</code>." if pipeline else ""
 
 
 def _or_dash(text: str | None) -> str:

@@ -462,3 +462,32 @@ def _pages(read, identity: str) -> list[list]:
         pages.append(page)
         before = getattr(page[-1], identity)
     return pages
+
+
+# -- garbage collection hooks ---------------------------------------------------------------------
+def test_referenced_blobs_names_the_blob_of_every_version_of_every_op(op_store):
+    long_name = "op-" + "n" * 300  # stored under a shortened key by some backends
+    assert set(op_store.referenced_blobs()) == set()
+    op_store.commit(save(record("pca", "v1"), record("model", "v1")))
+    op_store.commit(save(record("pca", "v2"), record(long_name, "v1")))
+    op_store.commit(save(record("pca", "v1", saved_at=2.0)))  # saved again: the record is replaced
+    op_store.commit(Commit(journal=(JournalAppend("train", snapshot()),)))
+
+    assert set(op_store.referenced_blobs()) == {"ops/pca/v1", "ops/pca/v2", "ops/model/v1", f"ops/{long_name}/v1"}
+
+
+def test_a_replaced_record_no_longer_references_its_blob(op_store):
+    op_store.commit(save(record("pca", "v1")))
+    moved = attrs.evolve(record("pca", "v1"), blob_path="ops/pca/elsewhere")
+    op_store.commit(save(moved))
+
+    assert set(op_store.referenced_blobs()) == {"ops/pca/elsewhere"}
+
+
+def test_collect_debris_of_a_store_returns_a_list_and_keeps_every_record(op_store):
+    op_store.commit(save(record("pca", "v1")))
+
+    assert isinstance(op_store.collect_debris(0, dry_run=True), list)
+    op_store.collect_debris(0)
+
+    assert versions(op_store, "pca") == ["v1"]

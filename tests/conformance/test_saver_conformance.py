@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,73 @@ def test_threads_writing_at_once_leave_whole_blobs(saver):
         for index in range(5):
             assert saver.load(f"own/{thread}/{index}") == contents[thread]
     assert saver.load("contended") in contents.values()
+
+
+# -- streams --------------------------------------------------------------------------------------
+def test_open_write_streams_chunks_and_replaces_the_bytes_when_the_block_ends(saver):
+    saver.save("ops/model", b"old")
+    chunks = [bytes([index]) * 100_000 for index in range(10)]
+
+    with saver.open_write("ops/model") as file:
+        for chunk in chunks:
+            file.write(chunk)
+        file.write(memoryview(b"tail"))
+        assert saver.load("ops/model") == b"old"  # nobody sees a write before it ends
+
+    assert saver.load("ops/model") == b"".join(chunks) + b"tail"
+
+
+def test_a_write_block_that_raises_leaves_the_old_bytes_and_nothing_new(saver):
+    saver.save("ops/model", b"old")
+
+    for path in ("ops/model", "ops/never"):
+        with pytest.raises(ZeroDivisionError), saver.open_write(path) as file:
+            file.write(b"half of the new bytes")
+            raise ZeroDivisionError("the caller failed half-way")
+
+    assert saver.load("ops/model") == b"old"
+    assert not saver.exists("ops/never")
+    assert sorted(blob.path for blob in saver.blobs()) == ["ops/model"]
+
+
+def test_open_read_gives_a_seekable_file_of_the_bytes(saver):
+    data = os.urandom(300_000)
+    saver.save("ops/model", data)
+
+    with saver.open_read("ops/model") as file:
+        assert file.read(10) == data[:10]
+        file.seek(0)
+        assert file.read() == data
+
+    with pytest.raises(FileNotFoundError, match="ops/missing"), saver.open_read("ops/missing"):
+        pass
+
+
+# -- listing and debris ---------------------------------------------------------------------------
+def test_blobs_lists_every_blob_below_a_directory_with_its_size_and_time(saver):
+    before = time.time() - 5  # object stores keep whole seconds
+    saver.save("ops/pca/1", b"x" * 10)
+    saver.save("ops/pca/2", b"y" * 20)
+    saver.save("jobs/j", b"z")
+    saver.save("opsidian", b"not below ops/")
+
+    listed = {blob.path: blob for blob in saver.blobs("ops")}
+
+    assert {path: blob.size for path, blob in listed.items()} == {"ops/pca/1": 10, "ops/pca/2": 20}
+    assert all(before <= blob.modified <= time.time() + 5 for blob in listed.values())
+    assert {blob.path for blob in saver.blobs()} == {"ops/pca/1", "ops/pca/2", "jobs/j", "opsidian"}
+    assert list(saver.blobs("nothing/here")) == []
+
+
+def test_blobs_never_lists_a_write_in_progress(saver):
+    with saver.open_write("ops/model") as file:
+        file.write(b"not yet")
+        assert [blob.path for blob in saver.blobs()] == []
+    assert [blob.path for blob in saver.blobs()] == ["ops/model"]
+
+
+def test_collect_debris_never_touches_blobs(saver):
+    saver.save("ops/model", b"kept")
+
+    assert saver.collect_debris(0, dry_run=True) == saver.collect_debris(0) == []
+    assert saver.load("ops/model") == b"kept"

@@ -4,11 +4,13 @@ path errors every local backend must report clearly."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from chariots_test_explain import iris_pipelines, pca_class, train
 
-from chariots_core import Chariots, ChariotsError, LoadableOp, Node, Pipeline, Version, VersionError
+from chariots_core import Chariots, ChariotsError, LoadableOp, MemorySaver, Node, Pipeline, Version, VersionError
 from chariots_core.errors import IntegrityError, StoreError
 from chariots_core.op_store.records import Commit
 
@@ -218,3 +220,18 @@ def test_a_saver_in_a_read_only_directory_says_so(saver_backend, tmp_path: Path,
         saver.save("ops/new", b"x")
     assert saver.load("ops/kept") == b"kept"
     assert not saver.exists("ops/new")
+
+
+def test_a_refused_load_names_the_field_that_changed_from_every_op_store(op_store):
+    """Field records are journal records of nested values: every store must give them back."""
+    saver = MemorySaver()
+    with Chariots(list(iris_pipelines(pca_class(n_components=2))), op_store=op_store, saver=saver) as old:
+        train(old, "train_iris")
+    with Chariots(list(iris_pipelines(pca_class(n_components=3))), op_store=op_store, saver=saver) as new:
+        train(new, "train_pca")
+        why = "irispca.model_parameters['n_components'] (MAJOR) changed 2 → 3 since 'irisrf' was trained on it"
+        with pytest.raises(VersionError, match=re.escape(why)):
+            new.load_pipeline("pred_iris")
+        assert [edge.why for edge in new.why_stale("pred_iris").edges] == [why]
+        [stale] = {pipeline["name"]: pipeline for pipeline in new.status()["pipelines"]}["pred_iris"]["stale"]
+        assert (stale["why"], stale["fix"]) == (why, "train_iris")

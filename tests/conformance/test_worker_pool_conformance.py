@@ -275,6 +275,10 @@ class SaverWithFastPath(MemorySaver):
         self.durable_flags.append((path, durable))
         super().save(path, data)
 
+    def open_write(self, path: str, *, durable: bool = True):  # op states stream through it
+        self.durable_flags.append((path, durable))
+        return super().open_write(path, durable=durable)
+
 
 def test_a_job_result_takes_the_savers_fast_path_and_op_saves_do_not(pool):
     saver = SaverWithFastPath()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from chariots_test_explain import shared_apps
 
 from chariots_core import Chariots
 
@@ -27,3 +28,14 @@ def app_for(request, tmp_path):
     yield make
     for app in apps:
         app.close()
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def make_shared_app(request, tmp_path):
+    """Make apps that share one store (as processes running old and new code would), in memory
+    or on LMDB + files under tmp_path."""
+    if request.param == "lmdb":
+        pytest.importorskip("chariots_lmdb")
+        pytest.importorskip("chariots_fsspec")
+    with shared_apps(request.param, tmp_path) as make:
+        yield make

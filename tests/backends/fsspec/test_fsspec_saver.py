@@ -4,12 +4,14 @@ missing filesystem packages, the gs:// code path on a local fake, and pickling."
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import resource
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ fsspec = pytest.importorskip("fsspec")
 from chariots_core import Chariots, ChariotsError, MemoryOpStore  # noqa: E402
 from chariots_core.errors import ConfigError, StoreError  # noqa: E402
 from chariots_core.registry import get_backend  # noqa: E402
+from chariots_core.savers import DEBRIS_AGE  # noqa: E402
 from chariots_fsspec import FsspecSaver  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
@@ -272,3 +275,64 @@ def test_gs_urls_work_through_the_fsspec_gcs_protocol():
     app_saver, objects = observed["app_saver"]
     assert app_saver == "FsspecSaver('gs://bucket/app')"
     assert [name for name in objects if name.endswith("bucket/app/blob")]
+
+
+# -- debris of killed writes ----------------------------------------------------------------------
+def _write_forever(root: str, ready) -> None:
+    with FsspecSaver(root).open_write("ops/model/big") as file:
+        file.write(b"x" * 1_000_000)
+        file.flush()
+        ready.send("writing")
+        signal.pause()  # killed here, half-way through the write
+
+
+def _killed_write(root: Path) -> list[str]:
+    """Kill a process in the middle of a write; return what it left in ``.partial``."""
+    ready, child_end = FORK.Pipe()
+    child = FORK.Process(target=_write_forever, args=(str(root), child_end))
+    child.start()
+    try:
+        assert ready.poll(60) and ready.recv() == "writing"
+    finally:
+        child.kill()
+        child.join(60)
+    assert files_under(root / ".partial")
+    return files_under(root / ".partial")
+
+
+def test_a_killed_write_leaves_no_blob_and_its_debris_goes_once_old(tmp_path: Path):
+    (left,) = _killed_write(tmp_path)
+    saver = FsspecSaver(tmp_path)  # too young to be taken for a write in progress: kept
+    assert not saver.exists("ops/model/big") and [blob.path for blob in saver.blobs()] == []
+    assert files_under(tmp_path / ".partial") == [left]
+
+    aged = time.time() - DEBRIS_AGE - 60
+    os.utime(tmp_path / ".partial" / left, (aged, aged))
+    FsspecSaver(tmp_path)  # opening the root collects what is older than DEBRIS_AGE
+
+    assert files_under(tmp_path / ".partial") == []
+
+
+def test_collect_debris_removes_what_is_older_than_asked_and_dry_run_only_reports(tmp_path: Path):
+    (left,) = _killed_write(tmp_path)
+    saver = FsspecSaver(tmp_path)
+    saver.save("ops/kept", b"a blob")
+
+    assert saver.collect_debris(3600) == []  # a minute-old write may still be running
+    assert saver.collect_debris(0, dry_run=True) == [f".partial/{left}"]
+    assert files_under(tmp_path / ".partial") == [left]
+    assert saver.collect_debris(0) == [f".partial/{left}"]
+    assert files_under(tmp_path / ".partial") == [] and saver.load("ops/kept") == b"a blob"
+
+
+def test_partial_is_the_savers_own_and_no_blob_path(tmp_path: Path):
+    saver = FsspecSaver(tmp_path)
+    with pytest.raises(StoreError, match="'.partial' is where FsspecSaver.* keeps writes in progress"):
+        saver.save(".partial/x", b"x")
+    with pytest.raises(StoreError, match="'.partial'"):
+        saver.load(".partial/x")
+
+
+def test_durable_is_kept_when_the_saver_is_pickled(tmp_path: Path):
+    copy = pickle.loads(pickle.dumps(FsspecSaver(tmp_path, durable=False)))
+    assert copy.durable is False and copy.url == str(tmp_path)

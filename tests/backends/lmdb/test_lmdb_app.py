@@ -102,11 +102,19 @@ def check_only_complete_saves(root: Path) -> int:
             assert all(version in versions[name] for name, version in snapshot.versions.items())
     finally:
         store.close()
-    # Blobs are named by their sha256: one under its final name must be whole.
-    for blob in (root / "blobs").rglob("*"):
-        if blob.is_file() and not blob.name.endswith(".tmp"):
-            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    # A blob under its final name (outside the saver's .partial directory) is whole, even one
+    # whose save never committed.
+    for blob in blob_files(root):
+        data = blob.read_bytes()
+        header = json.loads(data.partition(b"\n")[0])
+        assert data == Weights(header["seed"], header["size"]).serialize()
     return len(snapshots)
+
+
+def blob_files(root: Path, partial: bool = False) -> list[Path]:
+    """The files of the app's saver: its blobs, or (``partial``) its writes in progress."""
+    files = [path for path in (root / "blobs").rglob("*") if path.is_file()]
+    return [path for path in files if (path.relative_to(root / "blobs").parts[0] == ".partial") == partial]
 
 
 def test_the_default_app_keeps_metadata_in_lmdb_and_blobs_in_files(tmp_path: Path):
@@ -196,6 +204,17 @@ def test_saves_killed_at_random_moments_leave_only_complete_saves(tmp_path: Path
     server = app_at(tmp_path)
     picked = server.load_pipeline("pred")
     assert picked["weights"] == Version.parse(server.op_store.op_versions("weights", limit=1)[0].version)
+    # The kills left debris: blobs of saves that never committed, temporary files of writes.
+    referenced = {record.blob_path for name in ("weights", "head") for record in server.op_store.op_versions(name)}
+    orphans = {str(path.relative_to(tmp_path / "blobs")) for path in blob_files(tmp_path)} - referenced
+    assert orphans or blob_files(tmp_path, partial=True)
+
+    report = server.collect_garbage(older_than=0)
+
+    assert set(report.blobs) == orphans
+    assert {str(path.relative_to(tmp_path / "blobs")) for path in blob_files(tmp_path)} == referenced
+    assert blob_files(tmp_path, partial=True) == []
+    assert check_only_complete_saves(tmp_path) == committed  # every committed save still loads
     server.close()
 
 

@@ -280,6 +280,9 @@ ENTRY = b'["versions","pca",' + struct.pack(">Q", 1)  # the first version's reco
         ("index", b'["version","pca","v1"]', lambda store: store.op_version("pca", "v1")),
         ("index", b'["links","pca","v1"]', lambda store: store.links("pca", "v1")),
         ("index", b'["chain","versions","pca"]', lambda store: store.op_versions("pca")),
+        # Garbage collection must never take a lost record for one never written.
+        ("entries", ENTRY, lambda store: list(store.referenced_blobs())),
+        ("index", b'["chain","versions","pca"]', lambda store: list(store.referenced_blobs())),
         ("index", b'["chain","journal","snapshots","train"]', lambda store: store.journal(SnapshotRecord, "train")),
         ("index", b'["meta","head"]', lambda store: store.head()),
         # Job records live in the store's own unsynced environment, in its jobs subdirectory.

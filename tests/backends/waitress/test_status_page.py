@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from chariots_test_browser import launch_browser
+from chariots_test_explain import iris_pipelines, pca_class, train
 
-from chariots_core import BaseNode, BaseOp, Node, Pipeline
+from chariots_core import BaseNode, BaseOp, Chariots, MemoryOpStore, MemorySaver, Node, Pipeline
 from chariots_core.serving.status import page_status
 from chariots_core.show import render_status_page
 from chariots_core.show.layout import LABEL_LIMIT
@@ -193,3 +194,32 @@ def test_the_escaping_alone_keeps_scripts_out_without_the_servers_policy(page_se
     assert page.locator("ul.stale li").inner_text().count("window.__pwned = 1") == 4  # up, down, why, fix
     assert page.locator("h1").inner_text() == HOSTILE
     assert_nothing_ran(page, seen)
+
+
+def test_a_stale_edge_shows_its_why_and_hostile_fields_stay_text(browser, start_server):
+    """The why is made of strings users wrote: here a field's key and its values."""
+    store, saver = MemoryOpStore(), MemorySaver()
+    with Chariots(list(iris_pipelines(pca_class(**{HOSTILE: HOSTILE + "1"}))), op_store=store, saver=saver) as old:
+        train(old, "train_iris")
+        old.load_pipeline("pred_iris")
+    with Chariots(list(iris_pipelines(pca_class(**{HOSTILE: HOSTILE + "2"}))), op_store=store, saver=saver) as app:
+        train(app, "train_pca")
+        [edge] = app.why_stale("pred_iris").edges
+        assert edge.why.count("window.__pwned = 1") == 3 and edge.fix == "train_iris"  # key, old and new value
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            seen = watch(page)
+            page.goto(start_server(app).url)
+            section = page.locator("section.pipeline", has_text="pred_iris")
+            item = section.locator("ul.stale li")
+            assert item.count() == 1
+            shown = item.inner_text()
+            assert shown.startswith("irispca → irisrf: ")
+            assert f"{edge.why}. Run and save train_iris." in shown  # the why and the fix, as text
+            tooltips = section.locator("g.edge > title").evaluate_all("titles => titles.map(title => title.textContent)")
+            assert edge.why in tooltips  # the stale arrow of the DAG carries the why too
+            assert "1 stale edge" in page.locator("p.muted").first.inner_text()
+            assert_nothing_ran(page, seen)
+        finally:
+            context.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from chariots_test_data import SumOp, prepare_pipeline, total_pipeline
 
 from chariots_core import (
-    BaseOp,
     Chariots,
     DataLoadingNode,
     DataSavingNode,
@@ -24,6 +24,7 @@ from chariots_core import (
 from chariots_core.errors import (
     ChariotsError,
     ConfigError,
+    IntegrityError,
     NotSavedError,
     PipelineDefinitionError,
     SerializationError,
@@ -33,38 +34,6 @@ from chariots_core.errors import (
 from chariots_core.ml import CSVSerializer, DillSerializer, JSONSerializer
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
-
-
-class SumOp(BaseOp):
-    def execute(self, numbers):
-        return sum(numbers)
-
-
-class DoubleOp(BaseOp):
-    def execute(self, numbers):
-        return [2 * number for number in numbers]
-
-
-def prepare_pipeline(path="numbers.json", serializer=JSONSerializer, name="prepare"):
-    """Doubles its input, saves it as a dataset and returns it."""
-    return Pipeline(
-        [
-            Node(DoubleOp(), input_nodes=[IN], output_nodes="doubled"),
-            DataSavingNode(serializer(), path, input_nodes=["doubled"], output_nodes=OUT),
-        ],
-        name,
-    )
-
-
-def total_pipeline(path="numbers.json", serializer=JSONSerializer, name="total"):
-    """Loads the dataset and sums it; takes no input."""
-    return Pipeline(
-        [
-            DataLoadingNode(serializer(), path, output_nodes="numbers"),
-            Node(SumOp(), input_nodes=["numbers"], output_nodes=OUT),
-        ],
-        name,
-    )
 
 
 # -- the happy path ----------------------------------------------------------------------
@@ -85,11 +54,13 @@ def test_datasets_are_files_under_the_app_path_and_survive_a_restart(tmp_path):
         app.call_pipeline("prepare", [1, 2])
     dataset = tmp_path / "blobs" / "data" / "numbers.json"
     assert json.loads(dataset.read_text()) == [2, 4]
-    with Chariots([total_pipeline()], path=tmp_path) as again:
+    with Chariots([total_pipeline(), total_pipeline(name="external", external=True)], path=tmp_path) as again:
         assert again.call_pipeline("total").value == 6
-        # A file put there by hand is a dataset too.
+        # A file put there by hand is not what the app wrote: only a node that says so reads it.
         dataset.write_text("[100, 1]")
-        assert again.call_pipeline("total").value == 101
+        with pytest.raises(IntegrityError, match="'data/numbers.json'.*the bytes changed since the app wrote them"):
+            again.call_pipeline("total")
+        assert again.call_pipeline("external").value == 101
 
 
 def test_datasets_live_under_data_apart_from_ops_and_jobs():
@@ -119,9 +90,10 @@ def test_node_objects_wire_data_nodes_and_nested_pipelines_are_bound():
     loader = DataLoadingNode(DillSerializer, "numbers.pkl")  # a serializer class works too
     inner = Pipeline([loader, Node(SumOp(), input_nodes=[loader], output_nodes=OUT)], "inner")
     outer = Pipeline([Node(inner, output_nodes=OUT)], "outer")
-    saver = MemorySaver()
-    saver.save("data/numbers.pkl", DillSerializer().serialize_object((1, 2)))
-    app = Chariots([outer], op_store="memory", saver=saver)
+    nested = Pipeline([DataSavingNode(DillSerializer, "numbers.pkl", input_nodes=[IN])], "nested")
+    writer = Pipeline([Node(nested, input_nodes=[IN])], "writer")  # records from a nested pipeline too
+    app = Chariots([outer, writer], op_store="memory", saver="memory")
+    app.call_pipeline("writer", (1, 2))
     assert app.call_pipeline("outer").value == 3
     with pytest.raises(ConfigError, match="has no saver") as caught:
         SequentialRunner().run(outer)
@@ -152,9 +124,12 @@ def test_worker_processes_write_datasets_through_the_apps_saver(tmp_path):
         job = app.call_pipeline("save", [1, 4], use_worker=True)
         assert app.worker_pool.wait(job.job_id, timeout=60).value == [1, 4]
         assert json.loads((tmp_path / "blobs" / "data" / "numbers.json").read_text()) == [1, 4]
+        job = app.call_pipeline("load", use_worker=True)  # the worker checks what another one wrote
+        assert app.worker_pool.wait(job.job_id, timeout=60).value == [1, 4]
         (tmp_path / "blobs" / "data" / "numbers.json").write_text("[5]")
         job = app.call_pipeline("load", use_worker=True)
-        assert app.worker_pool.wait(job.job_id, timeout=60).value == [5]
+        failed = app.worker_pool.wait(job.job_id, timeout=60)
+        assert failed.error["type"] == "IntegrityError" and "data/numbers.json" in failed.error["message"]
 
 
 def test_worker_processes_refuse_a_memory_saver_they_would_only_copy():
@@ -189,8 +164,8 @@ def test_an_unbound_data_node_says_how_to_bind_it():
 def test_the_app_binds_copies_and_leaves_the_users_nodes_alone():
     total = total_pipeline()
     loader = total.pipeline_nodes[0]
-    app = Chariots([total], op_store="memory", saver="memory")
-    app.saver.save("data/numbers.json", b"[1, 2]")
+    app = Chariots([total, prepare_pipeline()], op_store="memory", saver="memory")
+    app.call_pipeline("prepare", [1, 0.5])
     assert app.call_pipeline(total).value == 3
     assert loader.saver is None  # the user's node was not changed...
     with pytest.raises(ConfigError, match="has no saver"):
@@ -215,7 +190,7 @@ def test_require_saver_and_versions_report_op_nodes_only():
     loader = DataLoadingNode(JSONSerializer(), "numbers.json", output_nodes="numbers")
     assert loader.require_saver and DataSavingNode(JSONSerializer(), "x", input_nodes=[IN]).require_saver
     assert not Node(SumOp()).require_saver
-    app = Chariots([total_pipeline()], op_store="memory", saver="memory")
+    app = Chariots([total_pipeline(external=True)], op_store="memory", saver="memory")
     app.saver.save("data/numbers.json", b"[1]")
     assert set(app.call_pipeline("total").versions) == {"sumop"}
 
@@ -260,7 +235,7 @@ def test_a_missing_dataset_nobody_writes_says_how_to_provide_it(app_for):
 
 
 def test_unreadable_and_unwritable_datasets(app_for):
-    app = app_for([prepare_pipeline(), total_pipeline()])
+    app = app_for([prepare_pipeline(), total_pipeline(external=True)])
     app.saver.save("data/numbers.json", b"\x00 not json")
     with pytest.raises(SerializationError) as caught:
         app.call_pipeline("total")

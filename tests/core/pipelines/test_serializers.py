@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import textwrap
@@ -99,3 +100,56 @@ def test_importing_the_ml_package_imports_no_framework():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# -- DillSerializer's buffers out of band -----------------------------------------------------------
+def test_dill_streams_arrays_out_of_band_and_reads_them_back_in_place():
+    numpy = pytest.importorskip("numpy")
+    from chariots_core.verified import BufferFile
+
+    matrix = numpy.arange(12.0).reshape(3, 4)
+    value = {"c": matrix, "f": matrix.T, "strided": matrix[:, ::2], "same": matrix, "frozen": numpy.frombuffer(b"abcd", "u1")}
+    buffer = io.BytesIO()
+    buffer.write(b"a header line\n")  # the stream need not start at the file's start
+    DillSerializer().serialize_to(value, buffer)
+    blob = bytearray(buffer.getvalue())
+
+    file = BufferFile(blob)
+    assert file.readline() == b"a header line\n"
+    restored = DillSerializer().deserialize_from(file)
+
+    for name in ("c", "f", "strided"):
+        numpy.testing.assert_array_equal(restored[name], value[name])
+    assert restored["same"] is restored["c"]
+    assert numpy.shares_memory(restored["c"], numpy.frombuffer(blob, "u1"))  # a view of the blob: no copy
+    assert restored["c"].flags.writeable and restored["c"].ctypes.data % 8 == 0
+    assert not restored["frozen"].flags.writeable  # read-only stays read-only
+    from_bytes = DillSerializer().deserialize_object(bytes(blob[len(b"a header line\n") :]))
+    assert from_bytes["c"].flags.writeable  # bytes are immutable: the arrays get memory of their own
+
+
+def test_dill_still_reads_plain_pickles():
+    import dill
+
+    assert DillSerializer().deserialize_object(dill.dumps({"written": "before"})) == {"written": "before"}
+
+
+@pytest.mark.parametrize("cut", [1, 9, 17, 40])
+def test_a_truncated_dill_stream_is_a_serialization_error(cut):
+    numpy = pytest.importorskip("numpy")
+    data = DillSerializer().serialize_object(numpy.arange(1000.0))
+
+    with pytest.raises(SerializationError, match="DillSerializer cannot read these bytes"):
+        DillSerializer().deserialize_object(data[:-cut])
+
+
+def test_a_buffer_file_reads_like_a_file():
+    from chariots_core.verified import BufferFile
+
+    file = BufferFile(bytearray(b"one\ntwo\nthree"))
+    assert (file.readline(), file.readline(2), file.tell()) == (b"one\n", b"tw", 6)
+    target = bytearray(3)
+    assert file.readinto(target) == 3 and target == b"o\nt"
+    assert file.read() == b"hree" and file.read() == b"" and file.readline() == b""
+    file.seek(-5, io.SEEK_END)
+    assert file.read(100) == b"three" and file.seekable() and file.readable()

@@ -134,7 +134,7 @@ def test_installed_script_shows_help():
     result = subprocess.run([str(CHARIOTS_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0
-    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines"):
+    for command in ("new", "serve", "call", "save", "load", "versions", "jobs", "pipelines", "status", "dag"):
         assert command in result.stdout
 
 
@@ -149,6 +149,9 @@ def test_installed_script_shows_help():
         ("versions", "--config"),
         ("jobs", "JOB_ID"),
         ("pipelines", "--url"),
+        ("status", "--json"),
+        ("dag", "--lineage"),
+        ("gc", "--dry-run"),
     ],
 )
 def test_every_command_has_help(capsys, command, option):
@@ -552,3 +555,36 @@ def test_generated_project_passes_its_tests_and_trains_from_the_command_line(tmp
     predicted = run(project, "call", "pred_iris", "--input", "[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]")
     assert json.loads(predicted.stdout) == [0, 2]  # setosa, virginica
     assert (project / "iris_local" / "store").is_dir()
+
+
+# -- gc --------------------------------------------------------------------------------------------
+def test_gc_removes_unreferenced_blobs_and_keeps_saved_and_held_ones(project):
+    run(project, "call", "train")  # the trained model is held: its blob is named by the holding store
+    run(project, "save", "train")
+    run(project, "call", "train")  # another training, held and not saved
+    blobs = project / "data" / "blobs"
+    orphan = blobs / "ops" / "center" / "left-by-a-killed-save"
+    orphan.write_bytes(b"debris")
+    kept = sorted(path for path in (blobs / "ops").rglob("*") if path.is_file() and path != orphan)
+    assert len(kept) == 2  # the saved model and the held one
+
+    dry = run(project, "gc", "--older-than", "0", "--dry-run")
+    assert dry.stdout.splitlines() == ["ops/center/left-by-a-killed-save"]
+    assert "would remove 1 unreferenced blob(s) (6 bytes)" in dry.stderr
+    assert orphan.exists()
+
+    young = run(project, "gc", "--older-than", "1h")
+    assert young.stdout == "" and orphan.exists()  # maybe a save in progress: kept
+
+    removed = run(project, "gc", "--older-than", "0s")
+    assert removed.stdout.splitlines() == ["ops/center/left-by-a-killed-save"]
+    assert "removed 1 unreferenced blob(s) (6 bytes) and 0 piece(s) of debris" in removed.stderr
+    assert sorted(path for path in (blobs / "ops").rglob("*") if path.is_file()) == kept
+    run(project, "save", "train")  # the held model is still there to save
+    run(project, "load", "pred")
+    assert json.loads(run(project, "call", "pred", "--input", "[4]").stdout) == [1.0]
+
+
+def test_gc_refuses_a_bad_duration(project):
+    result = run(project, "gc", "--older-than", "soon", code=2)
+    assert "not a duration ('soon'); give seconds or e.g. 30m, 24h, 7d" in result.stderr

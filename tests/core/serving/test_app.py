@@ -325,7 +325,7 @@ class BrokenOp(ScaleOp):
 def test_ops_that_cannot_serialize_or_load():
     wrong = Pipeline([Node(BrokenOp("dict"), input_nodes=[IN], output_nodes=OUT)], "wrong")
     app = Chariots([wrong], op_store="memory", saver="memory")
-    with pytest.raises(ChariotsError, match="op 'brokenop': BrokenOp.serialize.. returned a dict; it must return bytes"):
+    with pytest.raises(ChariotsError, match=r"op 'brokenop': BrokenOp.serialize\(\) failed \(TypeError: it returned a dict; serialize\(\) must return bytes\)"):
         app.save_pipeline(wrong)
     app.install_ops(wrong, {"brokenop": BrokenOp(2)})
     app.save_pipeline(wrong)

@@ -123,6 +123,17 @@ def test_a_hostile_name_is_text_everywhere_on_the_page():
         svg_tree(svg)
 
 
+def test_an_op_that_cannot_load_shows_why_and_the_fix_as_text():
+    status = full_status()
+    status["pipelines"][0]["ops"][0].update(newest=None, why=HOSTILE, fix=HOSTILE)
+    html = render_status_page(status)
+    page = Page(html)
+    assert "script" not in page.tags
+    text = page.all_text
+    assert f"cannot load: {HOSTILE}. Run and save {HOSTILE}.".replace("\x01", "\ufffd") in text
+    assert "behind the newest" not in text  # the op's why replaces its state
+
+
 def test_a_malformed_status_names_each_wrong_key():
     status = full_status()
     status["pipelines"][0]["ops"][0]["newest_saved_at"] = "yesterday"

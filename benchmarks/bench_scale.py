@@ -174,7 +174,9 @@ def bench_s3(repeats: int) -> None:
         fs = s3fs.S3FileSystem(endpoint_url=endpoint)
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         fs.mkdir(bucket)
-        print(f"\nsave + load of one op through the S3 object store (moto) vs raw s3fs pipe + cat (median of {repeats})")
+        print(
+            f"\nsave + load of one op through the S3 object store (moto) vs raw s3fs pipe + cat (median of {repeats})"
+        )
         print(f"  {'size':>8} {'raw':>9} {'chariots':>9} {'ratio':>6}")
         counted = {}
         for size in S3_SIZES:
@@ -205,7 +207,11 @@ def _s3_round(fs: Any, bucket: str, size: int, repeats: int) -> tuple[float, flo
         chariots_times.append(_timed(lambda: app.save_pipeline("save")) + _timed(lambda: app.load_pipeline("load")))
         assert app.call_pipeline("load").value == size
     requests = {}
-    for step, action in {"raw pipe + cat": raw_round, "save_pipeline": lambda: app.save_pipeline("save"), "load_pipeline": lambda: app.load_pipeline("load")}.items():
+    for step, action in {
+        "raw pipe + cat": raw_round,
+        "save_pipeline": lambda: app.save_pipeline("save"),
+        "load_pipeline": lambda: app.load_pipeline("load"),
+    }.items():
         with _counting() as requests[step]:
             action()
     app.close()

@@ -292,7 +292,9 @@ class History:
         for start in range(0, size - 2, BULK):
             seeds = range(2 + start, min(2 + start + BULK, size))  # seed 1 is the first real head
             records = [
-                OpVersionRecord("head", str(Head(seed).op_version), code, "train", time.time(), f"ops/head/{seed}", "0" * 64, 1)
+                OpVersionRecord(
+                    "head", str(Head(seed).op_version), code, "train", time.time(), f"ops/head/{seed}", "0" * 64, 1
+                )
                 for seed in seeds
             ]
             links = [LinkRecord("weights", weights, "head", record.version) for record in records]
@@ -302,7 +304,9 @@ class History:
         assert len(self.app.op_store.op_versions("head")) == size
         # For "latest_compatible": new weights no head was trained on, which only the "exact"
         # policy refuses (the main app's "major" loads them)...
-        self.stepping = Chariots(history_pipelines().values(), path=directory, compatibility="exact", op_store=op_store())
+        self.stepping = Chariots(
+            history_pipelines().values(), path=directory, compatibility="exact", op_store=op_store()
+        )
         self.stepping.install_ops("train_weights", {"weights": Weights(-1)})
         self.stepping.save_pipeline("train_weights")
         # ...and weights of changed code, which no head fits (saved last: the newest weights).
@@ -387,8 +391,10 @@ def history_table(repeats: int, backends: list[str]) -> bool:
         with tempfile.TemporaryDirectory(prefix="bench_history_") as root, histories_on() as build:
             started = time.perf_counter()
             histories = {size: build(os.path.join(root, str(size)), size) for size in HISTORIES}
-            print(f"history of one op on {backend}: built in {time.perf_counter() - started:.0f} s; "
-                  f"medians of {repeats} rounds, the sizes taking turns")
+            print(
+                f"history of one op on {backend}: built in {time.perf_counter() - started:.0f} s; "
+                f"medians of {repeats} rounds, the sizes taking turns"
+            )
             timings: dict[int, list[dict[str, float]]] = {size: [] for size in HISTORIES}
             for _ in range(repeats):
                 for size, history in histories.items():
@@ -396,7 +402,10 @@ def history_table(repeats: int, backends: list[str]) -> bool:
             for history in histories.values():
                 history.close()
         columns = list(timings[HISTORIES[0]][0])
-        medians = {size: {c: statistics.median(t[c] for t in rounds) * 1000 for c in columns} for size, rounds in timings.items()}
+        medians = {
+            size: {c: statistics.median(t[c] for t in rounds) * 1000 for c in columns}
+            for size, rounds in timings.items()
+        }
         base = medians[HISTORIES[0]]
         print("  " + f"{'versions':>9}" + "".join(f"{column:>30}" for column in columns))
         for size, row in medians.items():
@@ -574,7 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
-    parser.add_argument("--history-on", default=",".join(HISTORY_BACKENDS), help="comma-separated stores of the history table")
+    parser.add_argument(
+        "--history-on", default=",".join(HISTORY_BACKENDS), help="comma-separated stores of the history table"
+    )
     args = parser.parse_args(argv)
     sections = {
         "roundtrip": round_trip_section,

@@ -37,7 +37,9 @@ def run(url: str, processes: int, rounds: int, **storage_options: Any) -> dict[s
     """Run ``processes`` workers of ``rounds`` rounds each on the store at ``url``; the counts."""
     started = time.perf_counter()
     workers = [
-        subprocess.Popen([sys.executable, str(WORKER), url, str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), url, str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(processes)
     ]
     results = []
@@ -70,7 +72,9 @@ def run(url: str, processes: int, rounds: int, **storage_options: Any) -> dict[s
         "lost": len(scales - listed_scales) + len(offsets - listed_offsets),
         "phantom": len(listed_scales - scales) + len(listed_offsets - offsets),
         "bad_links": sum(
-            1 for scale, offset in saved if [version_key(link.upstream_version) for link in store.links("offset", offset)] != [scale]
+            1
+            for scale, offset in saved
+            if [version_key(link.upstream_version) for link in store.links("offset", offset)] != [scale]
         ),
         "first_failures": failed[:3],
     }

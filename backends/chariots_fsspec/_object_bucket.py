@@ -23,7 +23,7 @@ from typing import Any
 
 from chariots_core.errors import ChariotsError, IntegrityError, StoreError
 
-__all__ = ["FORMAT", "ATOMIC_CREATE", "Bucket", "seal", "unseal"]
+__all__ = ["ATOMIC_CREATE", "FORMAT", "Bucket", "seal", "unseal"]
 
 FORMAT = 2
 # Filesystems whose create-if-absent is atomic (S3: If-None-Match, GCS: ifGenerationMatch=0).

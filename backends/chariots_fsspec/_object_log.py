@@ -40,10 +40,14 @@ class Entry:
     """One decoded log entry: the records of a commit and the nodes of the state after it."""
 
     def __init__(self, seq: int, body: Any, where: str) -> None:
-        if not isinstance(body, dict) or body.get("seq") != seq or not all(
-            isinstance(body.get(name), list) for name in _ENTRY_LISTS
+        if (
+            not isinstance(body, dict)
+            or body.get("seq") != seq
+            or not all(isinstance(body.get(name), list) for name in _ENTRY_LISTS)
         ):
-            raise IntegrityError(f"{where} does not hold log entry {seq} (it holds {str(body)[:80]!r}); restore it from a backup")
+            raise IntegrityError(
+                f"{where} does not hold log entry {seq} (it holds {str(body)[:80]!r}); restore it from a backup"
+            )
         self.seq, self.where = seq, where
         self.commit_id: str = body.get("commit", "")
         self.root: int | None = body.get("root")
@@ -77,7 +81,9 @@ class ObjectLog:
     def damaged_item(self, item: int, detail: str) -> IntegrityError:
         """The error for item ``item`` (a ref) whose content is not what the state says."""
         seq, index = split_ref(item)
-        return IntegrityError(f"{self.where(seq)}, item {index}: {detail}; the store is damaged, restore it from a backup")
+        return IntegrityError(
+            f"{self.where(seq)}, item {index}: {detail}; the store is damaged, restore it from a backup"
+        )
 
     # -- reading ---------------------------------------------------------------------------
     def entry(self, seq: int) -> Entry:
@@ -149,7 +155,9 @@ class ObjectLog:
         body = unseal("chariots-head", data, where)
         seq = body.get("seq") if isinstance(body, dict) else None
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise IntegrityError(f"{where} holds {str(body)[:80]!r}, not an entry number: it was not written by Chariots")
+            raise IntegrityError(
+                f"{where} holds {str(body)[:80]!r}, not an entry number: it was not written by Chariots"
+            )
         return seq
 
     def _listed(self) -> bool:

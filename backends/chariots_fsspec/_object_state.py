@@ -86,7 +86,9 @@ class State:
         """Item ``ref_`` of the ``kind`` list of its entry (taken from ``held`` if there)."""
         seq, index = split_ref(ref_)
         if not 1 <= seq <= self.seq:
-            raise IntegrityError(f"{self.log.where(self.seq)} refers to log entry {seq}, which it cannot: the store is damaged")
+            raise IntegrityError(
+                f"{self.log.where(self.seq)} refers to log entry {seq}, which it cannot: the store is damaged"
+            )
         entry = held.get(seq) if held else None
         items = getattr(entry or self.log.entry(seq), kind)
         if index >= len(items):
@@ -110,12 +112,16 @@ class State:
     def version_entry(self, op_name: str, version: str) -> dict[str, Any] | None:
         found = lookup(self, self.root, version_map_key(op_name, version))
         if found is not None and not (isinstance(found, dict) and isinstance(found.get("l"), list) and "p" in found):
-            raise IntegrityError(f"{self.log.where(self.seq)}: the index of version {version!r} of op {op_name!r} is malformed ({found!r})")
+            raise IntegrityError(
+                f"{self.log.where(self.seq)}: the index of version {version!r} of op {op_name!r} is malformed ({found!r})"
+            )
         return found
 
     def chain(self, chain_name: str) -> dict[str, Any] | None:
         found = lookup(self, self.root, chain_name)
-        if found is not None and not (isinstance(found, dict) and isinstance(found.get("t"), list) and "r" in found and "h" in found):
+        if found is not None and not (
+            isinstance(found, dict) and isinstance(found.get("t"), list) and "r" in found and "h" in found
+        ):
             raise IntegrityError(f"{self.log.where(self.seq)}: the listing {chain_name} is malformed ({found!r})")
         return found
 
@@ -130,7 +136,9 @@ class State:
             raise self.damaged(position, f"not a valid OpVersionRecord ({exc})") from exc
         if record.op_name != op_name or (version is not None and version_key(record.version) != version_key(version)):
             wanted = f"op {op_name!r}" + ("" if version is None else f" version {version_key(version)!r}")
-            raise self.damaged(position, f"the record filed under {wanted} is of op {record.op_name!r} version {record.version!r}")
+            raise self.damaged(
+                position, f"the record filed under {wanted} is of op {record.op_name!r} version {record.version!r}"
+            )
         return record
 
     def op_records(self, positions: list[int], op_name: str) -> list[OpVersionRecord]:
@@ -143,7 +151,9 @@ class State:
             raise self.damaged(ref_, f"not a link ({str(item)[:80]!r})")
         link = LinkRecord(*item)
         if link.downstream_op != op_name or version_key(link.downstream_version) != version_key(version):
-            raise self.damaged(ref_, f"the link filed under op {op_name!r} version {version!r} leads into {link.downstream_op!r}")
+            raise self.damaged(
+                ref_, f"the link filed under op {op_name!r} version {version!r} leads into {link.downstream_op!r}"
+            )
         return link
 
     def links(self, op_name: str, version: str) -> list[LinkRecord]:

@@ -72,7 +72,15 @@ from typing import Any, TypeVar
 import fsspec
 
 from chariots_core.errors import BackendError, NotSavedError, StoreError
-from chariots_core.op_store.records import Commit, JobRecord, JournalEntry, LinkRecord, OpVersionRecord, Position, code_key
+from chariots_core.op_store.records import (
+    Commit,
+    JobRecord,
+    JournalEntry,
+    LinkRecord,
+    OpVersionRecord,
+    Position,
+    code_key,
+)
 from chariots_core.op_store.store import JobStore, OpStore, OpStoreView, check_listed
 
 from ._object_bucket import Bucket
@@ -81,7 +89,7 @@ from ._object_log import HINT_EVERY, ObjectLog
 from ._object_state import Building, State, chain_key, code_chain_key, journal_key
 from ._object_trees import chain_contains, chain_walk, items
 
-__all__ = ["ObjectOpStore", "DEFAULT_CACHE_BYTES"]
+__all__ = ["DEFAULT_CACHE_BYTES", "ObjectOpStore"]
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 _Record = TypeVar("_Record")
@@ -244,7 +252,9 @@ class _ObjectView(OpStoreView):
     @property
     def state(self) -> State:
         if self.closed:
-            raise StoreError(f"a view of {self._open_state.log.store} was used after its 'with store.reader()' block ended")
+            raise StoreError(
+                f"a view of {self._open_state.log.store} was used after its 'with store.reader()' block ended"
+            )
         return self._open_state
 
     def head(self) -> Position:
@@ -273,7 +283,9 @@ class _ObjectView(OpStoreView):
         records = state.op_records(positions, op_name)
         for position, record in zip(positions, records, strict=True) if code is not None else ():
             if code_key(record.code_version, policy) != code:
-                raise state.damaged(position, f"the {policy} listing of op {op_name!r} for code {code!r} holds a version of other code")
+                raise state.damaged(
+                    position, f"the {policy} listing of op {op_name!r} for code {code!r} holds a version of other code"
+                )
         return records
 
     def links(self, downstream_op: str, downstream_version: str) -> list[LinkRecord]:
@@ -291,4 +303,3 @@ class _ObjectView(OpStoreView):
             raise NotSavedError(msg)
         positions = list(itertools.islice(chain_walk(state, chain, before), limit))
         return list(map(JournalEntry, positions, state.journal_records(positions, kind, name, record_type)))
-

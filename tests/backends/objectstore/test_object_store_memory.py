@@ -35,7 +35,9 @@ def _record(op: str, version: str, code: str = "code", blob: str | None = None) 
 
 def _save(op: str, version: str, pipeline: str = "train", upstream: str | None = None) -> Commit:
     links = (LinkRecord(upstream, "u-" + version, op, version),) if upstream else ()
-    return Commit((_record(op, version),), links, (JournalAppend(pipeline, SnapshotRecord(pipeline, 1.0, {op: version})),))
+    return Commit(
+        (_record(op, version),), links, (JournalAppend(pipeline, SnapshotRecord(pipeline, 1.0, {op: version})),)
+    )
 
 
 def _versions(store, op: str, **options) -> list[str]:
@@ -159,7 +161,9 @@ def test_a_long_history_with_resaves_matches_the_reference_through_every_listing
                 found[version] = (view.op_version("model", version), view.links("model", version))
             journal = view.journal(SnapshotRecord, "train")
             found["journal"] = [entry.record for entry in journal]
-            found["journal page"] = [entry.record for entry in view.journal(SnapshotRecord, "train", limit=9, before=journal[300].position)]
+            found["journal page"] = [
+                entry.record for entry in view.journal(SnapshotRecord, "train", limit=9, before=journal[300].position)
+            ]
         return found
 
     rng.seed(1)
@@ -370,7 +374,7 @@ def test_a_damaged_head_hint_or_job_record_is_named(open_store, memory_url):
     for index in range(16):  # the 16th commit writes the hint
         store.commit(_save("model", f"v{index}"))
     store.put_job(JobRecord("j", "p", "queued", 1.0, 1.0))
-    fs, root = fsspec.core.url_to_fs(memory_url)
+    _, root = fsspec.core.url_to_fs(memory_url)
     _flip(memory_url, f"{root}/meta/head", 70)
     with pytest.raises(IntegrityError, match="head hint .* is damaged"):
         open_store().head()

@@ -27,7 +27,11 @@ HERE = pathlib.Path(__file__).parent
 def _run_app(url: str, command: str) -> dict:
     """Run one command of the lineage app in a fresh process."""
     done = subprocess.run(
-        [sys.executable, str(HERE / "objectstore_lineage_app.py"), url, command], capture_output=True, text=True, timeout=120
+        [sys.executable, str(HERE / "objectstore_lineage_app.py"), url, command],
+        check=False,  # the assertion below shows the child's stderr
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -94,6 +98,27 @@ def test_a_save_from_a_store_behind_commits_after_what_it_missed(bucket, lineage
         assert versions[0].version == str(second.pipeline_versions("train_all")["threshold"])
 
 
+def test_gc_on_a_bucket_removes_the_blob_of_a_save_that_never_committed_and_keeps_what_loads(bucket, lineage_app):
+    url = f"s3://{bucket}/gc"
+    with Chariots(lineage_app.pipelines(), path=url) as app:
+        for _ in range(2):  # two versions of each op: the older ones stay referenced too
+            app.call_pipeline("train_all", lineage_app.DATA)
+            app.save_pipeline("train_all")
+        kept = {blob.path for blob in app.saver.blobs("ops")}
+        # What a save that stopped between its blobs and its commit leaves.
+        app.saver.save("ops/threshold/never-committed", b"half a save")
+
+        assert app.collect_garbage(older_than=3600).removed == ()  # too young to tell from a running save
+        assert app.collect_garbage(older_than=0, dry_run=True).blobs == ("ops/threshold/never-committed",)
+        report = app.collect_garbage(older_than=0)
+
+        assert report.blobs == ("ops/threshold/never-committed",) and report.freed_bytes == len(b"half a save")
+        assert {blob.path for blob in app.saver.blobs("ops")} == kept == set(app.op_store.referenced_blobs())
+    with Chariots(lineage_app.pipelines(), path=url) as again:
+        again.load_pipeline("predict")
+        assert again.call_pipeline("predict", lineage_app.DATA).value == [False, False, False, True]
+
+
 @pytest.mark.slow
 def test_two_processes_follow_the_lineage_rules(bucket):
     url = f"s3://{bucket}/shared"
@@ -115,16 +140,18 @@ def test_two_processes_follow_the_lineage_rules(bucket):
 @pytest.mark.slow
 def test_processes_saving_and_loading_at_once_read_one_snapshot_and_lose_nothing(bucket, s3_endpoint):
     """``benchmarks/probe_object_snapshots.py``, short: 4 processes x 12 saves and loads."""
-    spec = importlib.util.spec_from_file_location("probe_object_snapshots", HERE.parents[2] / "benchmarks" / "probe_object_snapshots.py")
+    spec = importlib.util.spec_from_file_location(
+        "probe_object_snapshots", HERE.parents[2] / "benchmarks" / "probe_object_snapshots.py"
+    )
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
 
     counts = probe.run(f"s3://{bucket}/snapshots", processes=4, rounds=12, endpoint_url=s3_endpoint)
 
     assert counts["first_failures"] == []
-    assert {name: counts[name] for name in ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links")} == dict.fromkeys(
-        ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links"), 0
-    )
+    assert {
+        name: counts[name] for name in ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links")
+    } == dict.fromkeys(("failed_loads", "mixed_loads", "lost", "phantom", "bad_links"), 0)
     assert counts["saves"] == counts["commits"] == counts["loads"] == 48
 
 
@@ -152,7 +179,7 @@ def _commit_in_child(store: ObjectOpStore, queue) -> None:
         versions = [record.version for record in store.op_versions("model")]
         store.commit(Commit((OpVersionRecord("model", "v2", "code", "train", 2.0, "ops/model/v2", "0" * 64, 1),)))
         queue.put(versions)
-    except BaseException as exc:  # reported to the parent, which asserts on it
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent, which asserts on it
         queue.put(repr(exc))
 
 
@@ -180,6 +207,13 @@ def test_a_pickled_store_reopens_the_bucket_in_another_process(bucket, s3_endpoi
     pickled = tmp_path / "store.pickle"
     pickled.write_bytes(pickle.dumps(store))
     script = "import pickle, sys; store = pickle.load(open(sys.argv[1], 'rb')); print([r.version for r in store.op_versions('model')])"
-    done = subprocess.run([sys.executable, "-c", script, str(pickled)], capture_output=True, text=True, timeout=120, env=os.environ)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(pickled)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['v1']"

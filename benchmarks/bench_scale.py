@@ -14,6 +14,11 @@
    FsspecSaver on s3fs, against a local moto server) versus raw s3fs ``pipe`` + ``cat`` of
    the same bytes, and the HTTP requests of each (counted by a botocore event hook), split
    between the op store and the saver. Target: at most 1.5x the raw time, 16 KB included.
+   The requests left are each needed: a save writes the blob (saver ``PUT``), then the commit
+   that names it (store ``PUT``, create-if-absent); a load asks for the entry after the newest
+   the store knows (store ``GET``: 404 when nothing landed), then reads the blob (saver ``GET``
+   from byte 0). Raw s3fs: ``pipe`` is one ``PUT``, ``cat`` a ``HEAD`` (the size) and a ``GET``.
+   moto runs in this process: its work shares the GIL with both contenders.
 
 Every figure is the median of ``--repeats`` runs. Run:
 ``python benchmarks/bench_scale.py [--calls 1000] [--repeats 3] [--skip-s3] [--skip-map]``

@@ -17,14 +17,18 @@ import pytest
 from chariots_core import MemoryOpStore, OpStore
 from chariots_core.errors import ConfigError, NotSavedError, StoreError
 from chariots_core.op_store import JobStore
+from chariots_core.op_store.datasets import DatasetRecord
 from chariots_core.op_store.records import (
     POLICIES,
     Commit,
+    FieldRecord,
     JobRecord,
     JournalAppend,
     LinkRecord,
+    OpFieldsRecord,
     OpVersionRecord,
     SnapshotRecord,
+    fields_name,
 )
 
 
@@ -270,6 +274,30 @@ def test_a_new_kind_of_journal_needs_no_backend_change(op_store):
 
     assert [entry.record for entry in op_store.journal(Deployment, "pred")] == [second, first]
     assert snapshots(op_store, "pred") == [snapshot("pred")]  # kinds stay apart under one name
+
+
+def test_every_journal_the_app_writes_reads_back_equal_also_from_another_handle(op_store_backend, op_store, tmp_path):
+    fields = OpFieldsRecord(
+        "pca",
+        "1.0.0",
+        "models.PCA",
+        (
+            FieldRecord("model_parameters['n_components']", "major", "ab" * 20, "3"),
+            FieldRecord("fit", "minor", "cd" * 20, "fit, predict", "code"),
+        ),
+    )
+    dataset = DatasetRecord("data/train é.csv", "0" * 64, 12, "train", "save_data", 3.5)
+    appends = (JournalAppend(fields_name("pca", "1.0.0"), fields), JournalAppend(dataset.path, dataset))
+    op_store.commit(Commit(journal=appends))
+    op_store.commit(save(record("pca", "v1"), at=4.0))
+
+    stores = [op_store, op_store_backend.open(tmp_path)] if op_store_backend.persistent else [op_store]
+    for store in stores:
+        assert [entry.record for entry in store.journal(OpFieldsRecord, fields_name("pca", "1.0.0"))] == [fields]
+        assert [entry.record for entry in store.journal(DatasetRecord, dataset.path)] == [dataset]
+        assert snapshots(store, "train") == [SnapshotRecord("train", 4.0, {"pca": "v1"})]
+        assert store.journal(OpFieldsRecord, dataset.path) == store.journal(DatasetRecord, "pca@1.0.0") == []
+    stores[-1].close()
 
 
 def test_a_record_class_without_a_journal_is_refused():

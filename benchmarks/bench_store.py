@@ -31,7 +31,9 @@
    1.5x their cost at 10. The histories are written straight through the store
    (``OpStore.commit`` of 1,000 records at a time: saving 100,000 times through the app would
    take an hour of fsyncs); two real saves through the app frame them, so that what loads
-   has real bytes. Object-store rows (moto) go in ``HISTORY_BACKENDS``.
+   has real bytes. The same table for the object store on S3 (``objects``: a local moto
+   server); ``--history-on lmdb`` or ``objects`` picks one, ``BENCH_HISTORIES=10,1000,10000``
+   limits the sizes.
 
 3. **Record reads** (``--only records``): 10,000 version records (100 ops x 100 versions,
    committed 100 records per transaction) written and read back through ``LMDBOpStore``,
@@ -43,21 +45,23 @@
    loaded in child processes against ``pickle.dump`` + fsync / ``pickle.load``: peak RSS and
    time, as ratios (see ``big_models.py``). Targets: peak RSS at most 1.2x, time at most 1.3x.
 
-Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records,big]``
+Run: ``python benchmarks/bench_store.py [--repeats 9] [--only history,records,big] [--history-on objects]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import pathlib
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dill
@@ -70,6 +74,7 @@ from chariots_core import (
     Chariots,
     LoadableOp,
     Node,
+    OpStore,
     Pipeline,
     Version,
     VersionedField,
@@ -273,18 +278,23 @@ def history_pipelines(weights: type[Weights] = Weights) -> dict[str, Pipeline]:
 
 
 class History:
-    """A store whose "head" op has ``size`` saved versions, and the apps that time it."""
+    """A store whose "head" op has ``size`` saved versions, and the apps that time it.
 
-    def __init__(self, directory: str, size: int) -> None:
+    :param op_store: opens the op store of each app (``None``: the default for ``directory``).
+    """
+
+    def __init__(self, directory: str, size: int, op_store: Callable[[], OpStore | None] = lambda: None) -> None:
         self.size, self.seed = size, 0
-        self.app = Chariots(history_pipelines().values(), path=directory)
+        self.app = Chariots(history_pipelines().values(), path=directory, op_store=op_store())
         self.retrain(Weights(0))  # the weights every head is built on
         weights = self.app.op_store.op_versions("weights")[0].version
         code = str(Head.__version__)
         for start in range(0, size - 2, BULK):
             seeds = range(2 + start, min(2 + start + BULK, size))  # seed 1 is the first real head
             records = [
-                OpVersionRecord("head", str(Head(seed).op_version), code, "train", time.time(), f"ops/head/{seed}", "0" * 64, 1)
+                OpVersionRecord(
+                    "head", str(Head(seed).op_version), code, "train", time.time(), f"ops/head/{seed}", "0" * 64, 1
+                )
                 for seed in seeds
             ]
             links = [LinkRecord("weights", weights, "head", record.version) for record in records]
@@ -294,11 +304,13 @@ class History:
         assert len(self.app.op_store.op_versions("head")) == size
         # For "latest_compatible": new weights no head was trained on, which only the "exact"
         # policy refuses (the main app's "major" loads them)...
-        self.stepping = Chariots(history_pipelines().values(), path=directory, compatibility="exact")
+        self.stepping = Chariots(
+            history_pipelines().values(), path=directory, compatibility="exact", op_store=op_store()
+        )
         self.stepping.install_ops("train_weights", {"weights": Weights(-1)})
         self.stepping.save_pipeline("train_weights")
         # ...and weights of changed code, which no head fits (saved last: the newest weights).
-        self.hopeless = Chariots(history_pipelines(OtherWeights).values(), path=directory)
+        self.hopeless = Chariots(history_pipelines(OtherWeights).values(), path=directory, op_store=op_store())
         self.hopeless.install_ops("train_weights", {"weights": OtherWeights(-2)})
         self.hopeless.save_pipeline("train_weights")
 
@@ -335,18 +347,54 @@ class History:
             app.close()
 
 
-# Each backend: (name, build(directory, size)). The object store (moto) rows are added here.
-HISTORY_BACKENDS: dict[str, Callable[[str, int], History]] = {"lmdb": History}
+@contextlib.contextmanager
+def lmdb_histories() -> Iterator[Callable[[str, int], History]]:
+    yield History
 
 
-def history_table(repeats: int) -> bool:
+@contextlib.contextmanager
+def object_histories() -> Iterator[Callable[[str, int], History]]:
+    """Histories in the object store on S3: one moto server, one bucket, a prefix per size."""
+    import s3fs
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests" / "support"))
+    from chariots_test_s3 import moto_s3
+
+    from chariots_fsspec import ObjectOpStore
+
+    def build(directory: str, size: int) -> History:
+        url = f"s3://{bucket}/{os.path.basename(directory)}"
+        # The setup commits 1,000 versions at a time: log entries of ~1.5 MB, whose nodes the
+        # next bulk commit reads at random. A cache that holds them all (~0.6 GB parsed at
+        # 100,000) keeps it from reading them again and again; saves and loads read only the
+        # newest entries, whatever the cache.
+        return History(url, size, op_store=lambda: ObjectOpStore(url, cache_bytes=2 << 30))
+
+    with moto_s3() as endpoint:
+        bucket = f"history-{os.getpid()}"
+        s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
+        yield build
+
+
+# Each backend: a context giving build(directory, size) while the backend is up ("objects":
+# the object store on S3, a local moto server).
+HISTORY_BACKENDS: dict[str, Callable[[], contextlib.AbstractContextManager[Callable[[str, int], History]]]] = {
+    "lmdb": lmdb_histories,
+    "objects": object_histories,
+}
+
+
+def history_table(repeats: int, backends: list[str]) -> bool:
     ok = True
-    for backend, build in HISTORY_BACKENDS.items():
-        with tempfile.TemporaryDirectory(prefix="bench_history_") as root:
+    for backend in backends:
+        histories_on = HISTORY_BACKENDS[backend]
+        with tempfile.TemporaryDirectory(prefix="bench_history_") as root, histories_on() as build:
             started = time.perf_counter()
             histories = {size: build(os.path.join(root, str(size)), size) for size in HISTORIES}
-            print(f"history of one op on {backend}: built in {time.perf_counter() - started:.0f} s; "
-                  f"medians of {repeats} rounds, the sizes taking turns")
+            print(
+                f"history of one op on {backend}: built in {time.perf_counter() - started:.0f} s; "
+                f"medians of {repeats} rounds, the sizes taking turns"
+            )
             timings: dict[int, list[dict[str, float]]] = {size: [] for size in HISTORIES}
             for _ in range(repeats):
                 for size, history in histories.items():
@@ -354,7 +402,10 @@ def history_table(repeats: int) -> bool:
             for history in histories.values():
                 history.close()
         columns = list(timings[HISTORIES[0]][0])
-        medians = {size: {c: statistics.median(t[c] for t in rounds) * 1000 for c in columns} for size, rounds in timings.items()}
+        medians = {
+            size: {c: statistics.median(t[c] for t in rounds) * 1000 for c in columns}
+            for size, rounds in timings.items()
+        }
         base = medians[HISTORIES[0]]
         print("  " + f"{'versions':>9}" + "".join(f"{column:>30}" for column in columns))
         for size, row in medians.items():
@@ -532,8 +583,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--history-on", default=",".join(HISTORY_BACKENDS), help="comma-separated stores of the history table"
+    )
     args = parser.parse_args(argv)
-    sections = {"roundtrip": round_trip_section, "history": history_table, "records": records_section, "big": big_section}
+    sections = {
+        "roundtrip": round_trip_section,
+        "history": lambda repeats: history_table(repeats, args.history_on.split(",")),
+        "records": records_section,
+        "big": big_section,
+    }
     ok = True
     for name in args.only.split(","):
         ok = sections[name](args.repeats) and ok

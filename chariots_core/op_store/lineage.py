@@ -116,7 +116,9 @@ def save_pipeline(pipeline: Pipeline, op_store: OpStore, saver: BaseSaver) -> Sn
     """
     now = time.time()
     nodes = pipeline.loadable_nodes()
-    with op_store.reader() as view:
+    # Not necessarily the latest state: another save may commit between this view and the
+    # commit below anyway, and on object storage asking for the latest costs a round trip.
+    with op_store.reader(latest=False) as view:
         known = {id(node): view.op_version(node.name, str(node.node_version)) for node in nodes}
     records: list[OpVersionRecord] = []
     saved_as: dict[int, str] = {}  # id(node) -> the version string the store knows it by

@@ -63,8 +63,8 @@ POLICIES = ("major", "minor", "exact")
 COMPARED_PARTS = {"major": 1, "minor": 2, "exact": 3}
 """Policy -> how many subversions (major first) it compares."""
 
-# Where an entry sits in a listing and what a head token is: an int on LMDB and in memory, a
-# string on object stores. Opaque to callers: compare for equality, pass back as ``before``.
+# Where an entry sits in a listing and what a head token is: an int in the built-in stores, a
+# string allowed. Opaque to callers: compare for equality, pass back as ``before``.
 Position = int | str
 
 _Record = TypeVar("_Record")

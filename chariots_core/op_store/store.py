@@ -185,13 +185,24 @@ class OpStore(abc.ABC):
     def close(self) -> None:
         """Release the store's resources (using it again reopens them)."""
 
+    def _recent_view(self) -> AbstractContextManager[OpStoreView]:
+        """A view for ``reader(latest=False)``: by default the latest committed state, as :meth:`_view`."""
+        return self._view()
+
     @contextmanager
-    def reader(self) -> Iterator[OpStoreView]:
-        """``with store.reader() as view:`` reads one committed state, however many commits land meanwhile."""
+    def reader(self, *, latest: bool = True) -> Iterator[OpStoreView]:
+        """``with store.reader() as view:`` reads one committed state, however many commits land meanwhile.
+
+        :param latest: ``False`` lets the view be of the newest state this store object has
+            committed or read rather than the latest one, where learning the latest costs a round
+            trip (object storage; LMDB and memory always read the latest). For reads that a
+            commit landing just after the view would make stale anyway: what a save checks
+            before it commits.
+        """
         held = _views_held.__dict__.setdefault("counts", {})
         held[id(self)] = held.get(id(self), 0) + 1
         try:
-            with self._view() as view:
+            with self._view() if latest else self._recent_view() as view:
                 yield view
         finally:
             held[id(self)] -= 1

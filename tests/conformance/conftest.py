@@ -57,10 +57,9 @@ def _memory_url(root: Path) -> str:
 
 def _object_store(root: Path) -> Any:
     pytest.importorskip("fsspec")
-    pytest.importorskip("lmdb")
     from chariots_fsspec.object_store import ObjectOpStore
 
-    return ObjectOpStore(_memory_url(root), cache_dir=root / f"index-{uuid.uuid4().hex}")
+    return ObjectOpStore(_memory_url(root))
 
 
 OP_STORES = [

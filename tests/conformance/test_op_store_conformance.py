@@ -17,14 +17,18 @@ import pytest
 from chariots_core import MemoryOpStore, OpStore
 from chariots_core.errors import ConfigError, NotSavedError, StoreError
 from chariots_core.op_store import JobStore
+from chariots_core.op_store.datasets import DatasetRecord
 from chariots_core.op_store.records import (
     POLICIES,
     Commit,
+    FieldRecord,
     JobRecord,
     JournalAppend,
     LinkRecord,
+    OpFieldsRecord,
     OpVersionRecord,
     SnapshotRecord,
+    fields_name,
 )
 
 
@@ -272,6 +276,30 @@ def test_a_new_kind_of_journal_needs_no_backend_change(op_store):
     assert snapshots(op_store, "pred") == [snapshot("pred")]  # kinds stay apart under one name
 
 
+def test_every_journal_the_app_writes_reads_back_equal_also_from_another_handle(op_store_backend, op_store, tmp_path):
+    fields = OpFieldsRecord(
+        "pca",
+        "1.0.0",
+        "models.PCA",
+        (
+            FieldRecord("model_parameters['n_components']", "major", "ab" * 20, "3"),
+            FieldRecord("fit", "minor", "cd" * 20, "fit, predict", "code"),
+        ),
+    )
+    dataset = DatasetRecord("data/train é.csv", "0" * 64, 12, "train", "save_data", 3.5)
+    appends = (JournalAppend(fields_name("pca", "1.0.0"), fields), JournalAppend(dataset.path, dataset))
+    op_store.commit(Commit(journal=appends))
+    op_store.commit(save(record("pca", "v1"), at=4.0))
+
+    stores = [op_store, op_store_backend.open(tmp_path)] if op_store_backend.persistent else [op_store]
+    for store in stores:
+        assert [entry.record for entry in store.journal(OpFieldsRecord, fields_name("pca", "1.0.0"))] == [fields]
+        assert [entry.record for entry in store.journal(DatasetRecord, dataset.path)] == [dataset]
+        assert snapshots(store, "train") == [SnapshotRecord("train", 4.0, {"pca": "v1"})]
+        assert store.journal(OpFieldsRecord, dataset.path) == store.journal(DatasetRecord, "pca@1.0.0") == []
+    stores[-1].close()
+
+
 def test_a_record_class_without_a_journal_is_refused():
     with pytest.raises(StoreError, match="JOURNAL"):
         JournalAppend("train", record("pca", "v1"))
@@ -291,6 +319,14 @@ def test_a_view_reads_one_committed_state_while_commits_land(op_store):
         assert view.head() == head
     writer.join(timeout=30)
     assert versions(op_store, "pca") == ["v2", "v1"] and op_store.head() != head
+
+
+def test_a_view_that_need_not_be_the_latest_still_sees_the_stores_own_commits(op_store):
+    with op_store.reader(latest=False) as view:
+        assert view.op_versions("pca") == []
+    op_store.commit(save(record("pca", "v1")))
+    with op_store.reader(latest=False) as view:
+        assert versions(view, "pca") == ["v1"] and view.head() == op_store.head()
 
 
 def test_committing_inside_a_view_of_the_same_store_is_refused(op_store):
@@ -457,25 +493,15 @@ def _pages(read, identity: str) -> list[list]:
 
 
 # -- garbage collection hooks ---------------------------------------------------------------------
-def referenced_or_skip(store) -> set[str]:
-    """``referenced_blobs()``, or a skip naming the hook for a backend that does not list them yet."""
-    try:
-        return set(store.referenced_blobs())
-    except StoreError as exc:
-        if "must implement OpStore.referenced_blobs()" not in str(exc):
-            raise
-        pytest.skip(f"{type(store).__name__} does not implement OpStore.referenced_blobs() yet: gc refuses to run on it")
-
-
 def test_referenced_blobs_names_the_blob_of_every_version_of_every_op(op_store):
     long_name = "op-" + "n" * 300  # stored under a shortened key by some backends
-    assert referenced_or_skip(op_store) == set()
+    assert set(op_store.referenced_blobs()) == set()
     op_store.commit(save(record("pca", "v1"), record("model", "v1")))
     op_store.commit(save(record("pca", "v2"), record(long_name, "v1")))
     op_store.commit(save(record("pca", "v1", saved_at=2.0)))  # saved again: the record is replaced
     op_store.commit(Commit(journal=(JournalAppend("train", snapshot()),)))
 
-    assert referenced_or_skip(op_store) == {"ops/pca/v1", "ops/pca/v2", "ops/model/v1", f"ops/{long_name}/v1"}
+    assert set(op_store.referenced_blobs()) == {"ops/pca/v1", "ops/pca/v2", "ops/model/v1", f"ops/{long_name}/v1"}
 
 
 def test_a_replaced_record_no_longer_references_its_blob(op_store):
@@ -483,7 +509,7 @@ def test_a_replaced_record_no_longer_references_its_blob(op_store):
     moved = attrs.evolve(record("pca", "v1"), blob_path="ops/pca/elsewhere")
     op_store.commit(save(moved))
 
-    assert referenced_or_skip(op_store) == {"ops/pca/elsewhere"}
+    assert set(op_store.referenced_blobs()) == {"ops/pca/elsewhere"}
 
 
 def test_collect_debris_of_a_store_returns_a_list_and_keeps_every_record(op_store):

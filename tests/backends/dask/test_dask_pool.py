@@ -82,7 +82,7 @@ def test_job_records_can_live_in_the_object_store(pool, tmp_path):
     pytest.importorskip("fsspec")
     from chariots_fsspec.object_store import ObjectOpStore
 
-    store = ObjectOpStore(f"memory://dask-{tmp_path.name}", cache_dir=tmp_path / "index")
+    store = ObjectOpStore(f"memory://dask-{tmp_path.name}")
     app = Chariots(ops.simple_pipelines(), op_store=store, saver="memory", worker_pool=pool)
     job_id = app.call_pipeline("square_plus_one", 4, use_worker=True).job_id
     assert pool.wait(job_id, timeout=60).value == 17

@@ -5,41 +5,17 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from chariots_test_processes import free_port
-
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    """A moto S3 server on a free localhost port, with fake credentials in the environment.
-
-    ``FSSPEC_S3_ENDPOINT_URL`` points subprocesses' s3fs at it; this process gets the same
-    setting through fsspec's config.
-    """
+    """A moto S3 server (see ``chariots_test_s3.moto_s3``) for the module's tests."""
     pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    import fsspec
-    import s3fs
+    pytest.importorskip("moto.server")
+    from chariots_test_s3 import moto_s3
 
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "FSSPEC_S3_ENDPOINT_URL": endpoint,
-        }.items():
-            patch.setenv(name, value)
-        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
-        s3fs.S3FileSystem.clear_instance_cache()
+    with moto_s3() as endpoint:
         yield endpoint
-        s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ A MAJOR preprocessing op (``Center``) feeds a model (``Threshold``). Usage::
     python objectstore_lineage_app.py <url> train_all|train_center|predict
 
 ``predict`` prints one JSON line: ``{"value": ...}`` or ``{"error": <class>, "message": ...}``.
-The S3 endpoint, credentials and local cache come from the environment.
+The S3 endpoint and credentials come from the environment.
 """
 
 from __future__ import annotations

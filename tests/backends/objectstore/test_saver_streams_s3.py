@@ -84,3 +84,21 @@ def test_a_big_blob_is_copied_once_while_checked_then_read(bucket):
     with pytest.raises(IntegrityError, match="the bytes are corrupt"):
         app.load_pipeline("big")
     assert StreamedOp.loads == []
+
+
+@pytest.mark.parametrize(
+    ("data", "requests"),
+    # An empty object refuses a range from byte 0: it is read again whole (its size, then it).
+    [(b"x" * SMALL_BLOB, ["GET"]), (b"", ["GET", "HEAD", "GET"])],
+    ids=["small", "empty"],
+)
+def test_loading_a_whole_blob_is_one_request(bucket, data, requests):
+    saver = saver_on(bucket)
+    saver.save("ops/model/1", data)
+    sent = []
+    saver._fs.s3.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+
+    assert saver.load("ops/model/1") == data
+    assert sent == requests
+    with pytest.raises(FileNotFoundError, match="ops/model/2"):
+        saver.load("ops/model/2")

@@ -121,7 +121,8 @@ def test_job_sent_to_a_worker_that_just_died_waits_for_the_replacement():
         response = pool.wait(job_id, timeout=20)
         assert response.value == 4 or "was killed by signal SIGKILL" in response.error["message"]
         wait_until(lambda: pool.worker_pids and victim not in pool.worker_pids)
-        assert pool.wait(app.call_pipeline(pipeline, 2, use_worker=True).job_id, timeout=20).value == 5
+        after = pool.wait(app.call_pipeline(pipeline, 2, use_worker=True).job_id, timeout=20)
+        assert after.value == 5, after  # the whole response, should this ever fail
 
 
 def test_worker_that_cannot_load_the_pipeline_fails_the_job_with_the_reason(pool, tmp_path, monkeypatch):

@@ -9,7 +9,9 @@ every load must read one snapshot. Counted at the end, against the store:
 - ``failed_loads``: loads that raised (must be 0);
 - ``mixed_loads``: loads that served a pair no single save committed (must be 0);
 - ``lost`` / ``phantom``: versions saved but not listed / listed but never saved (must be 0);
-- ``bad_links``: saved ``Offset`` versions whose link does not name their own ``Scale``.
+- ``bad_links``: saved ``Offset`` versions whose link does not name their own ``Scale``;
+- ``commits`` must be the saves plus the ``deployments`` (each load, refused ones included,
+  records one), and nothing else.
 
 Run: ``python benchmarks/probe_object_snapshots.py [--processes 8] [--rounds 300]`` (a local
 moto S3 server; the slow test of ``tests/backends/objectstore`` runs a short version).
@@ -27,6 +29,7 @@ import uuid
 from typing import Any
 
 from chariots_core.op_store.records import version_key
+from chariots_core.serving import DeploymentRecord
 from chariots_fsspec.object_store import ObjectOpStore
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -66,6 +69,7 @@ def run(url: str, processes: int, rounds: int, **storage_options: Any) -> dict[s
         "seconds": round(seconds, 1),
         "saves": len(saved),
         "commits": store.head(),
+        "deployments": len(store.journal(DeploymentRecord, "predict")),
         "loads": len(loaded),
         "failed_loads": len(failed),
         "mixed_loads": sum(1 for pair in loaded if pair not in saved),
@@ -96,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         counts = run(f"s3://{bucket}/store", args.processes, args.rounds, endpoint_url=endpoint)
     print(json.dumps(counts, indent=2))
     bad = ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links")
-    ok = all(counts[name] == 0 for name in bad) and counts["saves"] == counts["commits"] == args.processes * args.rounds
+    ok = (
+        all(counts[name] == 0 for name in bad)
+        and counts["saves"] == counts["loads"] == counts["deployments"] == args.processes * args.rounds
+        and counts["commits"] == counts["saves"] + counts["deployments"]
+    )
     print("one snapshot per load, nothing lost" if ok else "FAILED")
     return 0 if ok else 1
 

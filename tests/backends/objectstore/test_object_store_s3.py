@@ -50,7 +50,7 @@ def _count_requests(store: ObjectOpStore) -> Counter:
     return sent
 
 
-def test_a_save_costs_the_store_one_request_and_a_load_one(bucket, lineage_app):
+def test_a_save_costs_the_store_one_request_and_a_load_two(bucket, lineage_app):
     with Chariots(lineage_app.pipelines(), path=f"s3://{bucket}/app") as app:
         app.call_pipeline("train_all", lineage_app.DATA)
         app.save_pipeline("train_all")
@@ -65,7 +65,8 @@ def test_a_save_costs_the_store_one_request_and_a_load_one(bucket, lineage_app):
 
         sent.clear()
         app.load_pipeline("predict")
-        assert sent == {("GET", "log"): 1}
+        # What landed since (GET: 404, nothing), then the deployment's record (one commit).
+        assert sent == {("GET", "log"): 1, ("PUT", "log"): 1}
         assert app.call_pipeline("predict", lineage_app.DATA).value == [False, False, False, True]
 
 
@@ -152,7 +153,8 @@ def test_processes_saving_and_loading_at_once_read_one_snapshot_and_lose_nothing
     assert {
         name: counts[name] for name in ("failed_loads", "mixed_loads", "lost", "phantom", "bad_links")
     } == dict.fromkeys(("failed_loads", "mixed_loads", "lost", "phantom", "bad_links"), 0)
-    assert counts["saves"] == counts["commits"] == counts["loads"] == 48
+    assert counts["saves"] == counts["loads"] == counts["deployments"] == 48
+    assert counts["commits"] == counts["saves"] + counts["deployments"]  # a load records its deployment
 
 
 def test_stores_on_one_bucket_see_each_others_jobs(bucket, s3_endpoint):

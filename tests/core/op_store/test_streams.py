@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
+import threading
+from contextlib import contextmanager
 
 import pytest
 from chariots_test_ops import StreamedOp
 
 from chariots_core import Chariots, Node, Pipeline
-from chariots_core.errors import IntegrityError
+from chariots_core.errors import IntegrityError, StoreError
 from chariots_core.ml import BaseMLOp, MLMode
+from chariots_core.savers import MemorySaver
 from chariots_core.verified import SMALL_BLOB
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
@@ -116,3 +120,41 @@ def test_a_big_model_read_into_memory_is_checked_before_it_is_deserialized(app_f
 
     assert ("another size than the" in str(caught.value)) == (not change.startswith("flipped"))
     assert not reader.is_pipeline_loaded("pred")
+
+
+class _FailingFile(io.BytesIO):
+    """A file whose reads fail once ``limit`` bytes were read: a disk or network error mid-blob."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self._limit = limit
+
+    def readinto(self, target):
+        if self.tell() >= self._limit:
+            raise OSError(5, "Input/output error")
+        return super().readinto(target)
+
+
+class FailingReads(MemorySaver):
+    """A memory saver whose files fail part-way through being read."""
+
+    @contextmanager
+    def open_read(self, path):
+        yield _FailingFile(self.load(path), SMALL_BLOB)
+
+
+def test_a_read_that_fails_half_way_is_a_store_error_naming_the_blob_and_leaves_no_thread():
+    saver = FailingReads()
+    train = Pipeline([Node(Memorizer(MLMode.FIT), input_nodes=[IN])], "train")
+    app = Chariots([train], op_store="memory", saver=saver)
+    app.call_pipeline(train, os.urandom(3 * SMALL_BLOB))
+    app.save_pipeline(train)
+    (record,) = app.op_store.op_versions("memorizer")
+    reader = Chariots([Pipeline([Node(Memorizer(MLMode.PREDICT), input_nodes=[IN], output_nodes=OUT)], "pred")],
+                      op_store=app.op_store, saver=saver)
+
+    with pytest.raises(StoreError, match=f"blob {record.blob_path!r}.*reading the bytes failed.*Input/output error"):
+        reader.load_pipeline("pred")
+
+    assert not reader.is_pipeline_loaded("pred")
+    assert not [thread for thread in threading.enumerate() if thread.name == "chariots-sha256"]

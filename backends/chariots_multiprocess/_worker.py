@@ -14,9 +14,10 @@ A piece of work is a pipeline job (``JOB``) or one call of a batch function (``C
   shared)`` for a call; ``token`` names it. The parent sends the payload only when this
   worker's cache does not hold ``token``; both sides keep the same :class:`TokenLRU`, so they
   always agree on what the worker has. ``argument_bytes`` is the job's input or the call's item.
-- worker -> parent, for a job: a :class:`~chariots_core.serving.jobs.JobOutcome`, which carries
-  the ``serialize()`` bytes of each op the run trained, for the parent to install.
-- worker -> parent, for a call: ``("done", key, result_bytes)`` or ``("failed", key, error)``.
+- worker -> parent: ``(key, reply)``, the key of the piece it answers (the parent attributes a
+  reply to nothing else) and, for a job, a :class:`~chariots_core.serving.jobs.JobOutcome`, which
+  carries the ``serialize()`` bytes of each op the run trained, for the parent to install; for a
+  call, ``("done", key, result_bytes)`` or ``("failed", key, error)``.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def serve(tasks: Connection, results: Connection, cache_size: int) -> None:
         if payload is not None:
             cache.put(token, _Cached(payload))
         run = _run if kind == JOB else _call
-        results.send_bytes(dill.dumps(run(key, cache.get(token), argument_bytes)))
+        results.send_bytes(dill.dumps((key, run(key, cache.get(token), argument_bytes))))
 
 
 def _exit_with(parent_sentinel: int) -> None:

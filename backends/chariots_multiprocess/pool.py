@@ -398,18 +398,25 @@ class MultiprocessWorkerPool(BaseWorkerPool):
 
     def _receive(self, worker: WorkerProcess) -> None:
         try:
-            message = dill.loads(worker.results.recv_bytes())
+            key, reply = dill.loads(worker.results.recv_bytes())
         except (EOFError, OSError):
             worker.eof = True  # the worker died; its sentinel will tell
             return
         with self._lock:
-            unit, worker.unit = worker.unit, None
-            if not self._stopping:
-                self._idle.append(worker)
+            unit = worker.unit
+            # Never settle a unit with another one's reply: a worker may answer a piece the pool
+            # no longer expects from it, and the unit it holds now, if any, is still to come.
+            answers = unit is not None and unit.key == key
+            if answers or unit is None:
+                worker.unit = None
+                if not self._stopping:
+                    self._idle.append(worker)
+        if not answers:
+            logger.warning("worker %s answered %s, which it does not hold; the reply is dropped", worker.name, key)
+            return
         self._dispatch()  # the next unit first: the worker idles for no record write
-        if unit is not None:
-            unit.settle(message)
-            self._forget([unit])
+        unit.settle(reply)
+        self._forget([unit])
 
     def _forget(self, units: list[Unit]) -> None:
         """``units`` are settled: drop them and wake whoever waits for them."""

@@ -362,7 +362,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
     def _release(self, worker: WorkerProcess) -> None:
         """A reserved ``worker`` got nothing to run after all: idle again."""
         with self._lock:
-            if worker.alive and not self._stopping:
+            if worker.alive and not self._stopping and worker not in self._idle:
                 self._idle.appendleft(worker)
 
     # -- supervision ----------------------------------------------------------------------------
@@ -409,7 +409,7 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             answers = unit is not None and unit.key == key
             if answers or unit is None:
                 worker.unit = None
-                if not self._stopping:
+                if not self._stopping and worker not in self._idle:
                     self._idle.append(worker)
         if not answers:
             logger.warning("worker %s answered %s, which it does not hold; the reply is dropped", worker.name, key)

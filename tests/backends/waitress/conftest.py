@@ -16,6 +16,8 @@ import pytest
 
 pytest.importorskip("waitress")
 
+from chariots_test_deploy import Remember  # noqa: E402
+
 from chariots_core import BaseOp, Chariots, Node, Pipeline, VersionType  # noqa: E402
 from chariots_core.ml import BaseMLOp, MLMode  # noqa: E402
 from chariots_core.serving.workers import InProcessWorkerPool  # noqa: E402
@@ -81,16 +83,6 @@ class AddOne(BaseOp):
         return value + 1
 
 
-class Memorize(BaseMLOp):
-    """Learns its input as is and predicts it back: a model whose state is easy to see."""
-
-    def fit(self, value: Any) -> None:
-        self._model = value
-
-    def predict(self, _: Any) -> Any:
-        return self._model
-
-
 class Pair(BaseOp):
     """Puts its two inputs in a list."""
 
@@ -133,15 +125,15 @@ def pair_pipelines() -> list[Pipeline]:
     """``train_pair`` fits two models on the same input; ``pred_pair`` returns both models."""
     train = Pipeline(
         [
-            Node(Memorize(MLMode.FIT), input_nodes=[INPUT], name="first"),
-            Node(Memorize(MLMode.FIT), input_nodes=[INPUT], name="second"),
+            Node(Remember(MLMode.FIT), input_nodes=[INPUT], name="first"),
+            Node(Remember(MLMode.FIT), input_nodes=[INPUT], name="second"),
         ],
         "train_pair",
     )
     pred = Pipeline(
         [
-            Node(Memorize(MLMode.PREDICT), input_nodes=[INPUT], output_nodes="a", name="first"),
-            Node(Memorize(MLMode.PREDICT), input_nodes=[INPUT], output_nodes="b", name="second"),
+            Node(Remember(MLMode.PREDICT), input_nodes=[INPUT], output_nodes="a", name="first"),
+            Node(Remember(MLMode.PREDICT), input_nodes=[INPUT], output_nodes="b", name="second"),
             Node(Pair(), input_nodes=["a", "b"], output_nodes=OUTPUT),
         ],
         "pred_pair",

@@ -59,12 +59,7 @@ def _history_row(record: DeploymentRecord) -> list[str]:
         )
     else:
         versions = _versions_text(record.versions)
-    if record.reason:
-        detail = record.reason.splitlines()[0]
-    elif record.restores:
-        detail = f"restores {record.restores}"
-    else:
-        detail = record.strategy or ""
+    detail = record.detail
     detail = detail if len(detail) <= _DETAIL_WIDTH else detail[: _DETAIL_WIDTH - 3] + "..."
     return [record.deployment_id, _time(record.at), record.kind, record.outcome, versions or "-",
             f"{record.host}/{record.pid}", detail or "-"]  # fmt: skip

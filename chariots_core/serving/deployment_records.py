@@ -90,6 +90,15 @@ class DeploymentRecord:
         """Whether it changed what the pipeline serves (it was not refused)."""
         return self.outcome == DEPLOYED
 
+    @property
+    def detail(self) -> str:
+        """One line on it: why it was refused, what a rollback restores, or the strategy."""
+        if self.reason:
+            return self.reason.splitlines()[0]
+        if self.restores:
+            return f"restores {self.restores}"
+        return self.strategy or ""
+
     def serves_as(self, other: DeploymentRecord) -> bool:
         """Whether it serves the same versions (and variants) as ``other``."""
         return _keys(self.versions) == _keys(other.versions) and [

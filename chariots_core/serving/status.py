@@ -180,9 +180,7 @@ def _deployment_note(record: DeploymentRecord) -> str:
             f"{variant.name} shadow" if variant.shadow else f"{variant.name} {variant.share:.0%}"
             for variant in record.variants
         )
-    if record.restores:
-        return f"restores {record.restores}"
-    return record.strategy or ""
+    return record.detail  # what a rollback restores, or the strategy
 
 
 def error_text(error: Mapping[str, str]) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from typing import Any
 
 from ..errors import ChariotsError, UnknownPipelineError
@@ -102,8 +103,7 @@ def status_text(status: dict[str, Any], held: bool) -> str:
                 ]
                 for op in pipeline["ops"]
             ]
-            table = _table(["OP", "SERVING", "NEWEST SAVED", "SAVED BY", "SAVED AT"], rows)
-            lines += [f"  {line}" for line in table.splitlines()]
+            lines += _indented(_table(["OP", "SERVING", "NEWEST SAVED", "SAVED BY", "SAVED AT"], rows))
         for op in pipeline["ops"]:
             if op.get("why"):
                 fix = f"; run and save pipeline {op['fix']!r}" if op.get("fix") else ""
@@ -117,18 +117,19 @@ def status_text(status: dict[str, Any], held: bool) -> str:
             [job["job_id"], job["pipeline"], job["status"], _time(job["submitted_at"]), job["error"] or "-"]
             for job in status["jobs"]
         ]
-        lines += [
-            f"  {line}" for line in _table(["JOB", "PIPELINE", "STATUS", "SUBMITTED", "ERROR"], rows).splitlines()
-        ]
+        lines += _indented(_table(["JOB", "PIPELINE", "STATUS", "SUBMITTED", "ERROR"], rows))
     if status.get("deployments"):
         lines.append("deployments, newest first:")
         rows = [
             [row["deployment_id"], row["pipeline"], row["kind"], row["outcome"], _time(row["at"]), row["note"] or "-"]
             for row in status["deployments"]
         ]
-        header = ["DEPLOYMENT", "PIPELINE", "KIND", "OUTCOME", "AT", "NOTE"]
-        lines += [f"  {line}" for line in _table(header, rows).splitlines()]
+        lines += _indented(_table(["DEPLOYMENT", "PIPELINE", "KIND", "OUTCOME", "AT", "NOTE"], rows))
     return "\n".join(lines) if lines else "no pipelines"
+
+
+def _indented(table: str) -> list[str]:
+    return textwrap.indent(table, "  ").splitlines()
 
 
 def _time_or_dash(timestamp: float | None) -> str:

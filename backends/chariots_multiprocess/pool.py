@@ -406,17 +406,19 @@ class MultiprocessWorkerPool(BaseWorkerPool):
             unit = worker.unit
             # Never settle a unit with another one's reply: a worker may answer a piece the pool
             # no longer expects from it, and the unit it holds now, if any, is still to come.
-            answers = unit is not None and unit.key == key
-            if answers or unit is None:
+            answered = unit if unit is not None and unit.key == key else None
+            freed = unit is None or answered is not None
+            if freed:
                 worker.unit = None
                 if not self._stopping and worker not in self._idle:
                     self._idle.append(worker)
-        if not answers:
+        if freed:
+            self._dispatch()  # the next unit first: the worker idles for no record write
+        if answered is None:
             logger.warning("worker %s answered %s, which it does not hold; the reply is dropped", worker.name, key)
             return
-        self._dispatch()  # the next unit first: the worker idles for no record write
-        unit.settle(reply)
-        self._forget([unit])
+        answered.settle(reply)
+        self._forget([answered])
 
     def _forget(self, units: list[Unit]) -> None:
         """``units`` are settled: drop them and wake whoever waits for them."""
